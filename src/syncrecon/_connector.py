@@ -1,0 +1,226 @@
+"""The connector protocol, and how syncrecon calls connectors.
+
+A connector is any object with a ``name``, ``capabilities`` and four methods. The methods
+may be plain ``def`` or ``async def``; syncrecon accepts both, from both its sync and async
+front doors. One method call is one API call: syncrecon counts them and retries the ones that
+raise :class:`~syncrecon.TransientError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import anyio.from_thread
+import attrs
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from ._exceptions import RateLimitedError, TransientError
+from ._models import Capabilities, Change, FieldInfo, Page, Record, WriteResult
+
+__all__ = ["AsyncConnector", "Connector", "RetrySettings"]
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A system syncrecon reads and writes, with plain ``def`` methods.
+
+    Implement it for your own system in a few lines; see :class:`AsyncConnector` for the same
+    protocol with ``async def`` methods. Raise :class:`~syncrecon.TransientError` (or
+    :class:`~syncrecon.RateLimitedError`) for failures worth retrying.
+    """
+
+    name: str
+    capabilities: Capabilities
+
+    def list_records(self, *, since: datetime | None, cursor: str | None) -> Page:
+        """One page of records, in a stable order.
+
+        ``since`` asks only for records modified at or after that time (honour it only when
+        ``capabilities.incremental`` is true; otherwise return everything). ``cursor`` is the
+        ``next_cursor`` of the previous page, ``None`` for the first.
+        """
+        ...
+
+    def read_records(self, keys: Sequence[str]) -> Sequence[Record]:
+        """The records with these keys (at most ``capabilities.max_read_batch``).
+
+        Keys that do not exist (or were deleted) are simply absent from the result.
+        """
+        ...
+
+    def write_records(self, changes: Sequence[Change]) -> Sequence[WriteResult]:
+        """Apply a batch of changes (at most ``capabilities.max_write_batch``).
+
+        Return one :class:`WriteResult` per change, with the change's ``ref``: a rejected
+        record must not fail or hide the rest of the batch.
+        """
+        ...
+
+    def describe_fields(self) -> Sequence[FieldInfo]:
+        """The fields of the object type: names, types and picklist options."""
+        ...
+
+
+@runtime_checkable
+class AsyncConnector(Protocol):
+    """:class:`Connector` with ``async def`` methods; the semantics are the same."""
+
+    name: str
+    capabilities: Capabilities
+
+    async def list_records(self, *, since: datetime | None, cursor: str | None) -> Page:
+        """See :meth:`Connector.list_records`."""
+        ...
+
+    async def read_records(self, keys: Sequence[str]) -> Sequence[Record]:
+        """See :meth:`Connector.read_records`."""
+        ...
+
+    async def write_records(self, changes: Sequence[Change]) -> Sequence[WriteResult]:
+        """See :meth:`Connector.write_records`."""
+        ...
+
+    async def describe_fields(self) -> Sequence[FieldInfo]:
+        """See :meth:`Connector.describe_fields`."""
+        ...
+
+
+AnyConnector = Connector | AsyncConnector
+
+
+@attrs.frozen(kw_only=True)
+class RetrySettings:
+    """How connector calls are retried.
+
+    Transient errors are retried up to ``attempts`` times in all, with exponential backoff and
+    full jitter (``initial`` doubling up to ``maximum`` seconds). A
+    :class:`~syncrecon.RateLimitedError` with ``retry_after`` waits exactly that long (capped at
+    ``maximum``). Other errors are not retried. ``sleep`` is injectable so tests never wait.
+    """
+
+    attempts: int = 5
+    initial: float = 0.5
+    maximum: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random | None = None
+
+    def wait(self, state: RetryCallState) -> float:
+        """The seconds to wait before the next attempt (tenacity's ``wait`` hook)."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.maximum)
+        if self.rng is not None:
+            cap = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
+            return self.rng.uniform(0, cap)
+        return float(wait_random_exponential(multiplier=self.initial, max=self.maximum)(state))
+
+
+class Caller:
+    """Calls connector methods, sync or async, with retries and an API-call count.
+
+    The reconciliation engine is plain blocking code. Under :meth:`Reconciler.arun_cycle` it
+    runs in a worker thread and ``async def`` methods are sent back to the host's event loop;
+    under the sync front door they run on a private event loop thread (a blocking portal),
+    which also works inside a notebook whose loop is already running.
+    """
+
+    def __init__(self, retry: RetrySettings, *, in_worker_thread: bool = False) -> None:
+        self._retry = retry
+        self._in_worker_thread = in_worker_thread
+        self._stack = contextlib.ExitStack()
+        self._portal: Any = None
+        self.calls: dict[str, int] = {}
+
+    def __enter__(self) -> Caller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _run_async(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        async def call() -> T:
+            return await fn(*args, **kwargs)
+
+        if self._in_worker_thread:
+            return anyio.from_thread.run(call)
+        if self._portal is None:
+            self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        result: T = self._portal.call(call)
+        return result
+
+    def _once(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return self._run_async(fn, *args, **kwargs)
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            awaitable = result
+
+            async def wrapped() -> Any:
+                return await awaitable
+
+            return self._run_async(wrapped)
+        return result
+
+    def call(self, system: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn`` (a connector method of ``system``), retrying transient errors."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retry.attempts),
+            wait=self._retry.wait,
+            retry=retry_if_exception_type(TransientError),
+            sleep=self._retry.sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self.calls[system] = self.calls.get(system, 0) + 1
+                return self._once(fn, *args, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def list_page(
+    caller: Caller, connector: AnyConnector, *, since: datetime | None, cursor: str | None
+) -> Page:
+    """One listing call, type-checked."""
+    page = caller.call(connector.name, connector.list_records, since=since, cursor=cursor)
+    if not isinstance(page, Page):
+        raise TypeError(f"{connector.name}.list_records must return a Page, got {page!r}")
+    return page
+
+
+def read_batch(caller: Caller, connector: AnyConnector, keys: Sequence[str]) -> list[Record]:
+    """One batch read by key."""
+    return list(caller.call(connector.name, connector.read_records, list(keys)))
+
+
+def write_batch(
+    caller: Caller, connector: AnyConnector, changes: Sequence[Change]
+) -> list[WriteResult]:
+    """One batch write; a missing result for a change counts as a retryable failure."""
+    results = list(caller.call(connector.name, connector.write_records, list(changes)))
+    by_ref = {r.ref: r for r in results}
+    return [
+        by_ref.get(c.ref)
+        or WriteResult.failure(
+            c, "the connector returned no result for this change", retryable=True
+        )
+        for c in changes
+    ]
+
+
+def describe(caller: Caller, connector: AnyConnector) -> list[FieldInfo]:
+    """The connector's field descriptions."""
+    return list(caller.call(connector.name, connector.describe_fields))

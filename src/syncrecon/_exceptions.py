@@ -1,0 +1,146 @@
+"""The one error hierarchy of syncrecon.
+
+Every error syncrecon raises on purpose derives from :class:`SyncReconError`.
+Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
+``RuntimeError``) so that ``except ValueError`` keeps working in host code::
+
+    SyncReconError
+    ├── ConfigurationError (ValueError)       a sync definition or option is wrong
+    ├── ConnectorError                        a connector call failed
+    │   ├── TransientError                    worth retrying (5xx, timeouts, dropped connections)
+    │   │   └── RateLimitedError              429 or quota; carries ``retry_after`` seconds
+    │   └── PermanentError                    not worth retrying (4xx other than 429)
+    ├── StorageError                          the storage backend failed
+    │   ├── SchemaVersionError                the database is newer than this library
+    │   └── LeaseHeldError                    another worker holds the lease
+    ├── CycleHaltedError (RuntimeError)       a guard stopped a cycle before it wrote anything
+    └── WebhookError                          a webhook request was rejected (has ``status_code``)
+        ├── SignatureError                    bad, missing or malformed signature (401)
+        ├── TimestampError                    stale or future timestamp (401)
+        ├── PayloadTooLargeError              body over the configured cap (413)
+        ├── MalformedPayloadError (ValueError) not JSON, or not the expected shape (400)
+        └── UnknownSourceError (LookupError)  no handler for that source (404)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "ConnectorError",
+    "CycleHaltedError",
+    "LeaseHeldError",
+    "MalformedPayloadError",
+    "PayloadTooLargeError",
+    "PermanentError",
+    "RateLimitedError",
+    "SchemaVersionError",
+    "SignatureError",
+    "StorageError",
+    "SyncReconError",
+    "TimestampError",
+    "TransientError",
+    "UnknownSourceError",
+    "WebhookError",
+]
+
+
+class SyncReconError(Exception):
+    """Base class of every error syncrecon raises on purpose."""
+
+
+class ConfigurationError(SyncReconError, ValueError):
+    """A sync definition, field mapping or option is invalid."""
+
+
+class ConnectorError(SyncReconError):
+    """A connector call failed.
+
+    Connectors raise :class:`TransientError` (or :class:`RateLimitedError`) for failures
+    that are worth retrying and :class:`PermanentError` for the rest. Any other exception
+    raised by a connector is treated as permanent.
+    """
+
+    def __init__(self, message: str, *, system: str | None = None) -> None:
+        super().__init__(message)
+        self.system = system
+
+
+class TransientError(ConnectorError):
+    """A failure worth retrying: a 5xx answer, a timeout, a dropped connection."""
+
+
+class RateLimitedError(TransientError):
+    """The system asked us to slow down (HTTP 429 or a quota answer).
+
+    ``retry_after`` is the number of seconds the system asked us to wait, when it said.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, system: str | None = None
+    ) -> None:
+        super().__init__(message, system=system)
+        self.retry_after = retry_after
+
+
+class PermanentError(ConnectorError):
+    """A failure that retrying will not fix (a 4xx answer other than 429)."""
+
+
+class StorageError(SyncReconError):
+    """The storage backend failed; the step that raised it was rolled back."""
+
+
+class SchemaVersionError(StorageError):
+    """The database schema is newer than this version of syncrecon understands."""
+
+
+class LeaseHeldError(StorageError):
+    """Another worker holds the lease (for example, a reconciliation cycle is running)."""
+
+
+class CycleHaltedError(SyncReconError, RuntimeError):
+    """A safety guard stopped a reconciliation cycle before it wrote anything.
+
+    Raised only when the caller asks for it (``Reconciler(raise_on_halt=True)``); by
+    default the halt is reported in :attr:`CycleReport.halted` and escalated.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class WebhookError(SyncReconError):
+    """A webhook request was rejected; ``status_code`` is the HTTP answer to give."""
+
+    status_code: int = 400
+
+
+class SignatureError(WebhookError):
+    """The signature is missing, malformed or does not match any active secret."""
+
+    status_code = 401
+
+
+class TimestampError(WebhookError):
+    """The signed timestamp is outside the tolerance window (stale or in the future)."""
+
+    status_code = 401
+
+
+class PayloadTooLargeError(WebhookError):
+    """The request body is larger than the configured cap."""
+
+    status_code = 413
+
+
+class MalformedPayloadError(WebhookError, ValueError):
+    """The body is not valid JSON or not the shape the parser expects."""
+
+    status_code = 400
+
+
+class UnknownSourceError(WebhookError, LookupError):
+    """No webhook source is registered under that name."""
+
+    status_code = 404

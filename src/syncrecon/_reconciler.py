@@ -1,0 +1,1070 @@
+"""The slow loop: a reconciliation cycle over every linked record, field by field.
+
+One cycle: read both systems (a full sweep, or an incremental pass since the watermark) into
+a scratch file -> match records (links first, then the natural key) -> decide every mapped
+field with its policy -> queue every discrepancy -> check the deletion guard -> re-read the
+targets and write the fixes in batches -> update bases, links, watermarks and counters.
+
+The engine is plain blocking code; :meth:`Reconciler.run_cycle` and
+:meth:`Reconciler.arun_cycle` are its two front doors.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter as TallyCounter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio.to_thread
+import attrs
+
+from . import _codec
+from ._clock import Clock, SystemClock
+from ._connector import (
+    AnyConnector,
+    Caller,
+    RetrySettings,
+    list_page,
+    read_batch,
+    write_batch,
+)
+from ._exceptions import ConfigurationError, CycleHaltedError, LeaseHeldError
+from ._models import Change, ChangeOp, Record, Side, WriteResult
+from ._policy import MISSING, Decision, FieldState, Outcome
+from ._policy import values_equal as _same
+from ._stash import Stash
+from ._sync import FieldMap, SyncDefinition
+from .storage._base import (
+    RECORD_FIELD,
+    BaseUpdate,
+    Counter,
+    CycleRecord,
+    Discrepancy,
+    ItemKey,
+    ItemUpdate,
+    Link,
+    Status,
+    Step,
+    Storage,
+)
+from .storage.sqlite import parse_ts, ts
+
+__all__ = ["CycleReport", "Reconciler"]
+
+DUPLICATE_CATEGORY = "possible_duplicate"
+DELETION_CATEGORY = "deletion"
+MASS_DELETE_CATEGORY = "mass_delete"
+_SIDE_INDEX = {Side.LEFT: 0, Side.RIGHT: 1}
+
+
+def _tally() -> dict[str, int]:
+    return {}
+
+
+@attrs.frozen(kw_only=True)
+class CycleReport:
+    """What one reconciliation cycle found and did.
+
+    ``discrepancies_found`` counts fields (and records) whose two sides differed.
+    ``auto_resolved`` counts, per rule, the discrepancies fixed by a successful write (in a dry
+    run: that would be fixed). ``escalated`` counts, per category, what went to an operator.
+    ``api_calls`` counts connector calls per system, retries included.
+    """
+
+    cycle_id: str
+    sync: str
+    mode: str
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime
+    records: Mapping[str, int]
+    pairs_compared: int
+    new_links: int
+    discrepancies_found: int
+    auto_resolved: Mapping[str, int]
+    escalated: Mapping[str, int]
+    writes: Mapping[str, int]
+    created: Mapping[str, int]
+    deleted: Mapping[str, int]
+    write_failures: int
+    skipped_changed: int
+    api_calls: Mapping[str, int]
+    halted: str | None = None
+    timings: Mapping[str, float] = attrs.field(factory=dict)
+
+    @property
+    def total_api_calls(self) -> int:
+        """Connector calls over both systems."""
+        return sum(self.api_calls.values())
+
+    @property
+    def total_writes(self) -> int:
+        """Records written (updated, created or deleted) over both systems."""
+        return sum(self.writes.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        out = attrs.asdict(self)
+        out["started_at"] = self.started_at.isoformat()
+        out["finished_at"] = self.finished_at.isoformat()
+        out["api_calls_total"] = self.total_api_calls
+        return out
+
+    def __str__(self) -> str:
+        lines = [
+            f"cycle {self.cycle_id} of {self.sync!r}"
+            f" ({self.mode}{', dry run' if self.dry_run else ''})",
+            f"  records read: {dict(self.records)}; pairs compared: {self.pairs_compared};"
+            f" new links: {self.new_links}",
+            f"  discrepancies found: {self.discrepancies_found}",
+            f"  auto-resolved by rule: {dict(self.auto_resolved)}",
+            f"  escalated by category: {dict(self.escalated)}",
+            f"  writes: {dict(self.writes)} (created {dict(self.created)},"
+            f" deleted {dict(self.deleted)}); failed: {self.write_failures};"
+            f" skipped (changed since read): {self.skipped_changed}",
+            f"  API calls: {dict(self.api_calls)}",
+        ]
+        if self.halted:
+            lines.append(f"  HALTED: {self.halted}")
+        return "\n".join(lines)
+
+
+@attrs.define
+class _Tally:
+    found: int = 0
+    pairs: int = 0
+    new_links: int = 0
+    write_failures: int = 0
+    skipped: int = 0
+    auto: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    escalated: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    writes: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    created: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    deleted: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    timings: dict[str, float] = attrs.field(factory=dict)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else ts(value)
+
+
+class Reconciler:
+    """Runs reconciliation cycles for one :class:`SyncDefinition` over a :class:`Storage`.
+
+    ``full_sweep_every`` sets how often an incremental sync reads everything (to find
+    deletions and late records); incremental passes read from the watermark minus ``overlap``.
+    A cycle that would delete more than ``max_delete_fraction`` of the linked records is
+    halted before it writes anything. Only one cycle per sync runs at a time, across
+    processes (a lease in storage that lasts ``lease_ttl`` and is renewed as the cycle runs).
+    """
+
+    def __init__(
+        self,
+        sync: SyncDefinition,
+        storage: Storage,
+        *,
+        clock: Clock | None = None,
+        retry: RetrySettings | None = None,
+        full_sweep_every: timedelta = timedelta(hours=24),
+        overlap: timedelta = timedelta(minutes=5),
+        max_delete_fraction: float = 0.1,
+        lease_ttl: timedelta = timedelta(minutes=10),
+        raise_on_halt: bool = False,
+        scratch_dir: str | None = None,
+        batch_size: int = 2000,
+    ) -> None:
+        if not 0 <= max_delete_fraction <= 1:
+            raise ConfigurationError("max_delete_fraction must be between 0 and 1")
+        if sync.create_on and sync.natural_key is None:
+            raise ConfigurationError(
+                "creating records needs a natural key: it is what keeps a create that crashed"
+                " before its link was stored from being made twice"
+            )
+        self.sync = sync
+        self.storage = storage
+        self.clock: Clock = clock or SystemClock()
+        self.retry = retry or RetrySettings()
+        self.full_sweep_every = full_sweep_every
+        self.overlap = overlap
+        self.max_delete_fraction = max_delete_fraction
+        self.lease_ttl = lease_ttl
+        self.raise_on_halt = raise_on_halt
+        self.scratch_dir = scratch_dir
+        self.batch_size = batch_size
+        self.owner = f"reconciler-{uuid.uuid4().hex[:12]}"
+        self.storage.setup()
+
+    def __repr__(self) -> str:
+        return f"Reconciler({self.sync.name!r}, storage={self.storage!r})"
+
+    @property
+    def lease_name(self) -> str:
+        """The storage lease that keeps two cycles of this sync from running at once."""
+        return f"cycle:{self.sync.name}"
+
+    def run_cycle(self, *, dry_run: bool = False, full: bool | None = None) -> CycleReport:
+        """Run one cycle and return its report.
+
+        ``dry_run=True`` computes the full report and writes nothing to the systems or the
+        queue. ``full`` forces (True) or forbids (False) a full sweep; by default the cycle is
+        incremental when both connectors support it and a full sweep ran recently.
+        Raises :class:`~syncrecon.LeaseHeldError` when another cycle of this sync is running.
+        """
+        with Caller(self.retry) as caller:
+            return _Cycle(self, caller, dry_run=dry_run, full=full).run()
+
+    async def arun_cycle(self, *, dry_run: bool = False, full: bool | None = None) -> CycleReport:
+        """:meth:`run_cycle` for async hosts: the cycle runs in a worker thread.
+
+        Plain ``def`` connector methods run in that thread; ``async def`` ones run on the
+        calling event loop.
+        """
+
+        def work() -> CycleReport:
+            with Caller(self.retry, in_worker_thread=True) as caller:
+                return _Cycle(self, caller, dry_run=dry_run, full=full).run()
+
+        return await anyio.to_thread.run_sync(work)
+
+
+class _Cycle:
+    """One cycle's state. Not reused."""
+
+    def __init__(
+        self, rec: Reconciler, caller: Caller, *, dry_run: bool, full: bool | None
+    ) -> None:
+        self.rec = rec
+        self.sync = rec.sync
+        self.storage = rec.storage
+        self.clock = rec.clock
+        self.caller = caller
+        self.dry_run = dry_run
+        self.force_full = full
+        self._fields = rec.sync.fields
+        self.id = uuid.uuid4().hex[:16]
+        self.t = _Tally()
+        self.active: dict[ItemKey, Discrepancy] = {}
+        self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
+        self.lease_renewed = 0.0
+
+    # -- driver ------------------------------------------------------------------------------
+
+    def run(self) -> CycleReport:
+        started = self.clock.now()
+        if not self.storage.acquire_lease(
+            self.rec.lease_name, self.rec.owner, self.rec.lease_ttl, started
+        ):
+            raise LeaseHeldError(f"a cycle of sync {self.sync.name!r} is already running")
+        self.lease_renewed = time.monotonic()
+        try:
+            with Stash(self.rec.scratch_dir) as stash:
+                return self._run(stash, started)
+        finally:
+            self.storage.release_lease(self.rec.lease_name, self.rec.owner)
+
+    def _renew_lease(self) -> None:
+        if time.monotonic() - self.lease_renewed < self.rec.lease_ttl.total_seconds() / 3:
+            return
+        if not self.storage.acquire_lease(
+            self.rec.lease_name, self.rec.owner, self.rec.lease_ttl, self.clock.now()
+        ):
+            raise LeaseHeldError("the cycle lease expired and was taken by another worker")
+        self.lease_renewed = time.monotonic()
+
+    def _phase(self, name: str, began: float) -> None:
+        self.t.timings[name] = round(self.t.timings.get(name, 0.0) + time.process_time() - began, 6)
+
+    def _run(self, stash: Stash, started: datetime) -> CycleReport:
+        state = self.storage.get_sync_state(self.sync.name)
+        incremental = self._incremental(state.watermarks, state.last_full_sweep, started)
+        mode = "incremental" if incremental else "full"
+        self.active = self.storage.active_items(self.sync.name)
+
+        began = time.process_time()
+        for side in Side:
+            since = None
+            if incremental:
+                since = state.watermarks[side] - self.rec.overlap
+            self._stage_listing(stash, side, since)
+        self._stage_counterparts(stash)
+        self._phase("read", began)
+
+        began = time.process_time()
+        self._match(stash)
+        self._phase("match", began)
+
+        halted = self._guard(stash, mode)
+        if halted is None:
+            began = time.process_time()
+            self._compare(stash)
+            self._plan_singles(stash)
+            self._phase("compare", began)
+            if not self.dry_run:
+                began = time.process_time()
+                self._execute(stash)
+                self._phase("write", began)
+
+        finished = self.clock.now()
+        report = self._report(mode, started, finished, halted, stash)
+        if not self.dry_run:
+            step = Step(at=finished)
+            if halted is None:
+                for side, mark in self.marks.items():
+                    if mark is not None:
+                        step.watermarks.append((self.sync.name, side, mark))
+                if not incremental:
+                    step.full_sweeps.append((self.sync.name, started))
+            step.cycle = CycleRecord(
+                id=self.id,
+                sync=self.sync.name,
+                started_at=started,
+                finished_at=finished,
+                mode=mode,
+                dry_run=False,
+                report=report.to_dict(),
+            )
+            step.counters.extend(self._counters(report))
+            self.storage.commit(step)
+        if halted is not None and self.rec.raise_on_halt:
+            raise CycleHaltedError(halted, reason=MASS_DELETE_CATEGORY)
+        return report
+
+    def _incremental(
+        self, marks: Mapping[Side, datetime], last_full: datetime | None, now: datetime
+    ) -> bool:
+        if self.force_full is not None:
+            if not self.force_full and not self._can_incremental(marks):
+                raise ConfigurationError(
+                    "an incremental cycle needs incremental connectors and a previous full sweep"
+                )
+            return not self.force_full
+        if not self._can_incremental(marks) or last_full is None:
+            return False
+        return now - last_full < self.rec.full_sweep_every
+
+    def _can_incremental(self, marks: Mapping[Side, datetime]) -> bool:
+        return all(
+            self.sync.connector(side).capabilities.incremental and side in marks for side in Side
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _project(self, side: Side, record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(values in the left vocabulary by left name, raw values by the side's name)."""
+        proj: dict[str, Any] = {}
+        raw: dict[str, Any] = {}
+        values = record.fields
+        for fm in self._fields:
+            if side is Side.LEFT:
+                value = values.get(fm.left)
+                proj[fm.left] = value
+            else:
+                value = values.get(fm.right)
+                raw[fm.right] = value
+                proj[fm.left] = fm.transform.to_left(value)
+        return proj, raw
+
+    def _ftimes(self, side: Side, record: Record) -> str | None:
+        times = record.field_modified_at
+        if not times:
+            return None
+        out = {}
+        for fm in self._fields:
+            name = fm.left if side is Side.LEFT else fm.right
+            if name in times:
+                out[fm.left] = ts(times[name])
+        return _codec.dumps(out) if out else None
+
+    def _natural(self, side: Side, record: Record) -> str | None:
+        nk = self.sync.natural_key
+        if nk is None:
+            return None
+        return nk.normalize(record.fields.get(nk.left if side is Side.LEFT else nk.right))
+
+    def _rows(
+        self, side: Side, records: Sequence[Record], links: Mapping[str, Link]
+    ) -> Iterable[tuple[Any, ...]]:
+        index = _SIDE_INDEX[side]
+        for record in records:
+            link = links.get(record.key)
+            if record.deleted:
+                proj_text = raw_text = None
+            else:
+                proj, raw = self._project(side, record)
+                proj_text = _codec.dumps(proj)
+                raw_text = _codec.dumps(raw) if raw else None
+            mod = record.modified_at
+            mark = self.marks[side]
+            if mod is not None and (mark is None or mod > mark):
+                self.marks[side] = mod
+            yield (
+                index,
+                record.key,
+                None if link is None else link.left_key,
+                None if link is None else link.key(side.other),
+                self._natural(side, record) if link is None else link.natural_key,
+                proj_text,
+                raw_text,
+                _iso(mod),
+                None if record.deleted else self._ftimes(side, record),
+                None if link is None else _codec.dumps(dict(link.base)),
+                int(record.deleted),
+            )
+
+    def _stage(self, stash: Stash, side: Side, records: Sequence[Record]) -> None:
+        links = self.storage.get_links(self.sync.name, side, [r.key for r in records])
+        stash.put(self._rows(side, records, links))
+
+    def _stage_listing(self, stash: Stash, side: Side, since: datetime | None) -> None:
+        connector = self.sync.connector(side)
+        cursor: str | None = None
+        pages = 0
+        while True:
+            page = list_page(self.caller, connector, since=since, cursor=cursor)
+            self._stage(stash, side, page.records)
+            pages += 1
+            if pages % 50 == 0:
+                stash.checkpoint()
+                self._renew_lease()
+            if page.next_cursor is None:
+                break
+            if page.next_cursor == cursor:
+                raise RuntimeError(f"{connector.name} returned the same cursor twice: {cursor!r}")
+            cursor = page.next_cursor
+
+    def _stage_counterparts(self, stash: Stash) -> None:
+        """Read linked records whose counterpart was not listed; stage absent ones as gone."""
+        for side in Side:
+            other = side.other
+            connector = self.sync.connector(other)
+            wanted = [o for _, o in stash.missing_counterparts(_SIDE_INDEX[side])]
+            size = connector.capabilities.max_read_batch
+            for i in range(0, len(wanted), size):
+                keys = wanted[i : i + size]
+                found = {r.key: r for r in read_batch(self.caller, connector, keys)}
+                records = [found.get(k) or Record(key=k, deleted=True) for k in keys]
+                self._stage(stash, other, records)
+        stash.checkpoint()
+
+    # -- matching ----------------------------------------------------------------------------
+
+    def _match(self, stash: Stash) -> None:
+        """Link unlinked records by natural key; two candidates escalate, never guess."""
+        if self.sync.natural_key is None:
+            return
+        groups: dict[str, tuple[list[str], list[str]]] = {}
+        pending: list[tuple[str, str]] = []
+
+        def flush() -> None:
+            if not groups:
+                return
+            known = self.storage.links_by_natural_key(self.sync.name, list(groups))
+            for nat, (lefts, rights) in groups.items():
+                taken = known.get(nat, [])
+                if len(lefts) == 1 and len(rights) == 1 and not taken:
+                    pending.append((lefts[0], rights[0]))
+                elif len(lefts) + len(rights) + len(taken) > 1:
+                    self._duplicate(nat, lefts, rights, taken)
+            groups.clear()
+
+        for nat, side, key in stash.unlinked_by_natural_key():
+            if nat is None:
+                continue
+            lefts, rights = groups.setdefault(nat, ([], []))
+            (lefts if side == 0 else rights).append(key)
+            if len(groups) >= self.rec.batch_size:
+                flush()
+        # A group may straddle a flush boundary only if it is the last one read; groups are
+        # ordered by natural key, so flush once more at the end.
+        flush()
+        stash.set_link(pending)
+        self.t.new_links += len(pending)
+
+    def _duplicate(self, nat: str, lefts: list[str], rights: list[str], taken: list[Link]) -> None:
+        others = [f"left {k}" for k in lefts] + [f"right {k}" for k in rights]
+        others += [f"linked {lk.left_key}<->{lk.right_key}" for lk in taken]
+        self.t.found += 1
+        self.t.escalated[DUPLICATE_CATEGORY] += 1
+        keys = [(k, None) for k in lefts] + [(None, k) for k in rights]
+        items = [
+            self._item(
+                left_key=lk,
+                right_key=rk,
+                field=RECORD_FIELD,
+                status=Status.ESCALATED,
+                rule="natural_key",
+                category=DUPLICATE_CATEGORY,
+                explanation=f"natural key {nat!r} matches several records: {', '.join(others)};"
+                " they are not linked until an operator decides",
+            )
+            for lk, rk in keys
+        ]
+        self._commit(Step(at=self.clock.now(), new_items=items))
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def _guard(self, stash: Stash, mode: str) -> str | None:
+        if self.sync.delete_from is None:
+            return None
+        gone = int(
+            stash.db.execute(
+                "SELECT count(*) FROM rec l JOIN rec r ON r.side = 1 AND r.key = l.other"
+                " WHERE l.side = 0 AND l.link IS NOT NULL AND l.deleted + r.deleted = 1"
+                " AND (CASE WHEN l.deleted = 1 THEN 0 ELSE 1 END) = ?",
+                (_SIDE_INDEX[self.sync.delete_from],),
+            ).fetchone()[0]
+        )
+        linked = self.storage.count_links(self.sync.name)
+        if gone == 0 or gone <= self.rec.max_delete_fraction * linked:
+            return None
+        reason = (
+            f"{gone} of {linked} linked records would be deleted"
+            f" (more than {self.rec.max_delete_fraction:.0%}); nothing was written"
+            f" ({mode} sweep). Check the {self.sync.delete_from} system, then resolve this item."
+        )
+        self.t.found += 1
+        self.t.escalated[MASS_DELETE_CATEGORY] += 1
+        item = self._item(
+            field=RECORD_FIELD,
+            status=Status.ESCALATED,
+            rule="mass_delete_guard",
+            category=MASS_DELETE_CATEGORY,
+            explanation=reason,
+        )
+        self._commit(Step(at=self.clock.now(), new_items=[item]))
+        return reason
+
+    def _item(self, **kwargs: Any) -> Discrepancy:
+        return Discrepancy(
+            sync=self.sync.name, detected_at=self.clock.now(), cycle_id=self.id, **kwargs
+        )
+
+    def _commit(self, step: Step) -> list[int]:
+        if self.dry_run or step.is_empty():
+            return [0] * len(step.new_items)
+        return self.storage.commit(step)
+
+    def _state(
+        self,
+        fm: FieldMap,
+        left: Mapping[str, Any],
+        right: Mapping[str, Any],
+        base: Any,
+        times: tuple[datetime | None, datetime | None, dict[str, Any], dict[str, Any]],
+    ) -> FieldState:
+        lmod, rmod, lft, rft = times
+        name = fm.left
+        lt = lft.get(name)
+        rt = rft.get(name)
+        return FieldState(
+            field=name,
+            left=left.get(name),
+            right=right.get(name),
+            base=base.get(name, MISSING),
+            left_modified_at=parse_ts(lt) if lt else lmod,
+            right_modified_at=parse_ts(rt) if rt else rmod,
+            left_per_field=lt is not None,
+            right_per_field=rt is not None,
+        )
+
+    def _compare(self, stash: Stash) -> None:
+        """Decide every linked pair's fields; queue discrepancies; plan the fixes."""
+        active_links = {(k[1], k[2]) for k in self.active}
+        for rows in stash.pairs(self.rec.batch_size):
+            began = time.process_time()
+            step = Step(at=self.clock.now())
+            plans: list[tuple[Any, ...]] = []
+            plan_items: list[list[Discrepancy]] = []
+            for row in rows:
+                lkey, rkey, lproj, rproj, base_text = row[:5]
+                ldel, rdel = row[11], row[12]
+                if ldel or rdel:
+                    self._gone(step, plans, plan_items, row)
+                    continue
+                self.t.pairs += 1
+                base_text = base_text or "{}"
+                if lproj == rproj == base_text and (lkey, rkey) not in active_links:
+                    continue  # the fast path: nothing changed anywhere
+                self._decide_pair(step, plans, plan_items, row)
+            self._phase("decide", began)
+            ids = self._commit(step)
+            self._plan(stash, plans, plan_items, step.new_items, ids)
+
+    def _plan(
+        self,
+        stash: Stash,
+        plans: list[tuple[Any, ...]],
+        plan_items: list[list[Discrepancy]],
+        committed: list[Discrepancy],
+        ids: list[int],
+    ) -> None:
+        """Store planned writes with the queue ids of the items they resolve."""
+        by_object = {id(item): item_id for item, item_id in zip(committed, ids, strict=True)}
+        rows = []
+        for plan, items in zip(plans, plan_items, strict=True):
+            item_ids = [by_object[id(item)] for item in items]
+            rows.append((*plan[:9], _codec.dumps(item_ids), *plan[9:]))
+        stash.plan(rows)
+
+    def _decide_pair(
+        self,
+        step: Step,
+        plans: list[tuple[Any, ...]],
+        plan_items: list[list[Discrepancy]],
+        row: tuple[Any, ...],
+    ) -> None:
+        (lkey, rkey, lproj, rproj, base_text, _lraw, rraw, lmod, rmod, lft, rft, _ld, _rd, nat) = (
+            row
+        )
+        left = _codec.loads(lproj)
+        right = _codec.loads(rproj)
+        base = _codec.loads(base_text) if base_text else {}
+        right_raw = _codec.loads(rraw) if rraw else {}
+        is_new = base_text is None
+        times = (
+            parse_ts(lmod) if lmod else None,
+            parse_ts(rmod) if rmod else None,
+            _codec.loads(lft) if lft else {},
+            _codec.loads(rft) if rft else {},
+        )
+        if is_new:
+            step.links.append(
+                Link(sync=self.sync.name, left_key=lkey, right_key=rkey, natural_key=nat)
+            )
+        base_values: dict[str, Any] = {}
+        writes: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}
+        expect: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}
+        pending_base: dict[str, Any] = {}
+        fixes: list[tuple[Decision, Discrepancy]] = []
+        for fm in self._fields:
+            state = self._state(fm, left, right, base, times)
+            decision = fm.decide(state)
+            key = (self.sync.name, lkey, rkey, fm.left)
+            prior = self.active.get(key)
+            if decision.outcome is Outcome.AGREE:
+                if not state.has_base or not _same(base.get(fm.left), decision.value):
+                    base_values[fm.left] = decision.value
+                if prior is not None:
+                    closed = (
+                        Status.AUTO_RESOLVED if prior.status is Status.OPEN else Status.RESOLVED
+                    )
+                    assert prior.id is not None
+                    step.item_updates.append(
+                        ItemUpdate(
+                            id=prior.id,
+                            status=closed,
+                            resolution=decision.value,
+                            resolved_at=self.clock.now(),
+                            note="both systems now agree",
+                        )
+                    )
+                    if closed is Status.AUTO_RESOLVED and prior.rule:
+                        self.t.auto[prior.rule] += 1
+                continue
+            self.t.found += 1
+            item = self._item(
+                left_key=lkey,
+                right_key=rkey,
+                field=fm.left,
+                status=Status.ESCALATED if decision.escalated else Status.OPEN,
+                left_value=state.left,
+                right_value=state.right,
+                base_value=None if not state.has_base else state.base,
+                has_base=state.has_base,
+                rule=decision.rule,
+                category=decision.category,
+                explanation=decision.explain(),
+                resolution=None if decision.escalated else decision.value,
+            )
+            if decision.escalated:
+                assert decision.category is not None
+                self.t.escalated[decision.category] += 1
+                step.new_items.append(item)
+                continue
+            fixes.append((decision, item))
+            pending_base[fm.left] = decision.value
+            if decision.writes_right:
+                writes[Side.RIGHT][fm.right] = fm.transform.to_right(decision.value)
+                expect[Side.RIGHT][fm.right] = right_raw.get(fm.right)
+            if decision.writes_left:
+                writes[Side.LEFT][fm.left] = decision.value
+                expect[Side.LEFT][fm.left] = state.left
+        if base_values and not is_new:
+            step.bases.append(BaseUpdate(sync=self.sync.name, left_key=lkey, values=base_values))
+        elif is_new:
+            step.links[-1] = attrs.evolve(step.links[-1], base=base_values)
+        if not fixes:
+            return
+        items = [item for _, item in fixes]
+        rules = [d.rule for d, _ in fixes]
+        if self.dry_run:
+            for rule in rules:
+                self.t.auto[rule] += 1
+            return
+        step.new_items.extend(items)
+        targets = [side for side in Side if writes[side]]
+        shared = int(len(targets) == 2)
+        for side in targets:
+            mod = times[0] if side is Side.LEFT else times[1]
+            plans.append(
+                (
+                    _SIDE_INDEX[side],
+                    ChangeOp.UPDATE.value,
+                    lkey,
+                    rkey,
+                    nat,
+                    _codec.dumps(writes[side]),
+                    _codec.dumps(expect[side]),
+                    _iso(mod),
+                    _codec.dumps(pending_base),
+                    _codec.dumps(rules),
+                    shared,
+                )
+            )
+            plan_items.append(items)
+
+    def _gone(
+        self,
+        step: Step,
+        plans: list[tuple[Any, ...]],
+        plan_items: list[list[Discrepancy]],
+        row: tuple[Any, ...],
+    ) -> None:
+        lkey, rkey, _lp, _rp, base_text, _lr, _rr, lmod, rmod, _lf, _rf, ldel, rdel, nat = row
+        if ldel and rdel:
+            step.unlink.append((self.sync.name, lkey))
+            return
+        deleted = Side.LEFT if ldel else Side.RIGHT
+        survivor = deleted.other
+        self.t.found += 1
+        if self.sync.delete_from is deleted:
+            item = self._item(
+                left_key=lkey,
+                right_key=rkey,
+                field=RECORD_FIELD,
+                status=Status.OPEN,
+                rule="delete_from",
+                explanation=f"deleted in {deleted}, the side whose deletions propagate",
+            )
+            if self.dry_run:
+                self.t.auto["delete_from"] += 1
+                return
+            step.new_items.append(item)
+            mod = lmod if survivor is Side.LEFT else rmod
+            plans.append(
+                (
+                    _SIDE_INDEX[survivor],
+                    ChangeOp.DELETE.value,
+                    lkey,
+                    rkey,
+                    nat,
+                    "{}",
+                    None,
+                    mod,
+                    base_text,
+                    _codec.dumps(["delete_from"]),
+                    0,
+                )
+            )
+            plan_items.append([item])
+            return
+        self.t.escalated[DELETION_CATEGORY] += 1
+        step.new_items.append(
+            self._item(
+                left_key=lkey,
+                right_key=rkey,
+                field=RECORD_FIELD,
+                status=Status.ESCALATED,
+                rule="delete_from",
+                category=DELETION_CATEGORY,
+                explanation=f"deleted in {deleted}, whose deletions do not propagate"
+                f" ({'no side' if self.sync.delete_from is None else self.sync.delete_from}"
+                " is the source of deletions)",
+            )
+        )
+
+    def _plan_singles(self, stash: Stash) -> None:
+        """Plan creates for records that exist on one side only, where the sync allows it."""
+        for side in Side:
+            target = side.other
+            if target not in self.sync.create_on:
+                continue
+            rows = []
+            for key, nat, proj_text, raw_text in list(stash.singles(_SIDE_INDEX[side])):
+                if nat is None:
+                    continue  # without a natural key a create could not be matched back
+                proj = _codec.loads(proj_text)
+                fields: dict[str, Any] = {}
+                base: dict[str, Any] = {}
+                for fm in self._fields:
+                    if not fm.direction.allows_write(target):
+                        continue
+                    value = proj.get(fm.left)
+                    base[fm.left] = value
+                    fields[fm.right if target is Side.RIGHT else fm.left] = (
+                        fm.transform.to_right(value) if target is Side.RIGHT else value
+                    )
+                nk = self.sync.natural_key
+                assert nk is not None
+                nk_field = nk.right if target is Side.RIGHT else nk.left
+                if nk_field not in fields:
+                    raw = _codec.loads(raw_text) if raw_text else proj
+                    source_name = nk.left if side is Side.LEFT else nk.right
+                    if source_name in raw:
+                        fields[nk_field] = raw[source_name]
+                lkey, rkey = (key, None) if side is Side.LEFT else (None, key)
+                self.t.found += 1
+                if self.dry_run:
+                    self.t.auto["create_on"] += 1
+                    continue
+                rows.append(
+                    (
+                        _SIDE_INDEX[target],
+                        ChangeOp.CREATE.value,
+                        lkey,
+                        rkey,
+                        nat,
+                        _codec.dumps(fields),
+                        None,
+                        None,
+                        _codec.dumps(base),
+                        "[]",
+                        _codec.dumps(["create_on"]),
+                        0,
+                    )
+                )
+            stash.plan(rows)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _execute(self, stash: Stash) -> None:
+        stash.checkpoint()
+        for side in Side:
+            connector = self.sync.connector(side)
+            caps = connector.capabilities
+            size = min(caps.max_read_batch, caps.max_write_batch)
+            index = _SIDE_INDEX[side]
+            for rows in stash.planned(index, ("update", "delete"), size):
+                self._write_existing(stash, side, connector, rows)
+                self._renew_lease()
+            for rows in stash.planned(index, ("create",), caps.max_write_batch):
+                self._write_creates(stash, side, connector, rows)
+                self._renew_lease()
+        self._finish_shared(stash)
+
+    def _write_existing(
+        self, stash: Stash, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
+    ) -> None:
+        keyed = {(r[2] if side is Side.LEFT else r[3]): r for r in rows}
+        current = {r.key: r for r in read_batch(self.caller, connector, list(keyed))}
+        changes: list[Change] = []
+        skipped: list[tuple[Any, ...]] = []
+        for key, row in keyed.items():
+            _id, op, *_rest = row
+            expect_text, expect_mod = row[6], row[7]
+            now_rec = current.get(key)
+            if now_rec is None or now_rec.deleted:
+                skipped.append(row)
+                continue
+            if op == ChangeOp.DELETE.value:
+                mod = now_rec.modified_at
+                if expect_mod and mod is not None and mod > parse_ts(expect_mod):
+                    skipped.append(row)
+                    continue
+                changes.append(Change(op=ChangeOp.DELETE, key=key, ref=str(row[0])))
+                continue
+            expect = _codec.loads(expect_text) if expect_text else {}
+            if any(not _same(now_rec.fields.get(f), v) for f, v in expect.items()):
+                skipped.append(row)  # changed since we read it: never overwrite a newer value
+                continue
+            changes.append(
+                Change(op=ChangeOp.UPDATE, key=key, fields=_codec.loads(row[5]), ref=str(row[0]))
+            )
+        step = Step(at=self.clock.now())
+        self._skip(step, skipped)
+        stash.mark_done([r[0] for r in skipped], -1)
+        if changes:
+            results = self._write(connector, changes)
+            by_id = {int(c.ref): res for c, res in zip(changes, results, strict=True)}
+            ok_ids = []
+            for row in rows:
+                res = by_id.get(row[0])
+                if res is None:
+                    continue
+                if not res.ok:
+                    self._failed(step, row, res)
+                    stash.mark_done([row[0]], -1)
+                    continue
+                ok_ids.append(row[0])
+                self.t.writes[side.value] += 1
+                if row[1] == ChangeOp.DELETE.value:
+                    self.t.deleted[side.value] += 1
+                    step.unlink.append((self.sync.name, row[2]))
+                    self._resolve(step, row)
+                elif not row[11]:
+                    self._resolve(step, row)
+            stash.mark_done(ok_ids, 1)
+        self._commit(step)
+
+    def _write(self, connector: AnyConnector, changes: list[Change]) -> list[WriteResult]:
+        try:
+            return write_batch(self.caller, connector, changes)
+        except Exception as exc:  # a whole batch failed after retries: keep every item queued
+            return [
+                WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=True)
+                for c in changes
+            ]
+
+    def _resolve(self, step: Step, row: tuple[Any, ...]) -> None:
+        """A planned fix landed: update bases and close its queue items."""
+        base = _codec.loads(row[8]) if row[8] else {}
+        left_key = row[2]
+        if row[1] != ChangeOp.DELETE.value and base:
+            step.bases.append(BaseUpdate(sync=self.sync.name, left_key=left_key, values=base))
+        self._close_items(step, row[9], row[10], base)
+
+    def _close_items(
+        self, step: Step, items_text: str | None, rules_text: str | None, base: Mapping[str, Any]
+    ) -> None:
+        items = _codec.loads(items_text) if items_text else []
+        rules = _codec.loads(rules_text) if rules_text else []
+        for rule in rules:
+            self.t.auto[rule] += 1
+        now = self.clock.now()
+        for item_id in items:
+            step.item_updates.append(
+                ItemUpdate(id=item_id, status=Status.AUTO_RESOLVED, resolved_at=now)
+            )
+        del base
+
+    def _skip(self, step: Step, rows: list[tuple[Any, ...]]) -> None:
+        self.t.skipped += len(rows)
+        for row in rows:
+            for item_id in _codec.loads(row[9]) if row[9] else []:
+                step.item_updates.append(
+                    ItemUpdate(
+                        id=item_id,
+                        status=Status.OPEN,
+                        note="the target changed (or vanished) after it was read; the next"
+                        " cycle decides again",
+                    )
+                )
+
+    def _failed(self, step: Step, row: tuple[Any, ...], res: WriteResult) -> None:
+        self.t.write_failures += 1
+        for item_id in _codec.loads(row[9]) if row[9] else []:
+            step.item_updates.append(
+                ItemUpdate(
+                    id=item_id,
+                    status=Status.OPEN,
+                    note=f"write failed ({'retryable' if res.retryable else 'rejected'}):"
+                    f" {res.error}",
+                )
+            )
+
+    def _write_creates(
+        self, stash: Stash, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
+    ) -> None:
+        changes = [
+            Change(op=ChangeOp.CREATE, fields=_codec.loads(r[5]), ref=str(r[0])) for r in rows
+        ]
+        results = self._write(connector, changes)
+        step = Step(at=self.clock.now())
+        for row, res in zip(rows, results, strict=True):
+            if not res.ok or not res.key:
+                self.t.write_failures += 1
+                step.new_items.append(
+                    self._item(
+                        left_key=row[2],
+                        right_key=row[3],
+                        field=RECORD_FIELD,
+                        status=Status.OPEN,
+                        rule="create_on",
+                        explanation=f"creating the record in {side} failed: {res.error}",
+                    )
+                )
+                continue
+            self.t.writes[side.value] += 1
+            self.t.created[side.value] += 1
+            self.t.auto["create_on"] += 1
+            left_key = res.key if side is Side.LEFT else row[2]
+            right_key = res.key if side is Side.RIGHT else row[3]
+            step.links.append(
+                Link(
+                    sync=self.sync.name,
+                    left_key=left_key,
+                    right_key=right_key,
+                    natural_key=row[4],
+                    base=_codec.loads(row[8]),
+                )
+            )
+        self._commit(step)
+        del stash
+
+    def _finish_shared(self, stash: Stash) -> None:
+        """Links written on both sides: their bases move only once both writes landed."""
+        step = Step(at=self.clock.now())
+        for left_key, base_text, items_text, rules_text in stash.shared_complete():
+            base = _codec.loads(base_text) if base_text else {}
+            step.bases.append(BaseUpdate(sync=self.sync.name, left_key=left_key, values=base))
+            self._close_items(step, items_text, rules_text, base)
+        self._commit(step)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _report(
+        self, mode: str, started: datetime, finished: datetime, halted: str | None, stash: Stash
+    ) -> CycleReport:
+        t = self.t
+        return CycleReport(
+            cycle_id=self.id,
+            sync=self.sync.name,
+            mode=mode,
+            dry_run=self.dry_run,
+            started_at=started,
+            finished_at=finished,
+            records={side.value: stash.count(_SIDE_INDEX[side]) for side in Side},
+            pairs_compared=t.pairs,
+            new_links=t.new_links,
+            discrepancies_found=t.found,
+            auto_resolved=dict(sorted(t.auto.items())),
+            escalated=dict(sorted(t.escalated.items())),
+            writes={side.value: t.writes[side.value] for side in Side},
+            created={side.value: t.created[side.value] for side in Side},
+            deleted={side.value: t.deleted[side.value] for side in Side},
+            write_failures=t.write_failures,
+            skipped_changed=t.skipped,
+            api_calls={
+                self.sync.connector(side).name: self.caller.calls.get(
+                    self.sync.connector(side).name, 0
+                )
+                for side in Side
+            },
+            halted=halted,
+            timings=dict(t.timings),
+        )
+
+    def _counters(self, report: CycleReport) -> list[Counter]:
+        sync = self.sync.name
+        out = [
+            Counter(metric="cycles", labels={"sync": sync, "mode": report.mode}),
+            Counter(
+                metric="discrepancies", labels={"sync": sync}, amount=report.discrepancies_found
+            ),
+        ]
+        out += [
+            Counter(metric="auto_resolved", labels={"sync": sync, "rule": rule}, amount=n)
+            for rule, n in report.auto_resolved.items()
+        ]
+        out += [
+            Counter(metric="escalated", labels={"sync": sync, "category": cat}, amount=n)
+            for cat, n in report.escalated.items()
+        ]
+        out += [
+            Counter(metric="api_calls", labels={"sync": sync, "system": system}, amount=n)
+            for system, n in report.api_calls.items()
+        ]
+        return [c for c in out if c.amount]

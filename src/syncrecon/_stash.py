@@ -1,0 +1,201 @@
+"""The cycle's scratch space: a temporary SQLite file that holds both sides' records.
+
+A reconciliation cycle must never hold both systems' full records in memory at once. It
+stages every record it reads here (its mapped values, canonical JSON) and joins the two sides
+in SQL, so memory stays flat whatever the number of records. The file is deleted when the
+cycle ends; it holds no state that outlives the cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["Stash"]
+
+_SCHEMA = """
+CREATE TABLE rec (
+    side    INTEGER NOT NULL,
+    key     TEXT NOT NULL,
+    link    TEXT,
+    other   TEXT,
+    nat     TEXT,
+    proj    TEXT,
+    raw     TEXT,
+    mod     TEXT,
+    ftimes  TEXT,
+    base    TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (side, key)
+) WITHOUT ROWID;
+CREATE INDEX rec_link ON rec (side, link);
+CREATE TABLE plan (
+    id        INTEGER PRIMARY KEY,
+    target    INTEGER NOT NULL,
+    op        TEXT NOT NULL,
+    left_key  TEXT,
+    right_key TEXT,
+    nat       TEXT,
+    fields    TEXT NOT NULL,
+    expect    TEXT,
+    expect_mod TEXT,
+    base      TEXT,
+    items     TEXT,
+    rules     TEXT,
+    shared    INTEGER NOT NULL DEFAULT 0,
+    done      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX plan_target ON plan (target, op, id);
+"""
+
+RecRow = tuple[Any, ...]
+
+
+class Stash:
+    """Scratch tables for one cycle (``rec``: staged records; ``plan``: planned writes)."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="syncrecon-cycle-", suffix=".sqlite", dir=directory)
+        os.close(fd)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute("PRAGMA temp_store = FILE")
+        self.db.execute("PRAGMA cache_size = -16000")
+        self.db.executescript(_SCHEMA)
+        self.db.execute("BEGIN")
+
+    def close(self) -> None:
+        """Drop the scratch file."""
+        try:
+            self.db.close()
+        finally:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path + suffix)
+
+    def __enter__(self) -> Stash:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def checkpoint(self) -> None:
+        """Commit the scratch transaction (bounds the page cache; no durability needed)."""
+        self.db.execute("COMMIT")
+        self.db.execute("BEGIN")
+
+    def put(self, rows: Iterable[RecRow]) -> None:
+        """Stage records: (side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted)."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO rec (side, key, link, other, nat, proj, raw, mod, ftimes,"
+            " base, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def count(self, side: int) -> int:
+        """How many records of ``side`` are staged (tombstones included)."""
+        return int(
+            self.db.execute("SELECT count(*) FROM rec WHERE side = ?", (side,)).fetchone()[0]
+        )
+
+    def missing_counterparts(self, side: int) -> Iterator[tuple[str, str]]:
+        """(key, other side's key) of linked records of ``side`` whose counterpart is not staged."""
+        other = 1 - side
+        cur = self.db.execute(
+            "SELECT a.key, a.other FROM rec a WHERE a.side = ? AND a.link IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM rec b WHERE b.side = ? AND b.key = a.other)",
+            (side, other),
+        )
+        yield from cur
+
+    def unlinked_by_natural_key(self) -> Iterator[tuple[str | None, int, str]]:
+        """(natural key, side, key) of live unlinked records, grouped by natural key."""
+        cur = self.db.execute(
+            "SELECT nat, side, key FROM rec WHERE link IS NULL AND deleted = 0"
+            " ORDER BY nat IS NULL, nat, side, key"
+        )
+        yield from cur
+
+    def set_link(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Mark newly matched (left key, right key) pairs as linked (with no base yet)."""
+        self.db.executemany(
+            "UPDATE rec SET link = ?, other = ? WHERE side = 0 AND key = ?",
+            [(left, right, left) for left, right in pairs],
+        )
+        self.db.executemany(
+            "UPDATE rec SET link = ?, other = ? WHERE side = 1 AND key = ?",
+            [(left, left, right) for left, right in pairs],
+        )
+
+    def pairs(self, batch: int = 2000) -> Iterator[list[RecRow]]:
+        """Linked pairs staged on both sides, in batches.
+
+        Each row: left key, right key, left proj, right proj, base, left raw, right raw,
+        left mod, right mod, left ftimes, right ftimes, left deleted, right deleted, nat.
+        """
+        cur = self.db.execute(
+            "SELECT l.key, r.key, l.proj, r.proj, coalesce(l.base, r.base), l.raw, r.raw,"
+            " l.mod, r.mod, l.ftimes, r.ftimes, l.deleted, r.deleted, coalesce(l.nat, r.nat)"
+            " FROM rec l JOIN rec r ON r.side = 1 AND r.key = l.other"
+            " WHERE l.side = 0 AND l.link IS NOT NULL ORDER BY l.key"
+        )
+        while True:
+            rows = cur.fetchmany(batch)
+            if not rows:
+                return
+            yield rows
+
+    def singles(self, side: int) -> Iterator[RecRow]:
+        """Live unlinked records of ``side``: key, nat, proj, raw."""
+        cur = self.db.execute(
+            "SELECT key, nat, proj, raw FROM rec WHERE side = ? AND link IS NULL AND deleted = 0"
+            " ORDER BY key",
+            (side,),
+        )
+        yield from cur
+
+    def plan(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Plan writes: (target, op, left_key, right_key, nat, fields, expect, expect_mod, base,
+        items, rules, shared)."""
+        self.db.executemany(
+            "INSERT INTO plan (target, op, left_key, right_key, nat, fields, expect, expect_mod,"
+            " base, items, rules, shared) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def planned(self, target: int, ops: Sequence[str], batch: int) -> Iterator[list[RecRow]]:
+        """Planned writes to ``target`` with one of ``ops``, in batches (id order)."""
+        marks = ",".join("?" * len(ops))
+        last = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT id, op, left_key, right_key, nat, fields, expect, expect_mod, base,"  # noqa: S608
+                f" items, rules, shared FROM plan WHERE target = ? AND op IN ({marks})"
+                " AND id > ? ORDER BY id LIMIT ?",
+                (target, *ops, last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield rows
+
+    def count_planned(self, op: str) -> int:
+        """How many writes with ``op`` are planned."""
+        return int(self.db.execute("SELECT count(*) FROM plan WHERE op = ?", (op,)).fetchone()[0])
+
+    def mark_done(self, ids: Sequence[int], done: int) -> None:
+        """Record the outcome of planned writes (1 ok, -1 failed or skipped)."""
+        self.db.executemany("UPDATE plan SET done = ? WHERE id = ?", [(done, i) for i in ids])
+
+    def shared_complete(self) -> Iterator[RecRow]:
+        """Links whose writes to both sides all succeeded: left key, base, items, rules."""
+        cur = self.db.execute(
+            "SELECT left_key, max(base), max(items), max(rules) FROM plan WHERE shared = 1"
+            " GROUP BY left_key HAVING min(done) = 1 AND count(*) = 2"
+        )
+        yield from cur

@@ -1,0 +1,35 @@
+"""Pluggable storage: the :class:`Storage` protocol and its backends.
+
+Backends are imported by their path: ``syncrecon.storage.sqlite.SQLiteStorage`` (the
+embedded default) and ``syncrecon.storage.memory.MemoryStorage``.
+"""
+
+from ._base import (
+    BaseUpdate,
+    Counter,
+    CycleRecord,
+    Discrepancy,
+    ItemUpdate,
+    Link,
+    Status,
+    Step,
+    Storage,
+    SyncState,
+)
+from .memory import MemoryStorage
+from .sqlite import SQLiteStorage
+
+__all__ = [
+    "BaseUpdate",
+    "Counter",
+    "CycleRecord",
+    "Discrepancy",
+    "ItemUpdate",
+    "Link",
+    "MemoryStorage",
+    "SQLiteStorage",
+    "Status",
+    "Step",
+    "Storage",
+    "SyncState",
+]

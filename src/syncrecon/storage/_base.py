@@ -1,0 +1,286 @@
+"""The storage protocol and the values it keeps.
+
+Storage keeps what must survive a restart: the links between the two systems with the
+last-synced base values, watermarks, the reconciliation queue, cycle reports, counters and
+leases. Every method that changes state is one transaction: :meth:`Storage.commit` applies a
+whole :class:`Step` or nothing. Record keys, field names and values are always bound as data.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .._clock import utc
+from .._models import Side
+
+__all__ = [
+    "BaseUpdate",
+    "Counter",
+    "CycleRecord",
+    "Discrepancy",
+    "ItemKey",
+    "ItemUpdate",
+    "Link",
+    "Status",
+    "Step",
+    "Storage",
+    "SyncState",
+]
+
+
+def _utc(value: datetime) -> datetime:
+    return utc(value)
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else utc(value)
+
+
+@attrs.frozen(kw_only=True)
+class Link:
+    """One real-world record's keys in both systems, with its last-synced base values.
+
+    ``base`` maps each synced field (its left name) to the last value both systems agreed on,
+    in the left vocabulary. A field absent from ``base`` was never synced.
+    """
+
+    sync: str
+    left_key: str
+    right_key: str
+    natural_key: str | None = None
+    base: Mapping[str, Any] = attrs.field(factory=dict)
+    created_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
+
+    def key(self, side: Side) -> str:
+        """The record's key on ``side``."""
+        return self.left_key if side is Side.LEFT else self.right_key
+
+
+class Status(enum.StrEnum):
+    """Where a discrepancy stands in the reconciliation queue."""
+
+    OPEN = "open"
+    """Found; an automatic fix is planned or its write is pending."""
+    AUTO_RESOLVED = "auto_resolved"
+    """Fixed by the field's rule."""
+    ESCALATED = "escalated"
+    """Waiting for an operator."""
+    RESOLVED = "resolved"
+    """Closed by an operator's decision (or both systems converged by themselves)."""
+    DISMISSED = "dismissed"
+    """Closed by an operator without a change."""
+
+    @property
+    def is_active(self) -> bool:
+        """Open or escalated: not closed yet."""
+        return self in (Status.OPEN, Status.ESCALATED)
+
+
+ItemKey = tuple[str, str, str, str]
+"""(sync, left key or "", right key or "", field) that names one active queue item."""
+
+RECORD_FIELD = "*"
+"""The ``field`` of a discrepancy about a whole record (a duplicate, a deletion)."""
+
+
+@attrs.frozen(kw_only=True)
+class Discrepancy:
+    """One item of the reconciliation queue.
+
+    ``field`` is the field's left name, or ``"*"`` for a record-level item (a possible
+    duplicate, a deletion that needs an operator). Values are in the left vocabulary.
+    """
+
+    sync: str
+    field: str
+    status: Status = attrs.field(converter=Status)
+    detected_at: datetime = attrs.field(converter=_utc)
+    left_key: str | None = None
+    right_key: str | None = None
+    left_value: Any = None
+    right_value: Any = None
+    base_value: Any = None
+    has_base: bool = False
+    rule: str | None = None
+    category: str | None = None
+    explanation: str = ""
+    resolution: Any = None
+    resolved_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
+    updated_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
+    cycle_id: str | None = None
+    note: str | None = None
+    assignee: str | None = None
+    times_seen: int = 1
+    id: int | None = None
+
+    @property
+    def item_key(self) -> ItemKey:
+        """The key under which at most one active item exists."""
+        return (self.sync, self.left_key or "", self.right_key or "", self.field)
+
+
+@attrs.frozen(kw_only=True)
+class ItemUpdate:
+    """A change of status (and resolution) of an existing queue item."""
+
+    id: int
+    status: Status = attrs.field(converter=Status)
+    resolution: Any = None
+    resolved_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
+    note: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BaseUpdate:
+    """New base values for some fields of one link; ``drop`` forgets fields' bases."""
+
+    sync: str
+    left_key: str
+    values: Mapping[str, Any] = attrs.field(factory=dict)
+    drop: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class CycleRecord:
+    """A finished cycle's report, as stored."""
+
+    id: str
+    sync: str
+    started_at: datetime = attrs.field(converter=_utc)
+    finished_at: datetime = attrs.field(converter=_utc)
+    mode: str
+    dry_run: bool
+    report: Mapping[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class Counter:
+    """An increment of a named counter with labels, e.g. ``("auto_resolved", {"rule": ...})``."""
+
+    metric: str
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    amount: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class SyncState:
+    """Per-sync progress: the watermark of each side and the last full sweep."""
+
+    watermarks: Mapping[Side, datetime] = attrs.field(factory=dict)
+    last_full_sweep: datetime | None = None
+
+
+@attrs.define(kw_only=True)
+class Step:
+    """Everything one logical step changes, applied by :meth:`Storage.commit` in one transaction.
+
+    ``new_items`` that name an active item (same sync, keys and field) update it instead of
+    adding another, so one field never has two active items.
+    """
+
+    at: datetime
+    links: list[Link] = attrs.field(factory=list)
+    unlink: list[tuple[str, str]] = attrs.field(factory=list)
+    bases: list[BaseUpdate] = attrs.field(factory=list)
+    new_items: list[Discrepancy] = attrs.field(factory=list)
+    item_updates: list[ItemUpdate] = attrs.field(factory=list)
+    watermarks: list[tuple[str, Side, datetime]] = attrs.field(factory=list)
+    full_sweeps: list[tuple[str, datetime]] = attrs.field(factory=list)
+    cycle: CycleRecord | None = None
+    counters: list[Counter] = attrs.field(factory=list)
+
+    def is_empty(self) -> bool:
+        """Whether the step changes nothing."""
+        return not (
+            self.links
+            or self.unlink
+            or self.bases
+            or self.new_items
+            or self.item_updates
+            or self.watermarks
+            or self.full_sweeps
+            or self.cycle
+            or self.counters
+        )
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Where syncrecon keeps its state. Backends: memory, SQLite (PostgreSQL to follow).
+
+    Every method may raise :class:`~syncrecon.StorageError`; a failed :meth:`commit` changed
+    nothing. Implementations are safe to call from several threads.
+    """
+
+    def setup(self) -> None:
+        """Create or migrate the schema (idempotent). Raises ``SchemaVersionError``."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        """Claim ``name`` for ``owner`` until ``now + ttl``; False if someone else holds it."""
+        ...
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give up ``name`` if ``owner`` holds it."""
+        ...
+
+    def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
+        """The links of the records with these keys on ``side``, by that key."""
+        ...
+
+    def links_by_natural_key(self, sync: str, natural_keys: Sequence[str]) -> dict[str, list[Link]]:
+        """The links whose natural key is one of ``natural_keys``."""
+        ...
+
+    def count_links(self, sync: str) -> int:
+        """How many records of ``sync`` are linked."""
+        ...
+
+    def get_sync_state(self, sync: str) -> SyncState:
+        """Watermarks and the time of the last full sweep."""
+        ...
+
+    def active_items(self, sync: str) -> dict[ItemKey, Discrepancy]:
+        """Every open or escalated item of ``sync``, by item key."""
+        ...
+
+    def get_item(self, item_id: int) -> Discrepancy:
+        """One queue item. Raises ``LookupError`` (``KeyError``) when there is none."""
+        ...
+
+    def list_items(
+        self,
+        *,
+        sync: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        category: str | None = None,
+        field: str | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Discrepancy]:
+        """Queue items, newest first, filtered."""
+        ...
+
+    def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
+        """Stored cycle reports, newest first."""
+        ...
+
+    def counter_totals(
+        self, metric: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[Mapping[str, str], int]]:
+        """Totals of ``metric`` per label set over a time window (hourly resolution)."""
+        ...
+
+    def commit(self, step: Step) -> list[int]:
+        """Apply ``step`` in one transaction; return the ids of ``step.new_items`` in order."""
+        ...

@@ -1,0 +1,243 @@
+"""In-memory storage: for tests, notebooks and prototyping. Nothing survives the process."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from .. import _codec
+from .._exceptions import StorageError
+from .._models import Side
+from ._base import CycleRecord, Discrepancy, ItemKey, Link, Status, Step, SyncState
+
+__all__ = ["MemoryStorage"]
+
+
+def _hour(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _copy(value: Any) -> Any:
+    # Values are stored as the SQLite backend would return them, so both behave alike.
+    return _codec.loads(_codec.dumps(value))
+
+
+class MemoryStorage:
+    """Storage in process memory, with the same semantics as the SQLite backend."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._links: dict[tuple[str, str], Link] = {}
+        self._by_right: dict[tuple[str, str], str] = {}
+        self._items: dict[int, Discrepancy] = {}
+        self._active: dict[ItemKey, int] = {}
+        self._state: dict[str, SyncState] = {}
+        self._cycles: dict[str, CycleRecord] = {}
+        self._counters: dict[tuple[str, str, datetime], int] = {}
+        self._leases: dict[str, tuple[str, datetime]] = {}
+        self._next_id = 1
+
+    def __repr__(self) -> str:
+        return "MemoryStorage()"
+
+    def setup(self) -> None:
+        """Nothing to create."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        with self._lock:
+            held = self._leases.get(name)
+            if held is not None and held[0] != owner and held[1] > now:
+                return False
+            self._leases[name] = (owner, now + ttl)
+            return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._lock:
+            if self._leases.get(name, ("", None))[0] == owner:
+                del self._leases[name]
+
+    def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
+        with self._lock:
+            found = {}
+            for key in keys:
+                left = key if Side(side) is Side.LEFT else self._by_right.get((sync, key))
+                link = self._links.get((sync, left)) if left is not None else None
+                if link is not None:
+                    found[key] = link
+            return found
+
+    def links_by_natural_key(self, sync: str, natural_keys: Sequence[str]) -> dict[str, list[Link]]:
+        wanted = set(natural_keys)
+        with self._lock:
+            found: dict[str, list[Link]] = {}
+            for (s, _), link in self._links.items():
+                if s == sync and link.natural_key in wanted:
+                    assert link.natural_key is not None
+                    found.setdefault(link.natural_key, []).append(link)
+            return found
+
+    def count_links(self, sync: str) -> int:
+        with self._lock:
+            return sum(1 for s, _ in self._links if s == sync)
+
+    def get_sync_state(self, sync: str) -> SyncState:
+        with self._lock:
+            return self._state.get(sync, SyncState())
+
+    def active_items(self, sync: str) -> dict[ItemKey, Discrepancy]:
+        with self._lock:
+            return {k: self._items[i] for k, i in self._active.items() if k[0] == sync}
+
+    def get_item(self, item_id: int) -> Discrepancy:
+        with self._lock:
+            return self._items[item_id]
+
+    def list_items(
+        self,
+        *,
+        sync: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        category: str | None = None,
+        field: str | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Discrepancy]:
+        wanted = None if not statuses else {Status(s) for s in statuses}
+        with self._lock:
+            items = [
+                i
+                for i in self._items.values()
+                if (sync is None or i.sync == sync)
+                and (wanted is None or i.status in wanted)
+                and (category is None or i.category == category)
+                and (field is None or i.field == field)
+                and (key is None or key in (i.left_key, i.right_key))
+            ]
+        items.sort(key=lambda i: (i.detected_at, i.id or 0), reverse=True)
+        return items[offset : offset + limit]
+
+    def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
+        with self._lock:
+            cycles = [c for c in self._cycles.values() if sync is None or c.sync == sync]
+        cycles.sort(key=lambda c: c.started_at, reverse=True)
+        return cycles[:limit]
+
+    def counter_totals(
+        self, metric: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[Mapping[str, str], int]]:
+        low = _hour(since) if since is not None else None
+        totals: dict[str, int] = {}
+        with self._lock:
+            for (m, labels, bucket), value in self._counters.items():
+                if m != metric or (low is not None and bucket < low):
+                    continue
+                if until is not None and bucket >= until:
+                    continue
+                totals[labels] = totals.get(labels, 0) + value
+        return [(_codec.loads(labels), total) for labels, total in sorted(totals.items())]
+
+    def commit(self, step: Step) -> list[int]:
+        with self._lock:
+            # Work on copies and swap them in at the end: all or nothing, like a transaction.
+            links = dict(self._links)
+            by_right = dict(self._by_right)
+            items = dict(self._items)
+            active = dict(self._active)
+            state = dict(self._state)
+            next_id = self._next_id
+            ids: list[int] = []
+            for link in step.links:
+                key = (link.sync, link.left_key)
+                owner = by_right.get((link.sync, link.right_key))
+                if owner is not None and owner != link.left_key:
+                    raise StorageError(f"right key {link.right_key!r} is already linked")
+                old = links.get(key)
+                if old is not None and old.right_key != link.right_key:
+                    by_right.pop((link.sync, old.right_key), None)
+                created = old.created_at if old is not None else (link.created_at or step.at)
+                links[key] = attrs.evolve(link, base=_copy(dict(link.base)), created_at=created)
+                by_right[(link.sync, link.right_key)] = link.left_key
+            for sync, left_key in step.unlink:
+                old = links.pop((sync, left_key), None)
+                if old is not None:
+                    by_right.pop((sync, old.right_key), None)
+            for update in step.bases:
+                linked = links.get((update.sync, update.left_key))
+                if linked is None:
+                    continue
+                base = copy.deepcopy(dict(linked.base))
+                base.update(_copy(dict(update.values)))
+                for name in update.drop:
+                    base.pop(name, None)
+                links[(update.sync, update.left_key)] = attrs.evolve(linked, base=base)
+            for item in step.new_items:
+                existing = active.get(item.item_key)
+                stored = attrs.evolve(
+                    item,
+                    left_value=_copy(item.left_value),
+                    right_value=_copy(item.right_value),
+                    base_value=_copy(item.base_value),
+                    resolution=_copy(item.resolution),
+                    updated_at=step.at,
+                )
+                if existing is not None:
+                    old_item = items[existing]
+                    stored = attrs.evolve(
+                        stored,
+                        id=existing,
+                        detected_at=old_item.detected_at,
+                        assignee=old_item.assignee,
+                        note=item.note if item.note is not None else old_item.note,
+                        times_seen=old_item.times_seen + 1,
+                    )
+                else:
+                    stored = attrs.evolve(stored, id=next_id)
+                    next_id += 1
+                assert stored.id is not None
+                items[stored.id] = stored
+                if stored.status.is_active:
+                    active[stored.item_key] = stored.id
+                else:
+                    active.pop(stored.item_key, None)
+                ids.append(stored.id)
+            for upd in step.item_updates:
+                prior = items.get(upd.id)
+                if prior is None:
+                    continue
+                new = attrs.evolve(
+                    prior,
+                    status=upd.status,
+                    resolution=_copy(upd.resolution),
+                    resolved_at=upd.resolved_at,
+                    note=upd.note if upd.note is not None else prior.note,
+                    updated_at=step.at,
+                )
+                items[upd.id] = new
+                if not new.status.is_active and active.get(new.item_key) == upd.id:
+                    del active[new.item_key]
+            for sync, side, mark in step.watermarks:
+                current = state.get(sync, SyncState())
+                marks = dict(current.watermarks)
+                marks[Side(side)] = mark
+                state[sync] = attrs.evolve(current, watermarks=marks)
+            for sync, when in step.full_sweeps:
+                state[sync] = attrs.evolve(state.get(sync, SyncState()), last_full_sweep=when)
+            self._links, self._by_right, self._items = links, by_right, items
+            self._active, self._state, self._next_id = active, state, next_id
+            if step.cycle is not None:
+                c = step.cycle
+                self._cycles[c.id] = attrs.evolve(c, report=_copy(dict(c.report)))
+            bucket = _hour(step.at)
+            for counter in step.counters:
+                key3 = (counter.metric, _codec.dumps(dict(counter.labels)), bucket)
+                self._counters[key3] = self._counters.get(key3, 0) + counter.amount
+            return ids

@@ -1,0 +1,550 @@
+"""SQLite storage: the embedded default. One file, WAL, versioned migrations.
+
+>>> from syncrecon.storage.sqlite import SQLiteStorage
+>>> storage = SQLiteStorage("sync.sqlite")  # doctest: +SKIP
+
+Each :meth:`SQLiteStorage.commit` is one ``BEGIN IMMEDIATE`` transaction, so a crash at any
+point leaves either the whole step or none of it. Several processes may share the file (SQLite
+serializes writers); for many workers on many machines use the PostgreSQL backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from os import PathLike
+from typing import Any
+
+from .. import _codec
+from .._exceptions import SchemaVersionError, StorageError
+from .._models import Side
+from ._base import (
+    CycleRecord,
+    Discrepancy,
+    ItemKey,
+    Link,
+    Status,
+    Step,
+    SyncState,
+)
+
+__all__ = ["SQLiteStorage"]
+
+_CHUNK = 500  # bound parameters per IN (...) query
+
+
+def ts(value: datetime) -> str:
+    """A UTC timestamp as fixed-width text that sorts in time order."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> datetime:
+    """The inverse of :func:`ts`."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _opt_ts(value: datetime | None) -> str | None:
+    return None if value is None else ts(value)
+
+
+def _opt_parse(text: str | None) -> datetime | None:
+    return None if text is None else parse_ts(text)
+
+
+def hour_bucket(value: datetime) -> str:
+    """The hourly counter bucket of ``value``."""
+    return ts(value.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("syncrecon.storage.migrations.sqlite")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def _map_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StorageError(f"SQLite error: {exc}") from exc
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+_ITEM_COLUMNS = (
+    "id, sync, left_key, right_key, field, status, left_value, right_value, base_value,"
+    " has_base, rule, category, explanation, resolution, detected_at, updated_at, resolved_at,"
+    " cycle_id, note, assignee, times_seen"
+)
+
+
+def _enc(value: Any) -> str:
+    return _codec.dumps(value)
+
+
+def _dec(text: str | None) -> Any:
+    return None if text is None else _codec.loads(text)
+
+
+def _item(row: sqlite3.Row) -> Discrepancy:
+    return Discrepancy(
+        id=row["id"],
+        sync=row["sync"],
+        left_key=row["left_key"] or None,
+        right_key=row["right_key"] or None,
+        field=row["field"],
+        status=Status(row["status"]),
+        left_value=_dec(row["left_value"]),
+        right_value=_dec(row["right_value"]),
+        base_value=_dec(row["base_value"]),
+        has_base=bool(row["has_base"]),
+        rule=row["rule"],
+        category=row["category"],
+        explanation=row["explanation"],
+        resolution=_dec(row["resolution"]),
+        detected_at=parse_ts(row["detected_at"]),
+        updated_at=_opt_parse(row["updated_at"]),
+        resolved_at=_opt_parse(row["resolved_at"]),
+        cycle_id=row["cycle_id"],
+        note=row["note"],
+        assignee=row["assignee"],
+        times_seen=row["times_seen"],
+    )
+
+
+def _link(row: sqlite3.Row) -> Link:
+    return Link(
+        sync=row["sync"],
+        left_key=row["left_key"],
+        right_key=row["right_key"],
+        natural_key=row["natural_key"],
+        base=_codec.loads(row["base"]),
+        created_at=parse_ts(row["created_at"]),
+    )
+
+
+class SQLiteStorage:
+    """Storage in one SQLite file (``":memory:"`` works too, for one process).
+
+    ``synchronous`` is SQLite's durability setting: ``"NORMAL"`` (the default with WAL)
+    survives a process crash; ``"FULL"`` also survives power loss.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: timedelta = timedelta(seconds=30),
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"unknown synchronous mode {synchronous!r}")
+        self.path = str(path)
+        self._synchronous = synchronous.upper()
+        self._busy_ms = int(busy_timeout.total_seconds() * 1000)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self.path!r})"
+
+    # -- connection and transactions -------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            with _map_errors():
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                conn.execute("PRAGMA foreign_keys = ON")
+            self._conn = conn
+        return self._conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _map_errors():
+            if not self._ready:
+                self._setup_locked()
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _map_errors():
+            if not self._ready:
+                self._setup_locked()
+            yield self._db
+
+    def setup(self) -> None:
+        """Create the schema or migrate it to this version (idempotent)."""
+        with self._lock, _map_errors():
+            self._setup_locked()
+
+    def _setup_locked(self) -> None:
+        db = self._db
+        migrations = _migrations()
+        latest = migrations[-1][0]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            if current > latest:
+                raise SchemaVersionError(
+                    f"{self.path} has schema version {current}; this syncrecon knows up to"
+                    f" {latest}. Upgrade syncrecon."
+                )
+            for version, script in migrations:
+                if version > current:
+                    for statement in _statements(script):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self._ready = True
+
+    def close(self) -> None:
+        """Close the connection (it reopens on next use)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                self._ready = False
+
+    def schema_version(self) -> int:
+        """The schema version of the database file."""
+        with self._read() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT owner, expires_at FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and row["owner"] != owner and parse_ts(row["expires_at"]) > now:
+                return False
+            db.execute(
+                "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+                " expires_at = excluded.expires_at",
+                (name, owner, ts(now + ttl)),
+            )
+            return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    # -- links -------------------------------------------------------------------------------
+
+    def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
+        column = "left_key" if Side(side) is Side.LEFT else "right_key"
+        found: dict[str, Link] = {}
+        with self._read() as db:
+            for chunk in _chunks(list(keys)):
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT * FROM links WHERE sync = ? AND {column} IN ({marks})",  # noqa: S608
+                    (sync, *chunk),
+                )
+                for row in rows:
+                    found[row[column]] = _link(row)
+        return found
+
+    def links_by_natural_key(self, sync: str, natural_keys: Sequence[str]) -> dict[str, list[Link]]:
+        found: dict[str, list[Link]] = {}
+        with self._read() as db:
+            for chunk in _chunks(list(natural_keys)):
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT * FROM links WHERE sync = ? AND natural_key IN ({marks})",  # noqa: S608
+                    (sync, *chunk),
+                )
+                for row in rows:
+                    found.setdefault(row["natural_key"], []).append(_link(row))
+        return found
+
+    def count_links(self, sync: str) -> int:
+        with self._read() as db:
+            return int(
+                db.execute("SELECT count(*) FROM links WHERE sync = ?", (sync,)).fetchone()[0]
+            )
+
+    # -- state -------------------------------------------------------------------------------
+
+    def get_sync_state(self, sync: str) -> SyncState:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM sync_state WHERE sync = ?", (sync,)).fetchone()
+        if row is None:
+            return SyncState()
+        marks = {}
+        for side in Side:
+            value = row[f"{side.value}_watermark"]
+            if value is not None:
+                marks[side] = parse_ts(value)
+        return SyncState(watermarks=marks, last_full_sweep=_opt_parse(row["last_full_sweep"]))
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def active_items(self, sync: str) -> dict[ItemKey, Discrepancy]:
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE sync = ?"  # noqa: S608
+                " AND status IN ('open', 'escalated')",
+                (sync,),
+            ).fetchall()
+        items = (_item(r) for r in rows)
+        return {i.item_key: i for i in items}
+
+    def get_item(self, item_id: int) -> Discrepancy:
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?",  # noqa: S608
+                (item_id,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(item_id)
+        return _item(row)
+
+    def list_items(
+        self,
+        *,
+        sync: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        category: str | None = None,
+        field: str | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Discrepancy]:
+        where: list[str] = []
+        args: list[Any] = []
+        if sync is not None:
+            where.append("sync = ?")
+            args.append(sync)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(Status(s).value for s in statuses)
+        if category is not None:
+            where.append("category = ?")
+            args.append(category)
+        if field is not None:
+            where.append("field = ?")
+            args.append(field)
+        if key is not None:
+            where.append("(left_key = ? OR right_key = ?)")
+            args.extend((key, key))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items {clause}"  # noqa: S608
+                " ORDER BY detected_at DESC, id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+        return [_item(r) for r in rows]
+
+    def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
+        with self._read() as db:
+            if sync is None:
+                rows = db.execute(
+                    "SELECT * FROM cycles ORDER BY started_at DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM cycles WHERE sync = ? ORDER BY started_at DESC LIMIT ?",
+                    (sync, limit),
+                ).fetchall()
+        return [
+            CycleRecord(
+                id=r["id"],
+                sync=r["sync"],
+                started_at=parse_ts(r["started_at"]),
+                finished_at=parse_ts(r["finished_at"]),
+                mode=r["mode"],
+                dry_run=bool(r["dry_run"]),
+                report=_codec.loads(r["report"]),
+            )
+            for r in rows
+        ]
+
+    def counter_totals(
+        self, metric: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[Mapping[str, str], int]]:
+        low = hour_bucket(since) if since is not None else ""
+        high = ts(until) if until is not None else "~"
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT labels, sum(value) AS total FROM counters"
+                " WHERE metric = ? AND bucket >= ? AND bucket < ? GROUP BY labels ORDER BY labels",
+                (metric, low, high),
+            ).fetchall()
+        return [(_codec.loads(r["labels"]), int(r["total"])) for r in rows]
+
+    # -- the one write path --------------------------------------------------------------------
+
+    def commit(self, step: Step) -> list[int]:
+        now = ts(step.at)
+        ids: list[int] = []
+        with self._tx() as db:
+            if step.links:
+                db.executemany(
+                    "INSERT INTO links (sync, left_key, right_key, natural_key, base,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (sync, left_key) DO UPDATE SET right_key = excluded.right_key,"
+                    " natural_key = excluded.natural_key, base = excluded.base,"
+                    " updated_at = excluded.updated_at",
+                    [
+                        (
+                            link.sync,
+                            link.left_key,
+                            link.right_key,
+                            link.natural_key,
+                            _codec.dumps(dict(link.base)),
+                            _opt_ts(link.created_at) or now,
+                            now,
+                        )
+                        for link in step.links
+                    ],
+                )
+            if step.unlink:
+                db.executemany("DELETE FROM links WHERE sync = ? AND left_key = ?", step.unlink)
+            for update in step.bases:
+                row = db.execute(
+                    "SELECT base FROM links WHERE sync = ? AND left_key = ?",
+                    (update.sync, update.left_key),
+                ).fetchone()
+                if row is None:
+                    continue  # unlinked in the meantime: nothing to keep a base for
+                base = _codec.loads(row["base"])
+                base.update(update.values)
+                for name in update.drop:
+                    base.pop(name, None)
+                db.execute(
+                    "UPDATE links SET base = ?, updated_at = ? WHERE sync = ? AND left_key = ?",
+                    (_codec.dumps(base), now, update.sync, update.left_key),
+                )
+            for item in step.new_items:
+                ids.append(self._upsert_item(db, item, now))
+            for upd in step.item_updates:
+                db.execute(
+                    "UPDATE items SET status = ?, resolution = ?, resolved_at = ?,"
+                    " note = coalesce(?, note), updated_at = ? WHERE id = ?",
+                    (
+                        Status(upd.status).value,
+                        _enc(upd.resolution),
+                        _opt_ts(upd.resolved_at),
+                        upd.note,
+                        now,
+                        upd.id,
+                    ),
+                )
+            for sync, side, mark in step.watermarks:
+                column = "left_watermark" if Side(side) is Side.LEFT else "right_watermark"
+                db.execute(
+                    f"INSERT INTO sync_state (sync, {column}) VALUES (?, ?)"  # noqa: S608
+                    f" ON CONFLICT (sync) DO UPDATE SET {column} = excluded.{column}",
+                    (sync, ts(mark)),
+                )
+            for sync, when in step.full_sweeps:
+                db.execute(
+                    "INSERT INTO sync_state (sync, last_full_sweep) VALUES (?, ?)"
+                    " ON CONFLICT (sync) DO UPDATE SET last_full_sweep = excluded.last_full_sweep",
+                    (sync, ts(when)),
+                )
+            if step.cycle is not None:
+                c = step.cycle
+                db.execute(
+                    "INSERT OR REPLACE INTO cycles (id, sync, started_at, finished_at, mode,"
+                    " dry_run, report) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        c.id,
+                        c.sync,
+                        ts(c.started_at),
+                        ts(c.finished_at),
+                        c.mode,
+                        int(c.dry_run),
+                        _codec.dumps(dict(c.report)),
+                    ),
+                )
+            if step.counters:
+                bucket = hour_bucket(step.at)
+                db.executemany(
+                    "INSERT INTO counters (metric, labels, bucket, value) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (metric, labels, bucket) DO UPDATE"
+                    " SET value = value + excluded.value",
+                    [
+                        (c.metric, _codec.dumps(dict(c.labels)), bucket, c.amount)
+                        for c in step.counters
+                    ],
+                )
+        return ids
+
+    def _upsert_item(self, db: sqlite3.Connection, item: Discrepancy, now: str) -> int:
+        key = (item.sync, item.left_key or "", item.right_key or "", item.field)
+        values = (
+            Status(item.status).value,
+            _enc(item.left_value),
+            _enc(item.right_value),
+            _enc(item.base_value),
+            int(item.has_base),
+            item.rule,
+            item.category,
+            item.explanation,
+            _enc(item.resolution),
+            _opt_ts(item.resolved_at),
+            item.cycle_id,
+            item.note,
+        )
+        row = db.execute(
+            "SELECT id FROM items WHERE sync = ? AND left_key = ? AND right_key = ? AND field = ?"
+            " AND status IN ('open', 'escalated')",
+            key,
+        ).fetchone()
+        if row is not None:
+            db.execute(
+                "UPDATE items SET status = ?, left_value = ?, right_value = ?, base_value = ?,"
+                " has_base = ?, rule = ?, category = ?, explanation = ?, resolution = ?,"
+                " resolved_at = ?, cycle_id = ?, note = coalesce(?, note), updated_at = ?,"
+                " times_seen = times_seen + 1 WHERE id = ?",
+                (*values, now, row["id"]),
+            )
+            return int(row["id"])
+        cur = db.execute(
+            "INSERT INTO items (status, left_value, right_value, base_value, has_base, rule,"
+            " category, explanation, resolution, resolved_at, cycle_id, note, sync, left_key,"
+            " right_key, field, detected_at, updated_at, assignee)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, *key, ts(item.detected_at), now, item.assignee),
+        )
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (no semicolons inside our SQL literals)."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
