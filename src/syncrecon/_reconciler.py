@@ -353,18 +353,26 @@ class _Cycle:
     # -- reading -----------------------------------------------------------------------------
 
     def _project(self, side: Side, record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(values in the left vocabulary by left name, raw values by the side's name)."""
+        """(values in the left vocabulary by left name, raw values by the side's own names).
+
+        Raw values are kept for the right side's mapped fields (a re-read compares them) and
+        for the natural key field of either side (a create copies it).
+        """
         proj: dict[str, Any] = {}
         raw: dict[str, Any] = {}
         values = record.fields
         for fm in self._fields:
             if side is Side.LEFT:
-                value = values.get(fm.left)
-                proj[fm.left] = value
+                proj[fm.left] = values.get(fm.left)
             else:
                 value = values.get(fm.right)
                 raw[fm.right] = value
                 proj[fm.left] = fm.transform.to_left(value)
+        nk = self.sync.natural_key
+        if nk is not None:
+            name = nk.left if side is Side.LEFT else nk.right
+            if name in values:
+                raw[name] = values[name]
         return proj, raw
 
     def _ftimes(self, side: Side, record: Record) -> str | None:
@@ -456,39 +464,41 @@ class _Cycle:
         if self.sync.natural_key is None:
             return
         groups: dict[str, tuple[list[str], list[str]]] = {}
-        pending: list[tuple[str, str]] = []
 
         def flush() -> None:
             if not groups:
                 return
             known = self.storage.links_by_natural_key(self.sync.name, list(groups))
+            pending: list[tuple[str, str]] = []
             for nat, (lefts, rights) in groups.items():
                 taken = known.get(nat, [])
                 if len(lefts) == 1 and len(rights) == 1 and not taken:
                     pending.append((lefts[0], rights[0]))
                 elif len(lefts) + len(rights) + len(taken) > 1:
                     self._duplicate(nat, lefts, rights, taken)
+                    stash.hold([(0, k) for k in lefts] + [(1, k) for k in rights])
+            stash.add_matches(pending)
             groups.clear()
 
+        last: str | None = None
         for nat, side, key in stash.unlinked_by_natural_key():
             if nat is None:
                 continue
+            # Rows come ordered by natural key: flush only between two groups.
+            if nat != last and len(groups) >= self.rec.batch_size:
+                flush()
+            last = nat
             lefts, rights = groups.setdefault(nat, ([], []))
             (lefts if side == 0 else rights).append(key)
-            if len(groups) >= self.rec.batch_size:
-                flush()
-        # A group may straddle a flush boundary only if it is the last one read; groups are
-        # ordered by natural key, so flush once more at the end.
         flush()
-        stash.set_link(pending)
-        self.t.new_links += len(pending)
+        self.t.new_links += stash.apply_matches()
 
     def _duplicate(self, nat: str, lefts: list[str], rights: list[str], taken: list[Link]) -> None:
         others = [f"left {k}" for k in lefts] + [f"right {k}" for k in rights]
         others += [f"linked {lk.left_key}<->{lk.right_key}" for lk in taken]
-        self.t.found += 1
-        self.t.escalated[DUPLICATE_CATEGORY] += 1
         keys = [(k, None) for k in lefts] + [(None, k) for k in rights]
+        self.t.found += len(keys)
+        self.t.escalated[DUPLICATE_CATEGORY] += len(keys)
         items = [
             self._item(
                 left_key=lk,
@@ -792,51 +802,57 @@ class _Cycle:
             target = side.other
             if target not in self.sync.create_on:
                 continue
-            rows = []
-            for key, nat, proj_text, raw_text in list(stash.singles(_SIDE_INDEX[side])):
-                if nat is None:
-                    continue  # without a natural key a create could not be matched back
-                proj = _codec.loads(proj_text)
-                fields: dict[str, Any] = {}
-                base: dict[str, Any] = {}
-                for fm in self._fields:
-                    if not fm.direction.allows_write(target):
-                        continue
-                    value = proj.get(fm.left)
-                    base[fm.left] = value
-                    fields[fm.right if target is Side.RIGHT else fm.left] = (
-                        fm.transform.to_right(value) if target is Side.RIGHT else value
-                    )
-                nk = self.sync.natural_key
-                assert nk is not None
-                nk_field = nk.right if target is Side.RIGHT else nk.left
-                if nk_field not in fields:
-                    raw = _codec.loads(raw_text) if raw_text else proj
-                    source_name = nk.left if side is Side.LEFT else nk.right
-                    if source_name in raw:
-                        fields[nk_field] = raw[source_name]
-                lkey, rkey = (key, None) if side is Side.LEFT else (None, key)
-                self.t.found += 1
-                if self.dry_run:
-                    self.t.auto["create_on"] += 1
+            for batch in stash.singles(_SIDE_INDEX[side], self.rec.batch_size):
+                self._plan_creates(stash, side, target, batch)
+
+    def _plan_creates(
+        self, stash: Stash, side: Side, target: Side, batch: list[tuple[Any, ...]]
+    ) -> None:
+        nk = self.sync.natural_key
+        assert nk is not None
+        nk_source = nk.left if side is Side.LEFT else nk.right
+        nk_target = nk.right if target is Side.RIGHT else nk.left
+        rows = []
+        for key, nat, proj_text, raw_text in batch:
+            if nat is None:
+                continue  # without a natural key a create could not be matched back
+            proj = _codec.loads(proj_text)
+            fields: dict[str, Any] = {}
+            base: dict[str, Any] = {}
+            for fm in self._fields:
+                if not fm.direction.allows_write(target):
                     continue
-                rows.append(
-                    (
-                        _SIDE_INDEX[target],
-                        ChangeOp.CREATE.value,
-                        lkey,
-                        rkey,
-                        nat,
-                        _codec.dumps(fields),
-                        None,
-                        None,
-                        _codec.dumps(base),
-                        "[]",
-                        _codec.dumps(["create_on"]),
-                        0,
-                    )
+                value = proj.get(fm.left)
+                base[fm.left] = value
+                if target is Side.RIGHT:
+                    fields[fm.right] = fm.transform.to_right(value)
+                else:
+                    fields[fm.left] = value
+            raw = _codec.loads(raw_text) if raw_text else {}
+            if nk_target not in fields and nk_source in raw:
+                fields[nk_target] = raw[nk_source]
+            self.t.found += 1
+            if self.dry_run:
+                self.t.auto["create_on"] += 1
+                continue
+            lkey, rkey = (key, None) if side is Side.LEFT else (None, key)
+            rows.append(
+                (
+                    _SIDE_INDEX[target],
+                    ChangeOp.CREATE.value,
+                    lkey,
+                    rkey,
+                    nat,
+                    _codec.dumps(fields),
+                    None,
+                    None,
+                    _codec.dumps(base),
+                    "[]",
+                    _codec.dumps(["create_on"]),
+                    0,
                 )
-            stash.plan(rows)
+            )
+        stash.plan(rows)
 
     # -- writing -----------------------------------------------------------------------------
 

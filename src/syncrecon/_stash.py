@@ -33,6 +33,8 @@ CREATE TABLE rec (
     PRIMARY KEY (side, key)
 ) WITHOUT ROWID;
 CREATE INDEX rec_link ON rec (side, link);
+CREATE TABLE matched (left_key TEXT PRIMARY KEY, right_key TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE held (side INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (side, key)) WITHOUT ROWID;
 CREATE TABLE plan (
     id        INTEGER PRIMARY KEY,
     target    INTEGER NOT NULL,
@@ -121,16 +123,25 @@ class Stash:
         )
         yield from cur
 
-    def set_link(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Mark newly matched (left key, right key) pairs as linked (with no base yet)."""
-        self.db.executemany(
-            "UPDATE rec SET link = ?, other = ? WHERE side = 0 AND key = ?",
-            [(left, right, left) for left, right in pairs],
+    def add_matches(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Remember newly matched (left key, right key) pairs; :meth:`apply_matches` links them."""
+        self.db.executemany("INSERT INTO matched (left_key, right_key) VALUES (?, ?)", pairs)
+
+    def hold(self, records: Sequence[tuple[int, str]]) -> None:
+        """Keep these (side, key) records from being created elsewhere (they await an operator)."""
+        self.db.executemany("INSERT OR IGNORE INTO held (side, key) VALUES (?, ?)", records)
+
+    def apply_matches(self) -> int:
+        """Mark the remembered pairs as linked (with no base yet); return how many."""
+        self.db.execute(
+            "UPDATE rec SET link = rec.key, other = m.right_key FROM matched m"
+            " WHERE rec.side = 0 AND rec.key = m.left_key"
         )
-        self.db.executemany(
-            "UPDATE rec SET link = ?, other = ? WHERE side = 1 AND key = ?",
-            [(left, left, right) for left, right in pairs],
+        self.db.execute(
+            "UPDATE rec SET link = m.left_key, other = m.left_key FROM matched m"
+            " WHERE rec.side = 1 AND rec.key = m.right_key"
         )
+        return int(self.db.execute("SELECT count(*) FROM matched").fetchone()[0])
 
     def pairs(self, batch: int = 2000) -> Iterator[list[RecRow]]:
         """Linked pairs staged on both sides, in batches.
@@ -150,14 +161,16 @@ class Stash:
                 return
             yield rows
 
-    def singles(self, side: int) -> Iterator[RecRow]:
-        """Live unlinked records of ``side``: key, nat, proj, raw."""
+    def singles(self, side: int, batch: int = 2000) -> Iterator[list[RecRow]]:
+        """Live unlinked records of ``side`` in batches: key, nat, proj, raw."""
         cur = self.db.execute(
             "SELECT key, nat, proj, raw FROM rec WHERE side = ? AND link IS NULL AND deleted = 0"
+            " AND NOT EXISTS (SELECT 1 FROM held h WHERE h.side = rec.side AND h.key = rec.key)"
             " ORDER BY key",
             (side,),
         )
-        yield from cur
+        while rows := cur.fetchmany(batch):
+            yield rows
 
     def plan(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Plan writes: (target, op, left_key, right_key, nat, fields, expect, expect_mod, base,

@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
@@ -166,6 +166,19 @@ def _utf8_keys(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
         raise ConfigurationError("a secret is not encodable as UTF-8") from None
 
 
+def _hmac_bases(keys: Iterable[bytes]) -> tuple[hmac.HMAC, ...]:
+    """Keyed HMAC-SHA256 states; copying one skips the key set-up on every request."""
+    return tuple(hmac.new(key, digestmod="sha256") for key in keys)
+
+
+def _mac(base: hmac.HMAC, *parts: bytes) -> bytes:
+    """HMAC-SHA256 of the concatenated ``parts``, without concatenating them."""
+    mac = base.copy()
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
+
+
 def _header(headers: Mapping[str, str], name: str) -> str:
     """Return the non-empty value of header ``name`` (given in lower case).
 
@@ -199,20 +212,21 @@ def _utf8(value: str, what: str) -> bytes:
         raise SignatureError(f"{what} is not encodable as UTF-8") from None
 
 
-def _now_seconds(clock: Clock) -> float:
+def _check_drift(seconds: float, clock: Clock, tolerance: float, name: str) -> None:
+    """Raise TimestampError unless Unix time ``seconds`` is within ``tolerance`` of the clock."""
     now = clock.now()
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    return now.timestamp()
-
-
-def _in_window(seconds: float, clock: Clock, tolerance: float, name: str) -> datetime:
-    """Check a signed Unix time against the clock and return it as a UTC datetime."""
-    drift = seconds - _now_seconds(clock)
+    drift = seconds - now.timestamp()
     if drift < -tolerance:
         raise TimestampError(f"{name} is {-drift:.0f} s old, beyond the tolerance")
     if drift > tolerance:
         raise TimestampError(f"{name} is {drift:.0f} s in the future, beyond the tolerance")
+
+
+def _in_window(seconds: float, clock: Clock, tolerance: float, name: str) -> datetime:
+    """Check a signed Unix time against the clock and return it as a UTC datetime."""
+    _check_drift(seconds, clock, tolerance, name)
     try:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
@@ -263,14 +277,14 @@ class StandardWebhooksVerifier:
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
     clock: Clock = attrs.field(factory=SystemClock, validator=_check_clock)
     tolerance: timedelta = attrs.field(default=_DEFAULT_TOLERANCE, validator=_check_tolerance)
-    _hmac_keys: tuple[tuple[int, bytes], ...] = attrs.field(init=False, repr=False, eq=False)
+    _hmac_keys: tuple[tuple[int, hmac.HMAC], ...] = attrs.field(init=False, repr=False, eq=False)
     _public_keys: tuple[tuple[int, Ed25519PublicKey], ...] = attrs.field(
         init=False, repr=False, eq=False
     )
     _tolerance_s: float = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        hmac_keys: list[tuple[int, bytes]] = []
+        hmac_keys: list[tuple[int, hmac.HMAC]] = []
         public_keys: list[tuple[int, Ed25519PublicKey]] = []
         for index, secret in enumerate(self.secrets):
             if secret.startswith("whpk_"):
@@ -282,7 +296,7 @@ class StandardWebhooksVerifier:
                 )
             else:
                 key = _decode_base64_secret(secret.removeprefix("whsec_"))
-                hmac_keys.append((index, key))
+                hmac_keys.append((index, hmac.new(key, digestmod="sha256")))
         object.__setattr__(self, "_hmac_keys", tuple(hmac_keys))
         object.__setattr__(self, "_public_keys", tuple(public_keys))
         object.__setattr__(self, "_tolerance_s", self.tolerance.total_seconds())
@@ -312,9 +326,11 @@ class StandardWebhooksVerifier:
         asymmetric: list[str] = []
         for entry in signatures.split(" "):
             version, comma, value = entry.partition(",")
-            if version == "v1" and comma:
+            if not comma or not value.isascii():
+                continue
+            if version == "v1":
                 symmetric.append(value)
-            elif version == "v1a" and comma:
+            elif version == "v1a":
                 asymmetric.append(value)
         if not symmetric and not asymmetric:
             raise SignatureError("webhook-signature header has no v1 or v1a entry")
@@ -334,14 +350,17 @@ class StandardWebhooksVerifier:
         self, prefix: bytes, body: bytes, symmetric: list[str], asymmetric: list[str]
     ) -> int:
         """Index of the matching secret; ``-index - 1`` when it is an ed25519 key."""
-        message = prefix + body
         if symmetric:
-            for index, key in self._hmac_keys:
-                expected = _b64(hmac.digest(key, message, "sha256"))
+            for index, base in self._hmac_keys:
+                mac = base.copy()
+                mac.update(prefix)
+                mac.update(body)
+                expected = _b64(mac.digest())
                 for given in symmetric:
-                    if given.isascii() and hmac.compare_digest(expected, given):
+                    if hmac.compare_digest(expected, given):
                         return index
         if asymmetric and self._public_keys:
+            message = prefix + body
             signatures = [sig for sig in map(_strict_b64decode, asymmetric) if len(sig) == 64]
             if signatures:
                 from cryptography.exceptions import InvalidSignature
@@ -358,7 +377,7 @@ class StandardWebhooksVerifier:
 
 def _strict_b64decode(value: str) -> bytes:
     """Decode canonical standard base64; return ``b""`` for anything else."""
-    if not value.isascii() or len(value) % 4:
+    if len(value) % 4:
         return b""
     try:
         decoded = binascii.a2b_base64(value, strict_mode=True)
@@ -368,16 +387,17 @@ def _strict_b64decode(value: str) -> bytes:
     return decoded if _b64(decoded) == value else b""
 
 
-def _decode_base64_secret(text: str) -> bytes:
+def _decode_base64_secret(text: str, kind: str = "whsec_") -> bytes:
+    """Decode the base64 part of a Standard Webhooks key (padding optional)."""
     if not text.isascii():
-        raise ConfigurationError("a whsec_ secret must be base64 text")
+        raise ConfigurationError(f"a {kind} key must be base64 text")
     padded = text + "=" * (-len(text) % 4)
     try:
         key = binascii.a2b_base64(padded, strict_mode=True)
     except binascii.Error:
-        raise ConfigurationError("a whsec_ secret must be base64 text") from None
+        raise ConfigurationError(f"a {kind} key must be base64 text") from None
     if not key:
-        raise ConfigurationError("a whsec_ secret must not be empty")
+        raise ConfigurationError(f"a {kind} key must not be empty")
     return key
 
 
@@ -386,7 +406,7 @@ def _ed25519_public_key(text: str) -> Ed25519PublicKey:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     except ImportError:
         raise ConfigurationError(_ED25519_MISSING) from None
-    raw = _decode_base64_secret(text) if text else b""
+    raw = _decode_base64_secret(text, "whpk_")
     if len(raw) != 32:
         raise ConfigurationError("a whpk_ key must be 32 bytes of base64 (a raw ed25519 key)")
     return Ed25519PublicKey.from_public_bytes(raw)
@@ -417,11 +437,11 @@ class StripeVerifier:
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
     clock: Clock = attrs.field(factory=SystemClock, validator=_check_clock)
     tolerance: timedelta = attrs.field(default=_DEFAULT_TOLERANCE, validator=_check_tolerance)
-    _keys: tuple[bytes, ...] = attrs.field(init=False, repr=False, eq=False)
+    _bases: tuple[hmac.HMAC, ...] = attrs.field(init=False, repr=False, eq=False)
     _tolerance_s: float = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_keys", _utf8_keys(self.secrets))
+        object.__setattr__(self, "_bases", _hmac_bases(_utf8_keys(self.secrets)))
         object.__setattr__(self, "_tolerance_s", self.tolerance.total_seconds())
 
     def verify(
@@ -456,27 +476,28 @@ class StripeVerifier:
         if not candidates:
             raise SignatureError("Stripe-Signature has no v1 signature")
 
-        message = stamp.encode("ascii") + b"." + body
-        index = _match_hex(self._keys, message, candidates)
+        index = _match_hex(self._bases, candidates, stamp.encode("ascii"), b".", body)
         when = _in_window(seconds, self.clock, self._tolerance_s, "Stripe-Signature timestamp")
         return VerifiedDelivery(
             scheme="stripe-v1", timestamp=when, replay_protected=True, secret_index=index
         )
 
 
-def _match_hex(keys: tuple[bytes, ...], message: bytes, candidates: Sequence[str]) -> int:
-    for index, key in enumerate(keys):
-        expected = hmac.digest(key, message, "sha256").hex()
+def _match_hex(bases: tuple[hmac.HMAC, ...], candidates: Sequence[str], *parts: bytes) -> int:
+    """Index of the first secret whose hex HMAC of ``parts`` is among ``candidates``."""
+    for index, base in enumerate(bases):
+        expected = _mac(base, *parts).hex()
         for given in candidates:
             if _same_hex(expected, given):
                 return index
     raise SignatureError("signature matches no active secret")
 
 
-def _match_b64(keys: tuple[bytes, ...], message: bytes, given: str) -> int:
+def _match_b64(bases: tuple[hmac.HMAC, ...], given: str, *parts: bytes) -> int:
+    """Index of the first secret whose base64 HMAC of ``parts`` is ``given``."""
     if given.isascii():
-        for index, key in enumerate(keys):
-            if hmac.compare_digest(_b64(hmac.digest(key, message, "sha256")), given):
+        for index, base in enumerate(bases):
+            if hmac.compare_digest(_b64(_mac(base, *parts)), given):
                 return index
     raise SignatureError("signature matches no active secret")
 
@@ -515,11 +536,11 @@ class HubSpotV3Verifier:
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
     clock: Clock = attrs.field(factory=SystemClock, validator=_check_clock)
     tolerance: timedelta = attrs.field(default=_DEFAULT_TOLERANCE, validator=_check_tolerance)
-    _keys: tuple[bytes, ...] = attrs.field(init=False, repr=False, eq=False)
+    _bases: tuple[hmac.HMAC, ...] = attrs.field(init=False, repr=False, eq=False)
     _tolerance_s: float = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_keys", _utf8_keys(self.secrets))
+        object.__setattr__(self, "_bases", _hmac_bases(_utf8_keys(self.secrets)))
         object.__setattr__(self, "_tolerance_s", self.tolerance.total_seconds())
 
     def verify(
@@ -539,8 +560,7 @@ class HubSpotV3Verifier:
         stamp = _header(headers, "x-hubspot-request-timestamp")
         millis = _digits(stamp, "X-HubSpot-Request-Timestamp")
         head = _utf8(method.upper() + _hubspot_uri(url), "method or URL")
-        message = head + body + stamp.encode("ascii")
-        index = _match_b64(self._keys, message, given)
+        index = _match_b64(self._bases, given, head, body, stamp.encode("ascii"))
         when = _in_window(
             millis / 1000, self.clock, self._tolerance_s, "X-HubSpot-Request-Timestamp"
         )
@@ -555,12 +575,12 @@ def _hubspot_version(headers: Mapping[str, str], expected: str) -> None:
         raise SignatureError(f"X-HubSpot-Signature-Version is not {expected}")
 
 
-def _match_sha256_hex(
-    prefixes: Sequence[Callable[[], hashlib._Hash]], data: bytes, given: str
-) -> int:
-    for index, start in enumerate(prefixes):
-        digest = start()
-        digest.update(data)
+def _match_sha256_hex(starts: Sequence[hashlib._Hash], given: str, *parts: bytes) -> int:
+    """Index of the first secret for which ``sha256(secret + parts)`` is ``given`` (hex)."""
+    for index, start in enumerate(starts):
+        digest = start.copy()
+        for part in parts:
+            digest.update(part)
         if _same_hex(digest.hexdigest(), given):
             return index
     raise SignatureError("X-HubSpot-Signature matches no active secret")
@@ -584,10 +604,10 @@ class HubSpotV2Verifier:
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
-    _starts: tuple[Callable[[], hashlib._Hash], ...] = attrs.field(init=False, repr=False, eq=False)
+    _starts: tuple[hashlib._Hash, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        starts = tuple(hashlib.sha256(key).copy for key in _utf8_keys(self.secrets))
+        starts = tuple(hashlib.sha256(key) for key in _utf8_keys(self.secrets))
         object.__setattr__(self, "_starts", starts)
 
     def verify(
@@ -604,8 +624,8 @@ class HubSpotV2Verifier:
         """
         given = _header(headers, "x-hubspot-signature")
         _hubspot_version(headers, "v2")
-        data = _utf8(method.upper() + url, "method or URL") + body
-        index = _match_sha256_hex(self._starts, data, given)
+        head = _utf8(method.upper() + url, "method or URL")
+        index = _match_sha256_hex(self._starts, given, head, body)
         return VerifiedDelivery(scheme="hubspot-v2", secret_index=index)
 
 
@@ -627,10 +647,10 @@ class HubSpotV1Verifier:
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
-    _starts: tuple[Callable[[], hashlib._Hash], ...] = attrs.field(init=False, repr=False, eq=False)
+    _starts: tuple[hashlib._Hash, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        starts = tuple(hashlib.sha256(key).copy for key in _utf8_keys(self.secrets))
+        starts = tuple(hashlib.sha256(key) for key in _utf8_keys(self.secrets))
         object.__setattr__(self, "_starts", starts)
 
     def verify(
@@ -647,7 +667,7 @@ class HubSpotV1Verifier:
         """
         given = _header(headers, "x-hubspot-signature")
         _hubspot_version(headers, "v1")
-        index = _match_sha256_hex(self._starts, body, given)
+        index = _match_sha256_hex(self._starts, given, body)
         return VerifiedDelivery(scheme="hubspot-v1", secret_index=index)
 
 
@@ -678,10 +698,12 @@ class ZendeskVerifier:
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
     clock: Clock = attrs.field(factory=SystemClock, validator=_check_clock)
     tolerance: timedelta = attrs.field(default=_DEFAULT_TOLERANCE, validator=_check_tolerance)
-    _keys: tuple[bytes, ...] = attrs.field(init=False, repr=False, eq=False)
+    _bases: tuple[hmac.HMAC, ...] = attrs.field(init=False, repr=False, eq=False)
+    _tolerance_s: float = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_keys", _utf8_keys(self.secrets))
+        object.__setattr__(self, "_bases", _hmac_bases(_utf8_keys(self.secrets)))
+        object.__setattr__(self, "_tolerance_s", self.tolerance.total_seconds())
 
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
@@ -701,7 +723,7 @@ class ZendeskVerifier:
         stamp = _header(headers, "x-zendesk-webhook-signature-timestamp")
         if not stamp.isascii():
             raise SignatureError("X-Zendesk-Webhook-Signature-Timestamp is not ASCII")
-        index = _match_b64(self._keys, stamp.encode("ascii") + body, given)
+        index = _match_b64(self._bases, given, stamp.encode("ascii"), body)
         try:
             when: datetime | None = datetime.fromisoformat(stamp)
         except ValueError:
@@ -709,13 +731,12 @@ class ZendeskVerifier:
         if when is None:
             return VerifiedDelivery(scheme="zendesk", secret_index=index)
         when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-        now = self.clock.now()
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
-        if when < now - self.tolerance:
-            raise TimestampError("X-Zendesk-Webhook-Signature-Timestamp is beyond the tolerance")
-        if when > now + self.tolerance:
-            raise TimestampError("X-Zendesk-Webhook-Signature-Timestamp is in the future")
+        _check_drift(
+            when.timestamp(),
+            self.clock,
+            self._tolerance_s,
+            "X-Zendesk-Webhook-Signature-Timestamp",
+        )
         return VerifiedDelivery(
             scheme="zendesk", timestamp=when, replay_protected=True, secret_index=index
         )
@@ -747,11 +768,11 @@ class GitHubStyleVerifier:
         default="X-Hub-Signature-256",
         validator=[attrs.validators.instance_of(str), attrs.validators.min_len(1)],
     )
-    _keys: tuple[bytes, ...] = attrs.field(init=False, repr=False, eq=False)
+    _bases: tuple[hmac.HMAC, ...] = attrs.field(init=False, repr=False, eq=False)
     _header_key: str = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_keys", _utf8_keys(self.secrets))
+        object.__setattr__(self, "_bases", _hmac_bases(_utf8_keys(self.secrets)))
         object.__setattr__(self, "_header_key", self.header.lower())
 
     def verify(
@@ -769,5 +790,5 @@ class GitHubStyleVerifier:
         scheme, equals, given = value.partition("=")
         if scheme != "sha256" or not equals:
             raise SignatureError(f"{self.header} does not start with 'sha256='")
-        index = _match_hex(self._keys, body, [given])
+        index = _match_hex(self._bases, [given], body)
         return VerifiedDelivery(scheme="github-sha256", secret_index=index)
