@@ -33,9 +33,22 @@ _encoder_tagged = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default
 )
 
+# ``JSONEncoder.encode`` builds a new C encoder on every call, which costs more than encoding
+# a small record. Build it once (the standard library's own fast path, when it has one).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_fast: Any = (
+    _c_make_encoder(
+        None, _default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
 
 def dumps(value: Any) -> str:
     """Canonical JSON text of ``value``."""
+    if _fast is not None and isinstance(value, dict):
+        return "".join(_fast(value, 0))
     return _encoder_tagged.encode(value)
 
 

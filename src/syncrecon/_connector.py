@@ -115,7 +115,7 @@ class RetrySettings:
     attempts: int = 5
     initial: float = 0.5
     maximum: float = 60.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], object] = time.sleep
     rng: random.Random | None = None
 
     def wait(self, state: RetryCallState) -> float:

@@ -39,12 +39,12 @@ _CHUNK = 500  # bound parameters per IN (...) query
 
 def ts(value: datetime) -> str:
     """A UTC timestamp as fixed-width text that sorts in time order."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_ts(text: str) -> datetime:
     """The inverse of :func:`ts`."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)
 
 
 def _opt_ts(value: datetime | None) -> str | None:

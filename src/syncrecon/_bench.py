@@ -1,0 +1,145 @@
+"""``python -m syncrecon bench``: a reconciliation at scale, measured.
+
+Both simulated systems generate their records on demand from the seed (only written or
+drifted records are stored), so the figures measure syncrecon, not the simulator. A first
+cycle links the two sides; then a share of the records drifts on either side and a
+steady-state cycle runs. The figures are the steady-state cycle's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import _codec
+from ._connector import RetrySettings
+from ._reconciler import Reconciler
+from ._scenario import NOTES, TAGS, deal_sync, generated_pair
+from .storage.sqlite import SQLiteStorage
+from .testing import ManualClock
+
+
+def _drift(rng: random.Random, clock: ManualClock, left: Any, right: Any, n: int, k: int) -> None:
+    """Drift ``k`` of ``n`` records: each on one side, on a field whose rule fixes it."""
+    for i in rng.sample(range(n), k):
+        clock.advance(1)
+        choice = rng.randrange(4)
+        if choice == 0:
+            left.edit(left.key_of(i), dealstage="closedwon")
+        elif choice == 1:
+            right.edit(right.key_of(i), Description=rng.choice(NOTES) + f" #{i}")
+        elif choice == 2:
+            left.edit(left.key_of(i), notes=rng.choice(NOTES) + f" @{i}")
+        else:
+            tags = list(right.get(right.key_of(i)).fields["Tags__c"])
+            extra = [t for t in TAGS if t not in tags][:1]
+            right.edit(right.key_of(i), Tags__c=tags + extra)
+
+
+def _deepdiff_seconds(sample: list[tuple[dict[str, Any], dict[str, Any]]]) -> float:
+    from deepdiff import DeepDiff
+
+    began = time.process_time()
+    for left, right in sample:
+        DeepDiff(left, right)
+    return time.process_time() - began
+
+
+def _pairs_sample(
+    reconciler: Reconciler, left: Any, right: Any, n: int, size: int, rng: random.Random
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The same projected values the reconciler compares, as dictionaries, for DeepDiff."""
+    fields = reconciler.sync.fields
+    out = []
+    for i in rng.sample(range(n), min(size, n)):
+        lf = left.get(left.key_of(i)).fields
+        rf = right.get(right.key_of(i)).fields
+        lp = _codec.loads(_codec.dumps({f.left: lf.get(f.left) for f in fields}))
+        rp = _codec.loads(
+            _codec.dumps({f.left: f.transform.to_left(rf.get(f.right)) for f in fields})
+        )
+        out.append((lp, rp))
+    return out
+
+
+def run_bench(
+    *,
+    records: int = 100_000,
+    seed: int = 1,
+    drift: float = 0.01,
+    db: str | None = None,
+    deepdiff_sample: int = 2000,
+) -> dict[str, Any]:
+    """Run the benchmark and return its figures."""
+    rng = random.Random(seed)
+    clock = ManualClock()
+    left, right = generated_pair(records, seed, clock)
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = SQLiteStorage(db or str(Path(tmp) / "bench.sqlite"))
+        reconciler = Reconciler(
+            deal_sync(left, right),
+            storage,
+            clock=clock,
+            retry=RetrySettings(sleep=clock.advance),
+            scratch_dir=tmp,
+        )
+        wall = time.perf_counter()
+        first = reconciler.run_cycle()
+        first_s = time.perf_counter() - wall
+
+        clock.advance(3600)
+        drifted = int(records * drift)
+        _drift(rng, clock, left, right, records, drifted)
+        clock.advance(3600)
+        left.calls.clear()
+        right.calls.clear()
+        wall = time.perf_counter()
+        steady = reconciler.run_cycle()
+        steady_s = time.perf_counter() - wall
+        again = reconciler.run_cycle()
+        storage.close()
+
+    sample = _pairs_sample(reconciler, left, right, records, deepdiff_sample, rng)
+    deepdiff_s = _deepdiff_seconds(sample) if sample else float("nan")
+    caps_l, caps_r = left.capabilities, right.capabilities
+    floor = (
+        math.ceil(records / caps_l.page_size)
+        + math.ceil(records / caps_r.page_size)
+        + math.ceil(steady.writes["left"] / caps_l.max_write_batch)
+        + math.ceil(steady.writes["right"] / caps_r.max_write_batch)
+    )
+    decide_s = steady.timings.get("decide", 0.0)
+    compare_s = steady.timings.get("compare", 0.0)
+    per_100k = 100_000 / max(records, 1)
+    compare_100k = decide_s * per_100k
+    deepdiff_100k = deepdiff_s / max(len(sample), 1) * 100_000
+    return {
+        "records_per_side": records,
+        "seed": seed,
+        "drifted_records": drifted,
+        "first_cycle_s": round(first_s, 3),
+        "first_cycle_api_calls": first.total_api_calls,
+        "steady_cycle_s": round(steady_s, 3),
+        "steady_cycle_phases_cpu_s": dict(steady.timings),
+        "discrepancies_found": steady.discrepancies_found,
+        "auto_resolved": dict(steady.auto_resolved),
+        "writes": dict(steady.writes),
+        "api_calls": steady.total_api_calls,
+        "api_call_floor": floor,
+        "api_calls_vs_floor": round(steady.total_api_calls / floor, 4),
+        "simulator_calls": {"left": dict(left.calls), "right": dict(right.calls)},
+        "compare_s_per_100k": round(compare_100k, 4),
+        "compare_phase_s_per_100k": round(compare_s * per_100k, 4),
+        "deepdiff_s_per_100k": round(deepdiff_100k, 3),
+        "deepdiff_pairs_sampled": len(sample),
+        "compare_speedup_vs_deepdiff": round(deepdiff_100k / compare_100k, 1)
+        if compare_100k
+        else None,
+        "converged_rerun_writes": again.total_writes,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
