@@ -175,13 +175,16 @@ class Caller:
             return self._run_async(wrapped)
         return result
 
+    def _sleep(self, seconds: float) -> None:
+        self._retry.sleep(seconds)
+
     def call(self, system: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``fn`` (a connector method of ``system``), retrying transient errors."""
         retrying = Retrying(
             stop=stop_after_attempt(self._retry.attempts),
             wait=self._retry.wait,
             retry=retry_if_exception_type(TransientError),
-            sleep=self._retry.sleep,
+            sleep=self._sleep,
             reraise=True,
         )
         for attempt in retrying:
