@@ -249,6 +249,7 @@ class _Cycle:
         self.active: dict[ItemKey, Discrepancy] = {}
         self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
         self.lease_renewed = 0.0
+        self.incremental = False
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -280,6 +281,7 @@ class _Cycle:
     def _run(self, stash: Stash, started: datetime) -> CycleReport:
         state = self.storage.get_sync_state(self.sync.name)
         incremental = self._incremental(state.watermarks, state.last_full_sweep, started)
+        self.incremental = incremental
         mode = "incremental" if incremental else "full"
         self.active = self.storage.active_items(self.sync.name)
 
@@ -797,7 +799,13 @@ class _Cycle:
         )
 
     def _plan_singles(self, stash: Stash) -> None:
-        """Plan creates for records that exist on one side only, where the sync allows it."""
+        """Plan creates for records that exist on one side only, where the sync allows it.
+
+        Only full sweeps create: an incremental pass does not see unchanged unlinked records
+        on the other side, so it could not tell a missing record from an unmatched one.
+        """
+        if self.incremental:
+            return
         for side in Side:
             target = side.other
             if target not in self.sync.create_on:
