@@ -44,7 +44,15 @@ from ._policy import (
     source_of_truth,
 )
 from ._reconciler import CycleReport, Reconciler
-from ._sync import Direction, FieldMap, NaturalKey, SyncDefinition, Transform, value_map
+from ._sync import (
+    Direction,
+    FieldMap,
+    NaturalKey,
+    SyncDefinition,
+    Transform,
+    normalize_email,
+    value_map,
+)
 from ._version import __version__
 from .storage import Discrepancy, Status, Storage
 
@@ -102,6 +110,7 @@ __all__ = [
     "decide",
     "escalate",
     "merge",
+    "normalize_email",
     "one_sided",
     "recency",
     "source_of_truth",

@@ -174,6 +174,13 @@ class Decision:
     value: Any = None
     category: str | None = None
 
+    @classmethod
+    def take(cls, side: Side | str, state: FieldState, *, rule: str, reason: str) -> Decision:
+        """A decision that ``side``'s value wins (the building block of custom policies)."""
+        side = Side(side)
+        outcome = Outcome.TAKE_LEFT if side is Side.LEFT else Outcome.TAKE_RIGHT
+        return cls(outcome=outcome, state=state, rule=rule, reason=reason, value=state.value(side))
+
     @property
     def is_discrepancy(self) -> bool:
         """Whether the two sides differed (everything but :attr:`Outcome.AGREE`)."""
@@ -249,10 +256,7 @@ class FieldPolicy:
         return FallbackChain((as_policy(other), self))
 
     def _take(self, side: Side, state: FieldState, reason: str) -> Decision:
-        outcome = Outcome.TAKE_LEFT if side is Side.LEFT else Outcome.TAKE_RIGHT
-        return Decision(
-            outcome=outcome, state=state, rule=self.name, reason=reason, value=state.value(side)
-        )
+        return Decision.take(side, state, rule=self.name, reason=reason)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -300,6 +300,14 @@ class _Cycle:
 
         halted = self._guard(stash, mode)
         if halted is None:
+            step = Step(at=self.clock.now())
+            self._close_record_item(
+                step,
+                (self.sync.name, "", "", RECORD_FIELD),
+                MASS_DELETE_CATEGORY,
+                "a later cycle passed the mass-delete guard",
+            )
+            self._commit(step)
             began = time.process_time()
             self._compare(stash)
             self._plan_singles(stash)
@@ -549,6 +557,15 @@ class _Cycle:
         self._commit(Step(at=self.clock.now(), new_items=[item]))
         return reason
 
+    def _close_record_item(self, step: Step, key: ItemKey, category: str, note: str) -> None:
+        """Resolve an active record-level item of ``category`` whose cause went away."""
+        prior = self.active.get(key)
+        if prior is None or prior.category != category or prior.id is None:
+            return
+        step.item_updates.append(
+            ItemUpdate(id=prior.id, status=Status.RESOLVED, resolved_at=self.clock.now(), note=note)
+        )
+
     def _item(self, **kwargs: Any) -> Discrepancy:
         return Discrepancy(
             sync=self.sync.name, detected_at=self.clock.now(), cycle_id=self.id, **kwargs
@@ -646,6 +663,12 @@ class _Cycle:
             step.links.append(
                 Link(sync=self.sync.name, left_key=lkey, right_key=rkey, natural_key=nat)
             )
+            # The records are now matched one to one: earlier duplicate doubts are settled.
+            for key in (
+                (self.sync.name, lkey, "", RECORD_FIELD),
+                (self.sync.name, "", rkey, RECORD_FIELD),
+            ):
+                self._close_record_item(step, key, DUPLICATE_CATEGORY, "matched one to one")
         base_values: dict[str, Any] = {}
         writes: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}
         expect: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}

@@ -14,12 +14,13 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from os import PathLike
 from typing import Any
 
 from .. import _codec
+from .._clock import utc
 from .._exceptions import SchemaVersionError, StorageError
 from .._models import Side
 from ._base import (
@@ -38,8 +39,8 @@ _CHUNK = 500  # bound parameters per IN (...) query
 
 
 def ts(value: datetime) -> str:
-    """A UTC timestamp as fixed-width text that sorts in time order."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """A UTC timestamp as fixed-width text that sorts in time order (naive means UTC)."""
+    return utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_ts(text: str) -> datetime:
@@ -57,7 +58,7 @@ def _opt_parse(text: str | None) -> datetime | None:
 
 def hour_bucket(value: datetime) -> str:
     """The hourly counter bucket of ``value``."""
-    return ts(value.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
+    return ts(utc(value).replace(minute=0, second=0, microsecond=0))
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -160,6 +161,13 @@ class SQLiteStorage:
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r})"
 
+    def __enter__(self) -> SQLiteStorage:
+        self.setup()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- connection and transactions -------------------------------------------------------
 
     @property
@@ -245,7 +253,7 @@ class SQLiteStorage:
             row = db.execute(
                 "SELECT owner, expires_at FROM leases WHERE name = ?", (name,)
             ).fetchone()
-            if row is not None and row["owner"] != owner and parse_ts(row["expires_at"]) > now:
+            if row is not None and row["owner"] != owner and parse_ts(row["expires_at"]) > utc(now):
                 return False
             db.execute(
                 "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)"

@@ -1,0 +1,88 @@
+"""The code in README.md and docs/ runs: the docs' examples are checked by running them.
+
+Conventions for fenced code blocks in those Markdown files:
+
+- a block fenced with exactly ```` ```python ```` is a complete program: it runs in a fresh
+  namespace, with the working directory set to a temporary directory (so a SQLite file it makes
+  goes there), and must finish without an exception or a warning. Use ``assert`` to show what a
+  reader should expect. A block with a top-level ``await`` runs inside a running event loop, as
+  a notebook cell does;
+- a block fenced with ```` ```pycon ```` is a doctest: its ``>>>`` lines run in a fresh namespace
+  and their printed output must match;
+- anything else is not run: ```` ```py ```` for Python that needs a server, a framework or a
+  real system (it is highlighted like ``python``), and ``text``, ``console``, ``yaml``, ... .
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import doctest
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+FENCE = re.compile(
+    r"^(?P<indent> *)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S
+)
+
+
+def blocks(kind: str) -> list[pytest.ParameterSet]:
+    """Every block fenced with exactly ``kind``, as a parameter with a ``page:line`` id."""
+    found = []
+    for page in PAGES:
+        text = page.read_text("utf-8")
+        for match in FENCE.finditer(text):
+            if match["info"].strip() != kind:
+                continue
+            line = text.count("\n", 0, match.start()) + 2  # the first line of code
+            body = "\n".join(row[len(match["indent"]) :] for row in match["body"].splitlines())
+            name = f"{page.relative_to(ROOT)}:{line}"
+            found.append(pytest.param(name, body, line, id=name))
+    return found
+
+
+PYTHON = blocks("python")
+PYCON = blocks("pycon")
+
+
+def test_the_pages_that_promise_runnable_code_have_some() -> None:
+    pages = {name.split(":")[0] for name, _, _ in (p.values for p in PYTHON)}
+    assert {"README.md", "docs/quickstart.md", "docs/concepts.md"} <= pages
+
+
+@pytest.mark.parametrize(("name", "source", "line"), PYTHON)
+def test_python_block_runs(
+    name: str, source: str, line: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # Line numbers in tracebacks point into the Markdown page.
+    code = compile(
+        "\n" * (line - 1) + source,
+        str(ROOT / name.split(":")[0]),
+        "exec",
+        flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+    )
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    if code.co_flags & inspect.CO_COROUTINE:
+        asyncio.run(eval(code, namespace))
+    else:
+        exec(code, namespace)
+
+
+@pytest.mark.parametrize(("name", "source", "line"), PYCON)
+def test_pycon_block_output_matches(
+    name: str, source: str, line: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(source, {"__name__": "__main__"}, name, name, line - 1)
+    assert test.examples, f"{name} has no >>> lines"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures: list[str] = []
+    runner.run(test, out=failures.append)
+    assert runner.failures == 0, "".join(failures)
