@@ -3,17 +3,16 @@
 Each verifier implements the :class:`Verifier` protocol for one provider's documented
 signature scheme and depends on no provider SDK:
 
-=============================  ===================================  ==================
-verifier                       scheme                               replay protection
-=============================  ===================================  ==================
-:class:`StandardWebhooksVerifier`  Standard Webhooks ``v1`` / ``v1a``  signed timestamp
-:class:`StripeVerifier`        ``Stripe-Signature``                 signed timestamp
-:class:`HubSpotV3Verifier`     ``X-HubSpot-Signature-v3``           signed timestamp
-:class:`HubSpotV2Verifier`     ``X-HubSpot-Signature`` (v2)         none
-:class:`HubSpotV1Verifier`     ``X-HubSpot-Signature`` (v1)         none
-:class:`ZendeskVerifier`       ``X-Zendesk-Webhook-Signature``      signed timestamp
-:class:`GitHubStyleVerifier`   ``X-Hub-Signature-256``              none
-=============================  ===================================  ==================
+- :class:`StandardWebhooksVerifier`: Standard Webhooks ``v1`` (HMAC) and ``v1a`` (ed25519);
+  replay-protected by a signed timestamp, and the signed ``webhook-id`` is the idempotency key.
+- :class:`StripeVerifier`: ``Stripe-Signature``; replay-protected.
+- :class:`HubSpotV3Verifier`: ``X-HubSpot-Signature-v3``; replay-protected.
+- :class:`HubSpotV2Verifier`, :class:`HubSpotV1Verifier`: ``X-HubSpot-Signature``; **no**
+  replay protection.
+- :class:`ZendeskVerifier`: ``X-Zendesk-Webhook-Signature``; replay-protected when the signed
+  timestamp is ISO 8601 (as Zendesk sends it).
+- :class:`GitHubStyleVerifier`: ``X-Hub-Signature-256: sha256=<hex>``; **no** replay
+  protection.
 
 Every verifier takes several secrets at once, so a secret can be rotated without downtime,
 and raises only :class:`~syncrecon.SignatureError` or :class:`~syncrecon.TimestampError`

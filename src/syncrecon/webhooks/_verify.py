@@ -67,20 +67,24 @@ _ED25519_MISSING: Final = (
 class VerifiedDelivery:
     """What a verifier learnt about a webhook request whose signature it accepted.
 
-    Attributes:
-        scheme: The signature scheme that matched, e.g. ``"standard-webhooks-v1"``,
-            ``"stripe-v1"``, ``"hubspot-v3"``, ``"zendesk"`` or ``"github-sha256"``.
-        delivery_id: An identifier of the delivery that the signature covers (Standard
-            Webhooks' ``webhook-id``, its idempotency key), or ``None`` when the scheme signs
-            none. Unsigned ids such as ``X-GitHub-Delivery`` are deliberately not reported: a
-            replayed body could carry any id. Use the event id inside the body instead.
-        timestamp: The signed send time as an aware UTC datetime, or ``None`` when the scheme
-            signs no time (or Zendesk sent one that is not ISO 8601).
-        replay_protected: ``True`` when the signed timestamp was checked against the
-            tolerance window, so a captured request cannot be replayed later than that. When
-            ``False``, deduplicate on an id in the body.
-        secret_index: The position, in the verifier's ``secrets``, of the secret that matched;
-            watch it during a rotation to learn when the old secret stops being used.
+    ``scheme`` names the signature scheme that matched: ``"standard-webhooks-v1"``,
+    ``"standard-webhooks-v1a"``, ``"stripe-v1"``, ``"hubspot-v3"``, ``"hubspot-v2"``,
+    ``"hubspot-v1"``, ``"zendesk"`` or ``"github-sha256"``.
+
+    ``delivery_id`` is an identifier of the delivery that the signature covers (Standard
+    Webhooks' ``webhook-id``, its idempotency key), or ``None`` when the scheme signs none.
+    Unsigned ids such as ``X-GitHub-Delivery`` are deliberately not reported, since a replayed
+    body could carry any id: deduplicate on the event id inside the body instead.
+
+    ``timestamp`` is the signed send time as an aware UTC datetime, or ``None`` when the scheme
+    signs no time (or Zendesk sent one that is not ISO 8601).
+
+    ``replay_protected`` is ``True`` when that signed time was checked against the verifier's
+    tolerance, so a captured request cannot be replayed later. When it is ``False``, the
+    request could be a replay of any earlier one: deduplicate on an id in the body.
+
+    ``secret_index`` is the position, in the verifier's ``secrets``, of the secret that
+    matched; watch it during a rotation to learn when the old secret stops being used.
     """
 
     # No validators: only verifiers build these, and on the hot path checking five fields
@@ -96,30 +100,25 @@ class VerifiedDelivery:
 class Verifier(Protocol):
     """Checks that a webhook request was signed by its provider.
 
-    Implementations must match header names case-insensitively, accept any
+    Implementations match header names case-insensitively, accept any
     :class:`~collections.abc.Mapping` of headers, and raise only
     :class:`~syncrecon.SignatureError` or :class:`~syncrecon.TimestampError` for anything
-    wrong with the request.
+    wrong with the request, whatever its header values.
     """
 
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify one request and describe it.
+        """Verify one request and describe what its signature vouches for.
 
-        Args:
-            method: The HTTP method, e.g. ``"POST"``.
-            url: The full URL the provider called, as the provider knows it (the public URL,
-                not the one a proxy forwarded to).
-            headers: The request headers; names are matched case-insensitively.
-            body: The raw request body, exactly as received (never re-serialized JSON).
+        ``method`` is the HTTP method and ``url`` the full URL the provider called, as the
+        provider knows it (the public URL, not the one a proxy forwarded to); schemes that do not
+        sign them ignore them. ``headers`` are matched case-insensitively. ``body`` is the raw
+        request body exactly as received, never re-serialized JSON.
 
-        Returns:
-            What the signature vouches for.
-
-        Raises:
-            SignatureError: A header is missing or malformed, or no signature matches.
-            TimestampError: The signature matches but its timestamp is outside the tolerance.
+        Raises :class:`~syncrecon.SignatureError` when a header is missing or malformed or no
+        signature matches an active secret, and :class:`~syncrecon.TimestampError` when the
+        signature matches but its timestamp is outside the tolerance.
         """
         ...
 
@@ -179,23 +178,27 @@ def _mac(base: hmac.HMAC, *parts: bytes) -> bytes:
     return mac.digest()
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
-    """Return the non-empty value of header ``name`` (given in lower case).
+def _headers(headers: Mapping[str, str], *names: str) -> list[str]:
+    """Return the non-empty text values of the headers ``names`` (given in lower case).
 
-    Tries the exact lower-case key first (plain dicts from ASGI servers, and case-insensitive
-    mappings such as httpx's and Starlette's, answer at once), then scans for any casing.
+    Tries the exact lower-case keys first (plain dicts from ASGI servers, and case-insensitive
+    mappings such as httpx's and Starlette's, answer at once); only when one is missing does
+    it lower-case every key, once.
     """
-    value = headers.get(name)
-    if value is None:
-        for key, candidate in headers.items():
-            if isinstance(key, str) and key.lower() == name:
-                value = candidate
-                break
-        else:
-            raise SignatureError(f"missing {name} header")
-    if not isinstance(value, str) or not value:
-        raise SignatureError(f"empty or non-text {name} header")
-    return value
+    values: list[str] = []
+    lowered: dict[str, object] | None = None
+    for name in names:
+        value: object = headers.get(name)
+        if value is None:
+            if lowered is None:
+                lowered = {k.lower(): v for k, v in headers.items() if isinstance(k, str)}
+            value = lowered.get(name)
+            if value is None:
+                raise SignatureError(f"missing {name} header")
+        if not isinstance(value, str) or not value:
+            raise SignatureError(f"empty or non-text {name} header")
+        values.append(value)
+    return values
 
 
 def _digits(value: str, name: str) -> int:
@@ -248,30 +251,27 @@ def _same_hex(expected: str, given: str) -> bool:
 
 @attrs.frozen(kw_only=True)
 class StandardWebhooksVerifier:
-    """Verifies `Standard Webhooks <https://www.standardwebhooks.com>`_ signatures.
+    """Verifies Standard Webhooks signatures (https://www.standardwebhooks.com).
 
     The provider signs ``{webhook-id}.{webhook-timestamp}.{body}`` and sends one or more
     space-separated ``version,base64-signature`` entries in ``webhook-signature``. Entries
     with a version other than ``v1`` (HMAC-SHA256) or ``v1a`` (ed25519), and entries that are
     not well formed, are skipped; the request passes when any entry matches any secret.
-
-    ``webhook-timestamp`` (Unix seconds) must be within ``tolerance`` of the clock, in either
-    direction. ``webhook-id`` is signed, so it is reported as
+    ``webhook-timestamp`` (Unix seconds) must be within ``tolerance`` of the ``clock``, in
+    either direction. ``webhook-id`` is signed, so it is reported as
     :attr:`VerifiedDelivery.delivery_id`: use it as the idempotency key.
 
-    Attributes:
-        secrets: The active secrets, several at once during a rotation. ``whsec_`` followed by
-            base64 is an HMAC secret (the prefix is optional; the base64 text is decoded to
-            the key). ``whpk_`` followed by base64 is an ed25519 public key for ``v1a``
-            signatures and needs the optional ``cryptography`` package
-            (``syncrecon[ed25519]``). A ``whsk_`` signing key is refused: a consumer should
-            hold only the public key.
-        clock: Tells the current time.
-        tolerance: How far the signed timestamp may be from the clock, either way.
+    ``secrets`` are the active keys, several at once during a rotation:
 
-    Raises:
-        ConfigurationError: At construction, for no secrets, a secret that is not valid
-            base64, a ``whsk_`` key, or a ``whpk_`` key without ``cryptography`` installed.
+    - ``whsec_`` followed by base64 is an HMAC secret; the base64 text is decoded to the key
+      (the prefix and the padding are optional);
+    - ``whpk_`` followed by base64 is an ed25519 public key for ``v1a`` signatures. It needs
+      the optional ``cryptography`` package (``pip install syncrecon[ed25519]``), imported
+      only when such a key is given.
+
+    Construction raises :class:`~syncrecon.ConfigurationError` (a ``ValueError``) for no
+    secrets, a key that is not base64, a ``whpk_`` key without ``cryptography``, or a
+    ``whsk_`` key (a signing key: give the verifier the matching ``whpk_`` public key).
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
@@ -304,20 +304,18 @@ class StandardWebhooksVerifier:
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify a Standard Webhooks request; see :meth:`Verifier.verify`.
+        """Verify a Standard Webhooks request (see :meth:`Verifier.verify`).
 
-        ``method`` and ``url`` are not signed by this scheme and are ignored.
-
-        Raises:
-            SignatureError: ``webhook-id``, ``webhook-timestamp`` or ``webhook-signature`` is
-                missing, empty or malformed (the id must be ASCII, the timestamp ASCII digits),
-                or no ``v1``/``v1a`` entry matches an active secret.
-            TimestampError: The signature matches but ``webhook-timestamp`` is outside the
-                tolerance.
+        ``method`` and ``url`` are not signed by this scheme and are ignored. Raises
+        :class:`~syncrecon.SignatureError` when ``webhook-id``, ``webhook-timestamp`` or
+        ``webhook-signature`` is missing, empty or malformed (the id must be ASCII, the timestamp
+        ASCII digits) or no ``v1``/``v1a`` entry matches an active key, and
+        :class:`~syncrecon.TimestampError` when one matches but the timestamp is outside the
+        tolerance.
         """
-        msg_id = _header(headers, "webhook-id")
-        stamp = _header(headers, "webhook-timestamp")
-        signatures = _header(headers, "webhook-signature")
+        msg_id, stamp, signatures = _headers(
+            headers, "webhook-id", "webhook-timestamp", "webhook-signature"
+        )
         if not msg_id.isascii():
             raise SignatureError("webhook-id header is not ASCII")
         seconds = _digits(stamp, "webhook-timestamp")
@@ -423,15 +421,11 @@ class StripeVerifier:
     The header reads ``t=<unix seconds>,v1=<hex>[,v1=<hex>...]``; other schemes (such as
     ``v0``) are ignored. Each ``v1`` is the hex HMAC-SHA256 of ``{t}.{body}`` keyed with the
     endpoint's whole ``whsec_...`` secret as UTF-8 text (it is *not* base64-decoded, unlike
-    Standard Webhooks). ``t`` must be within ``tolerance`` of the clock, either way (Stripe's
-    own libraries check only staleness).
+    Standard Webhooks). ``t`` must be within ``tolerance`` of the ``clock``, either way
+    (Stripe's own libraries check only staleness).
 
-    Stripe sends no signed delivery id: deduplicate on the event's ``id`` in the body.
-
-    Attributes:
-        secrets: The endpoint's active signing secrets (``whsec_...``), several during a roll.
-        clock: Tells the current time.
-        tolerance: How far ``t`` may be from the clock, either way.
+    ``secrets`` are the endpoint's active signing secrets, several during a roll. Stripe signs
+    no delivery id: deduplicate on the event's ``id`` in the body.
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
@@ -447,17 +441,15 @@ class StripeVerifier:
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify a Stripe request; see :meth:`Verifier.verify`.
+        """Verify a Stripe request (see :meth:`Verifier.verify`).
 
-        ``method`` and ``url`` are not signed by this scheme and are ignored.
-
-        Raises:
-            SignatureError: ``Stripe-Signature`` is missing or malformed (an element without
-                ``=``, no ``t`` or several, a non-numeric ``t``, no ``v1``), or no ``v1``
-                matches an active secret.
-            TimestampError: The signature matches but ``t`` is outside the tolerance.
+        ``method`` and ``url`` are not signed by this scheme and are ignored. Raises
+        :class:`~syncrecon.SignatureError` when ``Stripe-Signature`` is missing or malformed (an
+        element without ``=``, no ``t`` or several, a ``t`` that is not ASCII digits, no ``v1``)
+        or no ``v1`` matches an active secret, and :class:`~syncrecon.TimestampError` when one
+        matches but ``t`` is outside the tolerance.
         """
-        header = _header(headers, "stripe-signature")
+        (header,) = _headers(headers, "stripe-signature")
         stamp: str | None = None
         candidates: list[str] = []
         for element in header.split(","):
@@ -518,19 +510,15 @@ class HubSpotV3Verifier:
     """Verifies HubSpot's v3 request signature (``X-HubSpot-Signature-v3``).
 
     The signature is the base64 HMAC-SHA256, keyed with the app's client secret, of
-    ``method + uri + body + timestamp``, where ``timestamp`` is the
-    ``X-HubSpot-Request-Timestamp`` header (Unix *milliseconds*) as sent and ``uri`` is the
-    full URL HubSpot called with these escapes decoded first: ``%3A %2F %3F %40 %21 %24 %27
-    %28 %29 %2A %2C %3B`` (to ``: / ? @ ! $ ' ( ) * , ;``). Pass the public URL: behind a
-    proxy, rebuild it from the forwarded scheme and host.
+    ``method + uri + body + timestamp``. ``timestamp`` is the ``X-HubSpot-Request-Timestamp``
+    header (Unix *milliseconds*) as sent; ``uri`` is the full URL HubSpot called, with these
+    escapes decoded first: ``%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B`` (to
+    ``: / ? @ ! $ ' ( ) * , ;``, in either letter case). Pass the public URL: behind a proxy,
+    rebuild it from the forwarded scheme and host.
 
-    HubSpot rejects timestamps older than five minutes; this verifier applies ``tolerance`` in
-    both directions. HubSpot signs no delivery id: deduplicate on ``eventId`` in the body.
-
-    Attributes:
-        secrets: The app's client secrets (several during a rotation).
-        clock: Tells the current time.
-        tolerance: How far the timestamp may be from the clock, either way.
+    ``secrets`` are the app's client secrets (several during a rotation). HubSpot rejects
+    timestamps older than five minutes; this verifier applies ``tolerance`` in both
+    directions. HubSpot signs no delivery id: deduplicate on ``eventId`` in the body.
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
@@ -546,18 +534,16 @@ class HubSpotV3Verifier:
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify a HubSpot v3 request; see :meth:`Verifier.verify`.
+        """Verify a HubSpot v3 request (see :meth:`Verifier.verify`).
 
-        ``method`` is upper-cased before signing; ``url`` must be the URL HubSpot called.
-
-        Raises:
-            SignatureError: ``X-HubSpot-Signature-v3`` or ``X-HubSpot-Request-Timestamp`` is
-                missing, empty or malformed (the timestamp must be ASCII digits), or the
-                signature matches no active secret.
-            TimestampError: The signature matches but the timestamp is outside the tolerance.
+        ``method`` is upper-cased before signing; ``url`` must be the URL HubSpot called. Raises
+        :class:`~syncrecon.SignatureError` when ``X-HubSpot-Signature-v3`` or
+        ``X-HubSpot-Request-Timestamp`` is missing, empty or malformed (the timestamp must be
+        ASCII digits), or the signature matches no active secret, and
+        :class:`~syncrecon.TimestampError` when it matches but the timestamp is outside the
+        tolerance.
         """
-        given = _header(headers, "x-hubspot-signature-v3")
-        stamp = _header(headers, "x-hubspot-request-timestamp")
+        given, stamp = _headers(headers, "x-hubspot-signature-v3", "x-hubspot-request-timestamp")
         millis = _digits(stamp, "X-HubSpot-Request-Timestamp")
         head = _utf8(method.upper() + _hubspot_uri(url), "method or URL")
         index = _match_b64(self._bases, given, head, body, stamp.encode("ascii"))
@@ -569,10 +555,12 @@ class HubSpotV3Verifier:
         )
 
 
-def _hubspot_version(headers: Mapping[str, str], expected: str) -> None:
-    version = _header(headers, "x-hubspot-signature-version")
-    if version.lower() != expected:
-        raise SignatureError(f"X-HubSpot-Signature-Version is not {expected}")
+def _hubspot_signature(headers: Mapping[str, str], expected_version: str) -> str:
+    """The ``X-HubSpot-Signature`` value, once the version header says ``expected_version``."""
+    given, version = _headers(headers, "x-hubspot-signature", "x-hubspot-signature-version")
+    if version.lower() != expected_version:
+        raise SignatureError(f"X-HubSpot-Signature-Version is not {expected_version}")
+    return given
 
 
 def _match_sha256_hex(starts: Sequence[hashlib._Hash], given: str, *parts: bytes) -> int:
@@ -593,14 +581,12 @@ class HubSpotV2Verifier:
     The signature is the hex SHA-256 (a plain hash, not an HMAC) of
     ``client_secret + method + uri + body``, where ``uri`` must match the URL HubSpot called
     exactly, including the scheme and the order of query parameters. The
-    ``X-HubSpot-Signature-Version`` header must say ``v2``.
+    ``X-HubSpot-Signature-Version`` header must say ``v2``. ``secrets`` are the app's client
+    secrets (several during a rotation).
 
-    .. warning:: v2 signs no timestamp, so it gives **no replay protection**: a captured
-       request verifies forever (:attr:`VerifiedDelivery.replay_protected` is ``False``).
-       Prefer :class:`HubSpotV3Verifier`, and deduplicate on ``eventId``.
-
-    Attributes:
-        secrets: The app's client secrets (several during a rotation).
+    v2 signs no timestamp, so it gives **no replay protection**: a captured request verifies
+    forever, and :attr:`VerifiedDelivery.replay_protected` is ``False``. Prefer
+    :class:`HubSpotV3Verifier`, and deduplicate on ``eventId``.
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
@@ -613,17 +599,14 @@ class HubSpotV2Verifier:
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify a HubSpot v2 request; see :meth:`Verifier.verify`.
+        """Verify a HubSpot v2 request (see :meth:`Verifier.verify`).
 
-        ``method`` is upper-cased before hashing; ``url`` must be the URL HubSpot called.
-
-        Raises:
-            SignatureError: ``X-HubSpot-Signature`` is missing or not 64 hex digits,
-                ``X-HubSpot-Signature-Version`` is missing or not ``v2``, or the signature
-                matches no active secret.
+        ``method`` is upper-cased before hashing; ``url`` must be the URL HubSpot called. Raises
+        :class:`~syncrecon.SignatureError` when ``X-HubSpot-Signature`` is missing or not 64 hex
+        digits, ``X-HubSpot-Signature-Version`` is missing or not ``v2``, or the signature matches
+        no active secret.
         """
-        given = _header(headers, "x-hubspot-signature")
-        _hubspot_version(headers, "v2")
+        given = _hubspot_signature(headers, "v2")
         head = _utf8(method.upper() + url, "method or URL")
         index = _match_sha256_hex(self._starts, given, head, body)
         return VerifiedDelivery(scheme="hubspot-v2", secret_index=index)
@@ -635,15 +618,13 @@ class HubSpotV1Verifier:
 
     The signature is the hex SHA-256 (a plain hash, not an HMAC) of ``client_secret + body``;
     HubSpot sends it with CRM webhook subscriptions. The ``X-HubSpot-Signature-Version``
-    header must say ``v1``.
+    header must say ``v1``. ``secrets`` are the app's client secrets (several during a
+    rotation).
 
-    .. warning:: v1 signs neither a timestamp nor the URL, so it gives **no replay
-       protection**: a captured request verifies forever, at any endpoint of the same app
-       (:attr:`VerifiedDelivery.replay_protected` is ``False``). Prefer
-       :class:`HubSpotV3Verifier` where HubSpot sends v3, and deduplicate on ``eventId``.
-
-    Attributes:
-        secrets: The app's client secrets (several during a rotation).
+    v1 signs neither a timestamp nor the URL, so it gives **no replay protection**: a captured
+    request verifies forever, at any endpoint of the same app, and
+    :attr:`VerifiedDelivery.replay_protected` is ``False``. Prefer :class:`HubSpotV3Verifier`
+    where HubSpot sends v3, and deduplicate on ``eventId``.
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
@@ -656,17 +637,14 @@ class HubSpotV1Verifier:
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify a HubSpot v1 request; see :meth:`Verifier.verify`.
+        """Verify a HubSpot v1 request (see :meth:`Verifier.verify`).
 
-        ``method`` and ``url`` are not signed by this scheme and are ignored.
-
-        Raises:
-            SignatureError: ``X-HubSpot-Signature`` is missing or not 64 hex digits,
-                ``X-HubSpot-Signature-Version`` is missing or not ``v1``, or the signature
-                matches no active secret.
+        ``method`` and ``url`` are not signed by this scheme and are ignored. Raises
+        :class:`~syncrecon.SignatureError` when ``X-HubSpot-Signature`` is missing or not 64 hex
+        digits, ``X-HubSpot-Signature-Version`` is missing or not ``v1``, or the signature matches
+        no active secret.
         """
-        given = _header(headers, "x-hubspot-signature")
-        _hubspot_version(headers, "v1")
+        given = _hubspot_signature(headers, "v1")
         index = _match_sha256_hex(self._starts, given, body)
         return VerifiedDelivery(scheme="hubspot-v1", secret_index=index)
 
@@ -681,18 +659,14 @@ class ZendeskVerifier:
 
     The signature is the base64 HMAC-SHA256, keyed with the webhook's signing secret (as
     UTF-8 text, not decoded), of ``timestamp + body`` with no separator, where ``timestamp`` is
-    the ``X-Zendesk-Webhook-Signature-Timestamp`` header as sent.
+    the ``X-Zendesk-Webhook-Signature-Timestamp`` header as sent. ``secrets`` are the
+    webhook's signing secrets (several during a rotation).
 
     Zendesk sends that timestamp as ISO 8601 (``2021-03-25T05:09:27Z``) and documents no
     replay window. When it parses, ``tolerance`` is applied in both directions and the
-    delivery is replay-protected; a timestamp in another form is still signed (so it cannot
-    be forged) but cannot be checked, and :attr:`VerifiedDelivery.replay_protected` is
-    ``False``. A naive ISO time is taken to be UTC.
-
-    Attributes:
-        secrets: The webhook's signing secrets (several during a rotation).
-        clock: Tells the current time.
-        tolerance: How far the timestamp may be from the clock, either way.
+    delivery is replay-protected (a naive time is taken to be UTC). A timestamp in another
+    form is still signed, so it cannot be forged, but it cannot be checked either:
+    :attr:`VerifiedDelivery.replay_protected` is then ``False``.
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
@@ -708,19 +682,17 @@ class ZendeskVerifier:
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify a Zendesk request; see :meth:`Verifier.verify`.
+        """Verify a Zendesk request (see :meth:`Verifier.verify`).
 
-        ``method`` and ``url`` are not signed by this scheme and are ignored.
-
-        Raises:
-            SignatureError: ``X-Zendesk-Webhook-Signature`` or
-                ``X-Zendesk-Webhook-Signature-Timestamp`` is missing, empty or not ASCII, or
-                the signature matches no active secret.
-            TimestampError: The signature matches, the timestamp is ISO 8601, and it is
-                outside the tolerance.
+        ``method`` and ``url`` are not signed by this scheme and are ignored. Raises
+        :class:`~syncrecon.SignatureError` when ``X-Zendesk-Webhook-Signature`` or
+        ``X-Zendesk-Webhook-Signature-Timestamp`` is missing, empty or not ASCII, or the signature
+        matches no active secret, and :class:`~syncrecon.TimestampError` when it matches, the
+        timestamp is ISO 8601, and it is outside the tolerance.
         """
-        given = _header(headers, "x-zendesk-webhook-signature")
-        stamp = _header(headers, "x-zendesk-webhook-signature-timestamp")
+        given, stamp = _headers(
+            headers, "x-zendesk-webhook-signature", "x-zendesk-webhook-signature-timestamp"
+        )
         if not stamp.isascii():
             raise SignatureError("X-Zendesk-Webhook-Signature-Timestamp is not ASCII")
         index = _match_b64(self._bases, given, stamp.encode("ascii"), body)
@@ -750,17 +722,14 @@ class ZendeskVerifier:
 class GitHubStyleVerifier:
     """Verifies a GitHub-style ``sha256=<hex>`` signature of the raw body.
 
-    The header (``X-Hub-Signature-256`` by default; many services copy GitHub's scheme under
-    another name) holds ``sha256=`` followed by the hex HMAC-SHA256 of the body, keyed with
-    the webhook secret as UTF-8 text.
+    The ``header`` (``X-Hub-Signature-256`` by default, matched case-insensitively; many
+    services copy GitHub's scheme under another name) holds ``sha256=`` followed by the hex
+    HMAC-SHA256 of the body, keyed with the webhook secret as UTF-8 text. ``secrets`` are the
+    webhook's secrets (several during a rotation).
 
-    .. warning:: The scheme signs neither a timestamp nor a delivery id, so it gives **no
-       replay protection** (:attr:`VerifiedDelivery.replay_protected` is ``False``); the
-       ``X-GitHub-Delivery`` header is unsigned. Deduplicate on an id in the body.
-
-    Attributes:
-        secrets: The webhook's secrets (several during a rotation).
-        header: The name of the signature header, matched case-insensitively.
+    The scheme signs neither a timestamp nor a delivery id, so it gives **no replay
+    protection** (:attr:`VerifiedDelivery.replay_protected` is ``False``), and the
+    ``X-GitHub-Delivery`` header is unsigned: deduplicate on an id in the body.
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_secrets_tuple, repr=_redact)
@@ -778,15 +747,13 @@ class GitHubStyleVerifier:
     def verify(
         self, *, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> VerifiedDelivery:
-        """Verify a GitHub-style request; see :meth:`Verifier.verify`.
+        """Verify a GitHub-style request (see :meth:`Verifier.verify`).
 
-        ``method`` and ``url`` are not signed by this scheme and are ignored.
-
-        Raises:
-            SignatureError: The signature header is missing, does not start with ``sha256=``,
-                is not 64 hex digits after it, or matches no active secret.
+        ``method`` and ``url`` are not signed by this scheme and are ignored. Raises
+        :class:`~syncrecon.SignatureError` when the signature header is missing, does not start
+        with ``sha256=``, is not 64 hex digits after it, or matches no active secret.
         """
-        value = _header(headers, self._header_key)
+        (value,) = _headers(headers, self._header_key)
         scheme, equals, given = value.partition("=")
         if scheme != "sha256" or not equals:
             raise SignatureError(f"{self.header} does not start with 'sha256='")
