@@ -247,6 +247,7 @@ class _Cycle:
         self.id = uuid.uuid4().hex[:16]
         self.t = _Tally()
         self.active: dict[ItemKey, Discrepancy] = {}
+        self.by_link: dict[tuple[str, str], list[Discrepancy]] = {}
         self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
         self.lease_renewed = 0.0
         self.incremental = False
@@ -284,6 +285,8 @@ class _Cycle:
         self.incremental = incremental
         mode = "incremental" if incremental else "full"
         self.active = self.storage.active_items(self.sync.name)
+        for item in self.active.values():
+            self.by_link.setdefault((item.left_key or "", item.right_key or ""), []).append(item)
 
         began = time.process_time()
         for side in Side:
@@ -415,9 +418,6 @@ class _Cycle:
                 proj_text = _codec.dumps(proj)
                 raw_text = _codec.dumps(raw) if raw else None
             mod = record.modified_at
-            mark = self.marks[side]
-            if mod is not None and (mark is None or mod > mark):
-                self.marks[side] = mod
             yield (
                 index,
                 record.key,
@@ -436,13 +436,29 @@ class _Cycle:
         links = self.storage.get_links(self.sync.name, side, [r.key for r in records])
         stash.put(self._rows(side, records, links))
 
+    def _advance_mark(self, side: Side, records: Sequence[Record], listing_began: datetime) -> None:
+        """Move the watermark to the newest listed change, but never past the listing's start.
+
+        A record edited while a long listing runs may carry a time earlier than records listed
+        after it; capping at the start (minus the overlap on the next read) keeps it visible.
+        """
+        newest = max((r.modified_at for r in records if r.modified_at is not None), default=None)
+        if newest is None:
+            return
+        newest = min(newest, listing_began)
+        mark = self.marks[side]
+        if mark is None or newest > mark:
+            self.marks[side] = newest
+
     def _stage_listing(self, stash: Stash, side: Side, since: datetime | None) -> None:
         connector = self.sync.connector(side)
         cursor: str | None = None
         pages = 0
+        began = self.clock.now()
         while True:
             page = list_page(self.caller, connector, since=since, cursor=cursor)
             self._stage(stash, side, page.records)
+            self._advance_mark(side, page.records, began)
             pages += 1
             if pages % 50 == 0:
                 stash.checkpoint()
@@ -454,18 +470,35 @@ class _Cycle:
             cursor = page.next_cursor
 
     def _stage_counterparts(self, stash: Stash) -> None:
-        """Read linked records whose counterpart was not listed; stage absent ones as gone."""
+        """Read linked records whose counterpart was not listed; stage absent ones as gone.
+
+        A full sweep also looks for links neither of whose records was listed (both deleted,
+        or a crash after a propagated delete) and reads both sides by key.
+        """
+        if not self.incremental:
+            unseen: list[Link] = []
+            for links in self.storage.iter_links(self.sync.name, batch=self.rec.batch_size):
+                left_seen = stash.staged(0, [lk.left_key for lk in links])
+                right_seen = stash.staged(1, [lk.right_key for lk in links])
+                unseen += [
+                    lk
+                    for lk in links
+                    if lk.left_key not in left_seen and lk.right_key not in right_seen
+                ]
+            for side in Side:
+                self._read_by_key(stash, side, [lk.key(side) for lk in unseen])
         for side in Side:
-            other = side.other
-            connector = self.sync.connector(other)
             wanted = [o for _, o in stash.missing_counterparts(_SIDE_INDEX[side])]
-            size = connector.capabilities.max_read_batch
-            for i in range(0, len(wanted), size):
-                keys = wanted[i : i + size]
-                found = {r.key: r for r in read_batch(self.caller, connector, keys)}
-                records = [found.get(k) or Record(key=k, deleted=True) for k in keys]
-                self._stage(stash, other, records)
+            self._read_by_key(stash, side.other, wanted)
         stash.checkpoint()
+
+    def _read_by_key(self, stash: Stash, side: Side, wanted: Sequence[str]) -> None:
+        connector = self.sync.connector(side)
+        size = connector.capabilities.max_read_batch
+        for i in range(0, len(wanted), size):
+            keys = wanted[i : i + size]
+            found = {r.key: r for r in read_batch(self.caller, connector, keys)}
+            self._stage(stash, side, [found.get(k) or Record(key=k, deleted=True) for k in keys])
 
     # -- matching ----------------------------------------------------------------------------
 
@@ -556,6 +589,19 @@ class _Cycle:
         )
         self._commit(Step(at=self.clock.now(), new_items=[item]))
         return reason
+
+    def _settle_link(self, step: Step, left_key: str, right_key: str, note: str) -> None:
+        """Close every active item of a link whose records no longer exist."""
+        closing = {u.id for u in step.item_updates}
+        for prior in self.by_link.get((left_key, right_key), []):
+            if prior.id is None or prior.id in closing:
+                continue
+            status = Status.AUTO_RESOLVED if prior.status is Status.OPEN else Status.RESOLVED
+            if status is Status.AUTO_RESOLVED and prior.rule:
+                self.t.auto[prior.rule] += 1
+            step.item_updates.append(
+                ItemUpdate(id=prior.id, status=status, resolved_at=self.clock.now(), note=note)
+            )
 
     def _close_record_item(self, step: Step, key: ItemKey, category: str, note: str) -> None:
         """Resolve an active record-level item of ``category`` whose cause went away."""
@@ -679,6 +725,21 @@ class _Cycle:
             decision = fm.decide(state)
             key = (self.sync.name, lkey, rkey, fm.left)
             prior = self.active.get(key)
+            if (
+                prior is not None
+                and prior.status is Status.ESCALATED
+                and decision.outcome is not Outcome.AGREE
+                and not decision.escalated
+            ):
+                # Invariant: an escalated field changes only by an operator's decision.
+                decision = attrs.evolve(
+                    decision,
+                    outcome=Outcome.ESCALATE,
+                    value=None,
+                    category=prior.category,
+                    reason=f"waiting for an operator since {prior.detected_at.isoformat()}"
+                    f" ({prior.category}); {decision.rule} would now say: {decision.reason}",
+                )
             if decision.outcome is Outcome.AGREE:
                 if not state.has_base or not _same(base.get(fm.left), decision.value):
                     base_values[fm.left] = decision.value
@@ -771,6 +832,7 @@ class _Cycle:
         lkey, rkey, _lp, _rp, base_text, _lr, _rr, lmod, rmod, _lf, _rf, ldel, rdel, nat = row
         if ldel and rdel:
             step.unlink.append((self.sync.name, lkey))
+            self._settle_link(step, lkey, rkey, "the record is deleted in both systems")
             return
         deleted = Side.LEFT if ldel else Side.RIGHT
         survivor = deleted.other
@@ -951,6 +1013,7 @@ class _Cycle:
                     self.t.deleted[side.value] += 1
                     step.unlink.append((self.sync.name, row[2]))
                     self._resolve(step, row)
+                    self._settle_link(step, row[2], row[3], "the record was deleted")
                 elif not row[11]:
                     self._resolve(step, row)
             stash.mark_done(ok_ids, 1)
@@ -1037,6 +1100,13 @@ class _Cycle:
             self.t.writes[side.value] += 1
             self.t.created[side.value] += 1
             self.t.auto["create_on"] += 1
+            prior = self.active.get((self.sync.name, row[2] or "", row[3] or "", RECORD_FIELD))
+            if prior is not None and prior.rule == "create_on" and prior.id is not None:
+                step.item_updates.append(
+                    ItemUpdate(
+                        id=prior.id, status=Status.AUTO_RESOLVED, resolved_at=self.clock.now()
+                    )
+                )
             left_key = res.key if side is Side.LEFT else row[2]
             right_key = res.key if side is Side.RIGHT else row[3]
             step.links.append(

@@ -105,6 +105,21 @@ class Stash:
             self.db.execute("SELECT count(*) FROM rec WHERE side = ?", (side,)).fetchone()[0]
         )
 
+    def staged(self, side: int, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` are staged on ``side``."""
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT key FROM rec WHERE side = ? AND key IN ({marks})",  # noqa: S608
+                    (side, *chunk),
+                )
+            )
+        return found
+
     def missing_counterparts(self, side: int) -> Iterator[tuple[str, str]]:
         """(key, other side's key) of linked records of ``side`` whose counterpart is not staged."""
         other = 1 - side

@@ -9,7 +9,7 @@ whole :class:`Step` or nothing. Record keys, field names and values are always b
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -239,6 +239,10 @@ class Storage(Protocol):
 
     def links_by_natural_key(self, sync: str, natural_keys: Sequence[str]) -> dict[str, list[Link]]:
         """The links whose natural key is one of ``natural_keys``."""
+        ...
+
+    def iter_links(self, sync: str, *, batch: int = 1000) -> Iterator[list[Link]]:
+        """Every link of ``sync``, in batches ordered by left key (memory stays bounded)."""
         ...
 
     def count_links(self, sync: str) -> int:

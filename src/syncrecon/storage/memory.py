@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
 from .. import _codec
+from .._clock import utc
 from .._exceptions import StorageError
 from .._models import Side
 from ._base import CycleRecord, Discrepancy, ItemKey, Link, Status, Step, SyncState
@@ -19,12 +20,27 @@ __all__ = ["MemoryStorage"]
 
 
 def _hour(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return utc(value).replace(minute=0, second=0, microsecond=0)
 
 
 def _copy(value: Any) -> Any:
     # Values are stored as the SQLite backend would return them, so both behave alike.
     return _codec.loads(_codec.dumps(value))
+
+
+def _out_link(link: Link) -> Link:
+    # Hand out copies, as a database does: a caller's change never reaches the stored state.
+    return attrs.evolve(link, base=copy.deepcopy(dict(link.base)))
+
+
+def _out_item(item: Discrepancy) -> Discrepancy:
+    return attrs.evolve(
+        item,
+        left_value=copy.deepcopy(item.left_value),
+        right_value=copy.deepcopy(item.right_value),
+        base_value=copy.deepcopy(item.base_value),
+        resolution=copy.deepcopy(item.resolution),
+    )
 
 
 class MemoryStorage:
@@ -52,6 +68,7 @@ class MemoryStorage:
         """Nothing to release."""
 
     def acquire_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        now = utc(now)
         with self._lock:
             held = self._leases.get(name)
             if held is not None and held[0] != owner and held[1] > now:
@@ -61,7 +78,8 @@ class MemoryStorage:
 
     def release_lease(self, name: str, owner: str) -> None:
         with self._lock:
-            if self._leases.get(name, ("", None))[0] == owner:
+            held = self._leases.get(name)
+            if held is not None and held[0] == owner:
                 del self._leases[name]
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
@@ -71,7 +89,7 @@ class MemoryStorage:
                 left = key if Side(side) is Side.LEFT else self._by_right.get((sync, key))
                 link = self._links.get((sync, left)) if left is not None else None
                 if link is not None:
-                    found[key] = link
+                    found[key] = _out_link(link)
             return found
 
     def links_by_natural_key(self, sync: str, natural_keys: Sequence[str]) -> dict[str, list[Link]]:
@@ -81,8 +99,18 @@ class MemoryStorage:
             for (s, _), link in self._links.items():
                 if s == sync and link.natural_key in wanted:
                     assert link.natural_key is not None
-                    found.setdefault(link.natural_key, []).append(link)
+                    found.setdefault(link.natural_key, []).append(_out_link(link))
             return found
+
+    def iter_links(self, sync: str, *, batch: int = 1000) -> Iterator[list[Link]]:
+        with self._lock:
+            keys = sorted(k for s, k in self._links if s == sync)
+        for i in range(0, len(keys), batch):
+            with self._lock:
+                found = [self._links.get((sync, k)) for k in keys[i : i + batch]]
+            links = [link for link in found if link is not None]
+            if links:
+                yield links
 
     def count_links(self, sync: str) -> int:
         with self._lock:
@@ -94,11 +122,11 @@ class MemoryStorage:
 
     def active_items(self, sync: str) -> dict[ItemKey, Discrepancy]:
         with self._lock:
-            return {k: self._items[i] for k, i in self._active.items() if k[0] == sync}
+            return {k: _out_item(self._items[i]) for k, i in self._active.items() if k[0] == sync}
 
     def get_item(self, item_id: int) -> Discrepancy:
         with self._lock:
-            return self._items[item_id]
+            return _out_item(self._items[item_id])
 
     def list_items(
         self,
@@ -123,7 +151,7 @@ class MemoryStorage:
                 and (key is None or key in (i.left_key, i.right_key))
             ]
         items.sort(key=lambda i: (i.detected_at, i.id or 0), reverse=True)
-        return items[offset : offset + limit]
+        return [_out_item(i) for i in items[offset : offset + limit]]
 
     def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
         with self._lock:
@@ -135,12 +163,13 @@ class MemoryStorage:
         self, metric: str, *, since: datetime | None = None, until: datetime | None = None
     ) -> list[tuple[Mapping[str, str], int]]:
         low = _hour(since) if since is not None else None
+        high = utc(until) if until is not None else None
         totals: dict[str, int] = {}
         with self._lock:
             for (m, labels, bucket), value in self._counters.items():
                 if m != metric or (low is not None and bucket < low):
                     continue
-                if until is not None and bucket >= until:
+                if high is not None and bucket >= high:
                     continue
                 totals[labels] = totals.get(labels, 0) + value
         return [(_codec.loads(labels), total) for labels, total in sorted(totals.items())]
@@ -222,22 +251,35 @@ class MemoryStorage:
                     updated_at=step.at,
                 )
                 items[upd.id] = new
-                if not new.status.is_active and active.get(new.item_key) == upd.id:
+                holder = active.get(new.item_key)
+                if new.status.is_active:
+                    if holder is not None and holder != upd.id:
+                        raise StorageError(
+                            f"item {upd.id} cannot be reopened: item {holder} is active for"
+                            f" the same record and field"
+                        )
+                    active[new.item_key] = upd.id
+                elif holder == upd.id:
                     del active[new.item_key]
             for sync, side, mark in step.watermarks:
                 current = state.get(sync, SyncState())
                 marks = dict(current.watermarks)
-                marks[Side(side)] = mark
+                marks[Side(side)] = utc(mark)
                 state[sync] = attrs.evolve(current, watermarks=marks)
             for sync, when in step.full_sweeps:
-                state[sync] = attrs.evolve(state.get(sync, SyncState()), last_full_sweep=when)
+                state[sync] = attrs.evolve(state.get(sync, SyncState()), last_full_sweep=utc(when))
+            # Encode everything that can still fail before anything is swapped in.
+            cycle = None
+            if step.cycle is not None:
+                cycle = attrs.evolve(step.cycle, report=_copy(dict(step.cycle.report)))
+            bucket = _hour(step.at)
+            counts = [
+                ((c.metric, _codec.dumps(dict(c.labels)), bucket), c.amount) for c in step.counters
+            ]
             self._links, self._by_right, self._items = links, by_right, items
             self._active, self._state, self._next_id = active, state, next_id
-            if step.cycle is not None:
-                c = step.cycle
-                self._cycles[c.id] = attrs.evolve(c, report=_copy(dict(c.report)))
-            bucket = _hour(step.at)
-            for counter in step.counters:
-                key3 = (counter.metric, _codec.dumps(dict(counter.labels)), bucket)
-                self._counters[key3] = self._counters.get(key3, 0) + counter.amount
+            if cycle is not None:
+                self._cycles[cycle.id] = cycle
+            for key3, amount in counts:
+                self._counters[key3] = self._counters.get(key3, 0) + amount
             return ids

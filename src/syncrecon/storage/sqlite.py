@@ -296,6 +296,19 @@ class SQLiteStorage:
                     found.setdefault(row["natural_key"], []).append(_link(row))
         return found
 
+    def iter_links(self, sync: str, *, batch: int = 1000) -> Iterator[list[Link]]:
+        after = ""
+        while True:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT * FROM links WHERE sync = ? AND left_key > ? ORDER BY left_key LIMIT ?",
+                    (sync, after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1]["left_key"]
+            yield [_link(r) for r in rows]
+
     def count_links(self, sync: str) -> int:
         with self._read() as db:
             return int(
