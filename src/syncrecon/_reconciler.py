@@ -648,6 +648,8 @@ class _Cycle:
     def _compare(self, stash: Stash) -> None:
         """Decide every linked pair's fields; queue discrepancies; plan the fixes."""
         active_links = {(k[1], k[2]) for k in self.active}
+        stash.mark_active(active_links)
+        self.t.pairs = stash.count_pairs()
         for rows in stash.pairs(self.rec.batch_size):
             began = time.process_time()
             step = Step(at=self.clock.now())
@@ -659,7 +661,6 @@ class _Cycle:
                 if ldel or rdel:
                     self._gone(step, plans, plan_items, row)
                     continue
-                self.t.pairs += 1
                 base_text = base_text or "{}"
                 if lproj == rproj == base_text and (lkey, rkey) not in active_links:
                     continue  # the fast path: nothing changed anywhere

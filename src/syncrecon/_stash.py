@@ -34,6 +34,8 @@ CREATE TABLE rec (
 ) WITHOUT ROWID;
 CREATE INDEX rec_link ON rec (side, link);
 CREATE TABLE matched (left_key TEXT PRIMARY KEY, right_key TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE act (left_key TEXT NOT NULL, right_key TEXT NOT NULL,
+    PRIMARY KEY (left_key, right_key)) WITHOUT ROWID;
 CREATE TABLE held (side INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (side, key)) WITHOUT ROWID;
 CREATE TABLE plan (
     id        INTEGER PRIMARY KEY,
@@ -158,9 +160,24 @@ class Stash:
         )
         return int(self.db.execute("SELECT count(*) FROM matched").fetchone()[0])
 
-    def pairs(self, batch: int = 2000) -> Iterator[list[RecRow]]:
-        """Linked pairs staged on both sides, in batches.
+    def mark_active(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """(left key, right key) of links with active queue items: never skipped as unchanged."""
+        self.db.executemany("INSERT OR IGNORE INTO act (left_key, right_key) VALUES (?, ?)", pairs)
 
+    def count_pairs(self) -> int:
+        """Linked pairs staged live on both sides."""
+        return int(
+            self.db.execute(
+                "SELECT count(*) FROM rec l JOIN rec r ON r.side = 1 AND r.key = l.other"
+                " WHERE l.side = 0 AND l.link IS NOT NULL AND l.deleted = 0 AND r.deleted = 0"
+            ).fetchone()[0]
+        )
+
+    def pairs(self, batch: int = 2000) -> Iterator[list[RecRow]]:
+        """Linked pairs staged on both sides that need a decision, in batches.
+
+        The unchanged pairs (both projections equal to the base, no active queue item) are
+        skipped inside SQLite, so a steady-state cycle's compare costs one indexed join.
         Each row: left key, right key, left proj, right proj, base, left raw, right raw,
         left mod, right mod, left ftimes, right ftimes, left deleted, right deleted, nat.
         """
@@ -168,12 +185,13 @@ class Stash:
             "SELECT l.key, r.key, l.proj, r.proj, coalesce(l.base, r.base), l.raw, r.raw,"
             " l.mod, r.mod, l.ftimes, r.ftimes, l.deleted, r.deleted, coalesce(l.nat, r.nat)"
             " FROM rec l JOIN rec r ON r.side = 1 AND r.key = l.other"
-            " WHERE l.side = 0 AND l.link IS NOT NULL ORDER BY l.key"
+            " WHERE l.side = 0 AND l.link IS NOT NULL AND (l.deleted OR r.deleted"
+            " OR coalesce(l.base, r.base) IS NULL OR l.proj IS NOT r.proj"
+            " OR l.proj IS NOT coalesce(l.base, r.base)"
+            " OR EXISTS (SELECT 1 FROM act a WHERE a.left_key = l.key AND a.right_key = r.key))"
+            " ORDER BY l.key"
         )
-        while True:
-            rows = cur.fetchmany(batch)
-            if not rows:
-                return
+        while rows := cur.fetchmany(batch):
             yield rows
 
     def singles(self, side: int, batch: int = 2000) -> Iterator[list[RecRow]]:

@@ -118,7 +118,8 @@ class MemoryStorage:
 
     def get_sync_state(self, sync: str) -> SyncState:
         with self._lock:
-            return self._state.get(sync, SyncState())
+            state = self._state.get(sync, SyncState())
+            return attrs.evolve(state, watermarks=dict(state.watermarks))
 
     def active_items(self, sync: str) -> dict[ItemKey, Discrepancy]:
         with self._lock:
@@ -157,7 +158,7 @@ class MemoryStorage:
         with self._lock:
             cycles = [c for c in self._cycles.values() if sync is None or c.sync == sync]
         cycles.sort(key=lambda c: c.started_at, reverse=True)
-        return cycles[:limit]
+        return [attrs.evolve(c, report=copy.deepcopy(dict(c.report))) for c in cycles[:limit]]
 
     def counter_totals(
         self, metric: str, *, since: datetime | None = None, until: datetime | None = None
