@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeAlias
 
@@ -78,24 +78,32 @@ def is_blank(value: Any) -> bool:
 
 
 def values_equal(a: Any, b: Any) -> bool:
-    """Whether two values count as the same for syncing: equal, or both blank."""
+    """Whether two values count as the same for syncing.
+
+    Python equality (so ``Decimal("3") == 3`` and a str enum equals its text), both blank
+    counting as equal, lists and mappings compared item by item, and one exception: a bool
+    never equals a number (``True`` and ``1`` are different values in every system we sync).
+    """
     if a is b:
         return True
-    try:
-        if type(a) is type(b) and a == b:
-            return True
-    except Exception:  # pragma: no cover - a user value with a broken __eq__
-        return False
     if is_blank(a) and is_blank(b):
         return True
-    # bool is an int in Python; True and 1 are different values in every system we sync.
     if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    a_seq, b_seq = isinstance(a, list | tuple), isinstance(b, list | tuple)
+    if a_seq or b_seq:
+        return (
+            a_seq
+            and b_seq
+            and len(a) == len(b)
+            and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b)
+    except Exception:  # a user value with a broken __eq__
         return False
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
-    return False
 
 
 @attrs.frozen(kw_only=True)
