@@ -135,7 +135,6 @@ class CycleReport:
 @attrs.define
 class _Tally:
     found: int = 0
-    pairs: int = 0
     new_links: int = 0
     write_failures: int = 0
     skipped: int = 0
@@ -418,6 +417,7 @@ class _Cycle:
                 proj_text = _codec.dumps(proj)
                 raw_text = _codec.dumps(raw) if raw else None
             mod = record.modified_at
+            base_text = None if link is None else _codec.dumps(dict(link.base))
             yield (
                 index,
                 record.key,
@@ -428,8 +428,9 @@ class _Cycle:
                 raw_text,
                 _iso(mod),
                 None if record.deleted else self._ftimes(side, record),
-                None if link is None else _codec.dumps(dict(link.base)),
+                base_text,
                 int(record.deleted),
+                int(base_text is None or proj_text != base_text),
             )
 
     def _stage(self, stash: Stash, side: Side, records: Sequence[Record]) -> None:
@@ -562,14 +563,7 @@ class _Cycle:
     def _guard(self, stash: Stash, mode: str) -> str | None:
         if self.sync.delete_from is None:
             return None
-        gone = int(
-            stash.db.execute(
-                "SELECT count(*) FROM rec l JOIN rec r ON r.side = 1 AND r.key = l.other"
-                " WHERE l.side = 0 AND l.link IS NOT NULL AND l.deleted + r.deleted = 1"
-                " AND (CASE WHEN l.deleted = 1 THEN 0 ELSE 1 END) = ?",
-                (_SIDE_INDEX[self.sync.delete_from],),
-            ).fetchone()[0]
-        )
+        gone = stash.count_deleted_pairs(_SIDE_INDEX[self.sync.delete_from])
         linked = self.storage.count_links(self.sync.name)
         if gone == 0 or gone <= self.rec.max_delete_fraction * linked:
             return None
@@ -649,7 +643,6 @@ class _Cycle:
         """Decide every linked pair's fields; queue discrepancies; plan the fixes."""
         active_links = {(k[1], k[2]) for k in self.active}
         stash.mark_active(active_links)
-        self.t.pairs = stash.count_pairs()
         for rows in stash.pairs(self.rec.batch_size):
             began = time.process_time()
             step = Step(at=self.clock.now())
@@ -1145,7 +1138,7 @@ class _Cycle:
             started_at=started,
             finished_at=finished,
             records={side.value: stash.count(_SIDE_INDEX[side]) for side in Side},
-            pairs_compared=t.pairs,
+            pairs_compared=0 if halted else stash.count_pairs(),
             new_links=t.new_links,
             discrepancies_found=t.found,
             auto_resolved=dict(sorted(t.auto.items())),

@@ -30,9 +30,11 @@ CREATE TABLE rec (
     ftimes  TEXT,
     base    TEXT,
     deleted INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (side, key)
 ) WITHOUT ROWID;
 CREATE INDEX rec_link ON rec (side, link);
+CREATE INDEX rec_changed ON rec (link) WHERE changed = 1;
 CREATE TABLE matched (left_key TEXT PRIMARY KEY, right_key TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE act (left_key TEXT NOT NULL, right_key TEXT NOT NULL,
     PRIMARY KEY (left_key, right_key)) WITHOUT ROWID;
@@ -94,10 +96,14 @@ class Stash:
         self.db.execute("BEGIN")
 
     def put(self, rows: Iterable[RecRow]) -> None:
-        """Stage records: (side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted)."""
+        """Stage records.
+
+        Each row: side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted, changed;
+        ``changed`` is 0 only for a linked record whose values equal its link's base.
+        """
         self.db.executemany(
             "INSERT OR REPLACE INTO rec (side, key, link, other, nat, proj, raw, mod, ftimes,"
-            " base, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " base, deleted, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -173,23 +179,34 @@ class Stash:
             ).fetchone()[0]
         )
 
+    def count_deleted_pairs(self, side: int) -> int:
+        """Linked pairs whose record on ``side`` is gone while the other side's is not."""
+        return int(
+            self.db.execute(
+                "SELECT count(*) FROM rec d WHERE d.changed = 1 AND d.link IS NOT NULL"
+                " AND d.side = ? AND d.deleted = 1 AND EXISTS (SELECT 1 FROM rec o"
+                " WHERE o.side = 1 - d.side AND o.key = d.other AND o.deleted = 0)",
+                (side,),
+            ).fetchone()[0]
+        )
+
     def pairs(self, batch: int = 2000) -> Iterator[list[RecRow]]:
         """Linked pairs staged on both sides that need a decision, in batches.
 
-        The unchanged pairs (both projections equal to the base, no active queue item) are
-        skipped inside SQLite, so a steady-state cycle's compare costs one indexed join.
+        A pair whose records both equal their base and that has no active queue item is
+        skipped without being read: only the changed records (a partial index) and the links
+        with active items are joined, so a steady-state cycle's compare costs what changed.
         Each row: left key, right key, left proj, right proj, base, left raw, right raw,
         left mod, right mod, left ftimes, right ftimes, left deleted, right deleted, nat.
         """
         cur = self.db.execute(
-            "SELECT l.key, r.key, l.proj, r.proj, coalesce(l.base, r.base), l.raw, r.raw,"
+            "WITH todo (k) AS (SELECT link FROM rec WHERE changed = 1 AND link IS NOT NULL"
+            " UNION SELECT left_key FROM act)"
+            " SELECT l.key, r.key, l.proj, r.proj, coalesce(l.base, r.base), l.raw, r.raw,"
             " l.mod, r.mod, l.ftimes, r.ftimes, l.deleted, r.deleted, coalesce(l.nat, r.nat)"
-            " FROM rec l JOIN rec r ON r.side = 1 AND r.key = l.other"
-            " WHERE l.side = 0 AND l.link IS NOT NULL AND (l.deleted OR r.deleted"
-            " OR coalesce(l.base, r.base) IS NULL OR l.proj IS NOT r.proj"
-            " OR l.proj IS NOT coalesce(l.base, r.base)"
-            " OR EXISTS (SELECT 1 FROM act a WHERE a.left_key = l.key AND a.right_key = r.key))"
-            " ORDER BY l.key"
+            " FROM todo JOIN rec l ON l.side = 0 AND l.key = todo.k"
+            " JOIN rec r ON r.side = 1 AND r.key = l.other"
+            " WHERE l.link IS NOT NULL ORDER BY l.key"
         )
         while rows := cur.fetchmany(batch):
             yield rows
