@@ -23,9 +23,13 @@ __all__ = [
     "Counter",
     "CycleRecord",
     "Discrepancy",
+    "Echo",
+    "InboxEntry",
     "ItemKey",
     "ItemUpdate",
     "Link",
+    "OutboxEntry",
+    "OutboxUpdate",
     "Status",
     "Step",
     "Storage",
@@ -175,6 +179,73 @@ class SyncState:
     last_full_sweep: datetime | None = None
 
 
+@attrs.frozen(kw_only=True)
+class InboxEntry:
+    """A webhook event stored before it is acknowledged (the fast loop's inbox).
+
+    ``event`` is the normalized change event as plain data; ``(source, dedupe_key)`` is
+    unique, so a redelivery is recognized. ``status`` is ``pending`` until processed, then
+    ``done`` with its ``outcome``.
+    """
+
+    source: str
+    dedupe_key: str
+    event: Mapping[str, Any]
+    received_at: datetime = attrs.field(converter=_utc)
+    status: str = "pending"
+    outcome: str | None = None
+    note: str | None = None
+    id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Echo:
+    """A value syncrecon wrote, remembered until ``expires_at`` so its webhook is recognized."""
+
+    sync: str
+    side: Side = attrs.field(converter=Side)
+    key: str
+    field: str
+    fingerprint: str
+    expires_at: datetime = attrs.field(converter=_utc)
+
+
+@attrs.frozen(kw_only=True)
+class OutboxEntry:
+    """A fast-loop write that failed and waits for another try.
+
+    ``fields`` are the target's field names and values; ``expect`` the values the target held
+    when the write was decided (a retry re-reads and gives up if they changed); ``base`` the
+    base values (left vocabulary) to store once the write lands.
+    """
+
+    sync: str
+    side: Side = attrs.field(converter=Side)
+    key: str
+    left_key: str
+    right_key: str
+    fields: Mapping[str, Any]
+    expect: Mapping[str, Any] = attrs.field(factory=dict)
+    base: Mapping[str, Any] = attrs.field(factory=dict)
+    attempts: int = 0
+    next_at: datetime = attrs.field(converter=_utc)
+    last_error: str | None = None
+    status: str = "pending"
+    created_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
+    id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OutboxUpdate:
+    """A retry's result: ``status`` ``pending`` (again at ``next_at``), ``done`` or ``failed``."""
+
+    id: int
+    status: str
+    attempts: int
+    next_at: datetime = attrs.field(converter=_utc)
+    last_error: str | None = None
+
+
 @attrs.define(kw_only=True)
 class Step:
     """Everything one logical step changes, applied by :meth:`Storage.commit` in one transaction.
@@ -193,11 +264,23 @@ class Step:
     full_sweeps: list[tuple[str, datetime]] = attrs.field(factory=list)
     cycle: CycleRecord | None = None
     counters: list[Counter] = attrs.field(factory=list)
+    events_done: list[tuple[int, str, str | None]] = attrs.field(factory=list)
+    field_times: list[tuple[str, str, str, datetime]] = attrs.field(factory=list)
+    echoes: list[Echo] = attrs.field(factory=list)
+    drop_echoes: list[int] = attrs.field(factory=list)
+    outbox_add: list[OutboxEntry] = attrs.field(factory=list)
+    outbox_update: list[OutboxUpdate] = attrs.field(factory=list)
 
     def is_empty(self) -> bool:
         """Whether the step changes nothing."""
         return not (
-            self.links
+            self.events_done
+            or self.field_times
+            or self.echoes
+            or self.drop_echoes
+            or self.outbox_add
+            or self.outbox_update
+            or self.links
             or self.unlink
             or self.bases
             or self.new_items
@@ -286,5 +369,51 @@ class Storage(Protocol):
         ...
 
     def commit(self, step: Step) -> list[int]:
-        """Apply ``step`` in one transaction; return the ids of ``step.new_items`` in order."""
+        """Apply ``step`` in one transaction; return the ids of ``step.new_items`` in order.
+
+        ``events_done`` marks inbox entries processed with their outcome; ``field_times``
+        keeps, per linked field, the latest source time applied (never moving backwards);
+        ``echoes`` are remembered and ``drop_echoes`` (ids) forgotten; ``outbox_add`` and
+        ``outbox_update`` queue and settle failed fast-loop writes.
+        """
+        ...
+
+    # -- the fast loop -------------------------------------------------------------------------
+
+    def enqueue_events(
+        self, entries: Sequence[InboxEntry], counters: Sequence[Counter], at: datetime
+    ) -> list[int | None]:
+        """Store new events and bump ``counters`` in one transaction.
+
+        Returns each entry's id, or ``None`` for a duplicate (its ``(source, dedupe_key)`` is
+        already in the inbox; nothing is stored for it).
+        """
+        ...
+
+    def claim_events(
+        self, owner: str, *, limit: int, now: datetime, lease: timedelta
+    ) -> list[InboxEntry]:
+        """Lease up to ``limit`` pending events (oldest first) to ``owner``."""
+        ...
+
+    def get_field_times(
+        self, sync: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], datetime]:
+        """The latest applied source time of each ``(left_key, field)`` that has one."""
+        ...
+
+    def find_echo(
+        self, sync: str, side: Side, key: str, field: str, fingerprint: str, now: datetime
+    ) -> int | None:
+        """The id of an unexpired echo entry matching the value, if any."""
+        ...
+
+    def claim_outbox(
+        self, owner: str, *, limit: int, now: datetime, lease: timedelta
+    ) -> list[OutboxEntry]:
+        """Lease up to ``limit`` pending outbox entries that are due."""
+        ...
+
+    def prune(self, before: datetime) -> int:
+        """Forget processed inbox entries received before ``before`` and expired echoes."""
         ...

@@ -14,7 +14,19 @@ from .. import _codec
 from .._clock import utc
 from .._exceptions import StorageError
 from .._models import Side
-from ._base import CycleRecord, Discrepancy, ItemKey, Link, Status, Step, SyncState
+from ._base import (
+    Counter,
+    CycleRecord,
+    Discrepancy,
+    Echo,
+    InboxEntry,
+    ItemKey,
+    Link,
+    OutboxEntry,
+    Status,
+    Step,
+    SyncState,
+)
 
 __all__ = ["MemoryStorage"]
 
@@ -57,6 +69,15 @@ class MemoryStorage:
         self._counters: dict[tuple[str, str, datetime], int] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._next_id = 1
+        # The fast loop's state; leases of claimed entries are (owner, until).
+        self._inbox: dict[int, InboxEntry] = {}
+        self._inbox_keys: dict[tuple[str, str], int] = {}
+        self._inbox_leases: dict[int, datetime] = {}
+        self._field_times: dict[tuple[str, str, str], datetime] = {}
+        self._echoes: dict[int, Echo] = {}
+        self._outbox: dict[int, OutboxEntry] = {}
+        self._outbox_leases: dict[int, datetime] = {}
+        self._serial = 1
 
     def __repr__(self) -> str:
         return "MemoryStorage()"
@@ -277,10 +298,163 @@ class MemoryStorage:
             counts = [
                 ((c.metric, _codec.dumps(dict(c.labels)), bucket), c.amount) for c in step.counters
             ]
+            fast = self._fast_loop_step(step)
             self._links, self._by_right, self._items = links, by_right, items
             self._active, self._state, self._next_id = active, state, next_id
+            (
+                self._inbox,
+                self._inbox_leases,
+                self._field_times,
+                self._echoes,
+                self._outbox,
+                self._outbox_leases,
+                self._serial,
+            ) = fast
             if cycle is not None:
                 self._cycles[cycle.id] = cycle
             for key3, amount in counts:
                 self._counters[key3] = self._counters.get(key3, 0) + amount
             return ids
+
+    def _fast_loop_step(self, step: Step) -> tuple[Any, ...]:
+        """The fast loop's part of ``step``, applied to copies (swapped in by the caller)."""
+        inbox, inbox_leases = dict(self._inbox), dict(self._inbox_leases)
+        times, echoes = dict(self._field_times), dict(self._echoes)
+        outbox, outbox_leases, serial = dict(self._outbox), dict(self._outbox_leases), self._serial
+        for event_id, outcome, note in step.events_done:
+            if event_id in inbox:
+                inbox[event_id] = attrs.evolve(
+                    inbox[event_id], status="done", outcome=outcome, note=note
+                )
+                inbox_leases.pop(event_id, None)
+        for sync, key, field, when in step.field_times:
+            current = times.get((sync, key, field))
+            times[(sync, key, field)] = utc(when) if current is None else max(current, utc(when))
+        for echo in step.echoes:
+            echoes[serial] = echo
+            serial += 1
+        for echo_id in step.drop_echoes:
+            echoes.pop(echo_id, None)
+        for entry in step.outbox_add:
+            created = entry.created_at or step.at
+            outbox[serial] = attrs.evolve(
+                entry,
+                id=serial,
+                fields=_copy(dict(entry.fields)),
+                expect=_copy(dict(entry.expect)),
+                base=_copy(dict(entry.base)),
+                created_at=created,
+            )
+            serial += 1
+        for upd in step.outbox_update:
+            if upd.id in outbox:
+                outbox[upd.id] = attrs.evolve(
+                    outbox[upd.id],
+                    status=upd.status,
+                    attempts=upd.attempts,
+                    next_at=upd.next_at,
+                    last_error=upd.last_error,
+                )
+                outbox_leases.pop(upd.id, None)
+        return inbox, inbox_leases, times, echoes, outbox, outbox_leases, serial
+
+    # -- the fast loop -------------------------------------------------------------------------
+
+    def enqueue_events(
+        self, entries: Sequence[InboxEntry], counters: Sequence[Counter], at: datetime
+    ) -> list[int | None]:
+        with self._lock:
+            ids: list[int | None] = []
+            for entry in entries:
+                if (entry.source, entry.dedupe_key) in self._inbox_keys:
+                    ids.append(None)
+                    continue
+                stored = attrs.evolve(entry, id=self._serial, event=_copy(dict(entry.event)))
+                self._inbox[self._serial] = stored
+                self._inbox_keys[(entry.source, entry.dedupe_key)] = self._serial
+                ids.append(self._serial)
+                self._serial += 1
+            bucket = _hour(at)
+            for c in counters:
+                key3 = (c.metric, _codec.dumps(dict(c.labels)), bucket)
+                self._counters[key3] = self._counters.get(key3, 0) + c.amount
+            return ids
+
+    def claim_events(
+        self, owner: str, *, limit: int, now: datetime, lease: timedelta
+    ) -> list[InboxEntry]:
+        now = utc(now)
+        with self._lock:
+            out = []
+            for event_id in sorted(self._inbox):
+                entry = self._inbox[event_id]
+                held = self._inbox_leases.get(event_id)
+                if entry.status != "pending" or (held is not None and held >= now):
+                    continue
+                self._inbox_leases[event_id] = now + lease
+                out.append(entry)
+                if len(out) >= limit:
+                    break
+            return out
+
+    def get_field_times(
+        self, sync: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], datetime]:
+        with self._lock:
+            return {
+                (k, f): self._field_times[(sync, k, f)]
+                for k, f in keys
+                if (sync, k, f) in self._field_times
+            }
+
+    def find_echo(
+        self, sync: str, side: Side, key: str, field: str, fingerprint: str, now: datetime
+    ) -> int | None:
+        now = utc(now)
+        with self._lock:
+            for echo_id in sorted(self._echoes):
+                e = self._echoes[echo_id]
+                if (e.sync, e.side, e.key, e.field, e.fingerprint) == (
+                    sync,
+                    Side(side),
+                    key,
+                    field,
+                    fingerprint,
+                ) and e.expires_at > now:
+                    return echo_id
+            return None
+
+    def claim_outbox(
+        self, owner: str, *, limit: int, now: datetime, lease: timedelta
+    ) -> list[OutboxEntry]:
+        now = utc(now)
+        with self._lock:
+            due = sorted(
+                (e for e in self._outbox.values() if e.status == "pending" and e.next_at <= now),
+                key=lambda e: (e.next_at, e.id or 0),
+            )
+            out = []
+            for entry in due:
+                assert entry.id is not None
+                held = self._outbox_leases.get(entry.id)
+                if held is not None and held >= now:
+                    continue
+                self._outbox_leases[entry.id] = now + lease
+                out.append(entry)
+                if len(out) >= limit:
+                    break
+            return out
+
+    def prune(self, before: datetime) -> int:
+        before = utc(before)
+        with self._lock:
+            old = [
+                i for i, e in self._inbox.items() if e.status == "done" and e.received_at < before
+            ]
+            for event_id in old:
+                entry = self._inbox.pop(event_id)
+                self._inbox_keys.pop((entry.source, entry.dedupe_key), None)
+            expired = [i for i, e in self._echoes.items() if e.expires_at < before]
+            for echo_id in expired:
+                del self._echoes[echo_id]
+            return len(old) + len(expired)

@@ -24,10 +24,13 @@ from .._clock import utc
 from .._exceptions import SchemaVersionError, StorageError
 from .._models import Side
 from ._base import (
+    Counter,
     CycleRecord,
     Discrepancy,
+    InboxEntry,
     ItemKey,
     Link,
+    OutboxEntry,
     Status,
     Step,
     SyncState,
@@ -511,18 +514,194 @@ class SQLiteStorage:
                         _codec.dumps(dict(c.report)),
                     ),
                 )
-            if step.counters:
-                bucket = hour_bucket(step.at)
-                db.executemany(
-                    "INSERT INTO counters (metric, labels, bucket, value) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (metric, labels, bucket) DO UPDATE"
-                    " SET value = value + excluded.value",
-                    [
-                        (c.metric, _codec.dumps(dict(c.labels)), bucket, c.amount)
-                        for c in step.counters
-                    ],
-                )
+            self._count(db, step.counters, step.at)
+            self._fast_loop_step(db, step, now)
         return ids
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, counters: Sequence[Counter], at: datetime) -> None:
+        if not counters:
+            return
+        bucket = hour_bucket(at)
+        db.executemany(
+            "INSERT INTO counters (metric, labels, bucket, value) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (metric, labels, bucket) DO UPDATE SET value = value + excluded.value",
+            [(c.metric, _codec.dumps(dict(c.labels)), bucket, c.amount) for c in counters],
+        )
+
+    @staticmethod
+    def _fast_loop_step(db: sqlite3.Connection, step: Step, now: str) -> None:
+        if step.events_done:
+            db.executemany(
+                "UPDATE inbox SET status = 'done', outcome = ?, note = ?, done_at = ?,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                [(outcome, note, now, event_id) for event_id, outcome, note in step.events_done],
+            )
+        if step.field_times:
+            db.executemany(
+                "INSERT INTO field_times (sync, left_key, field, source_time) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (sync, left_key, field) DO UPDATE"
+                " SET source_time = max(source_time, excluded.source_time)",
+                [(sync, key, field, ts(when)) for sync, key, field, when in step.field_times],
+            )
+        if step.echoes:
+            db.executemany(
+                "INSERT INTO echoes (sync, side, key, field, fingerprint, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (e.sync, Side(e.side).value, e.key, e.field, e.fingerprint, ts(e.expires_at))
+                    for e in step.echoes
+                ],
+            )
+        if step.drop_echoes:
+            db.executemany("DELETE FROM echoes WHERE id = ?", [(i,) for i in step.drop_echoes])
+        if step.outbox_add:
+            db.executemany(
+                "INSERT INTO outbox (sync, side, key, left_key, right_key, fields, expect, base,"
+                " attempts, next_at, last_error, status, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        o.sync,
+                        Side(o.side).value,
+                        o.key,
+                        o.left_key,
+                        o.right_key,
+                        _codec.dumps(dict(o.fields)),
+                        _codec.dumps(dict(o.expect)),
+                        _codec.dumps(dict(o.base)),
+                        o.attempts,
+                        ts(o.next_at),
+                        o.last_error,
+                        o.status,
+                        _opt_ts(o.created_at) or now,
+                    )
+                    for o in step.outbox_add
+                ],
+            )
+        if step.outbox_update:
+            db.executemany(
+                "UPDATE outbox SET status = ?, attempts = ?, next_at = ?, last_error = ?,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                [
+                    (u.status, u.attempts, ts(u.next_at), u.last_error, u.id)
+                    for u in step.outbox_update
+                ],
+            )
+
+    # -- the fast loop -------------------------------------------------------------------------
+
+    def enqueue_events(
+        self, entries: Sequence[InboxEntry], counters: Sequence[Counter], at: datetime
+    ) -> list[int | None]:
+        ids: list[int | None] = []
+        with self._tx() as db:
+            for entry in entries:
+                cur = db.execute(
+                    "INSERT INTO inbox (source, dedupe_key, event, received_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (source, dedupe_key) DO NOTHING",
+                    (
+                        entry.source,
+                        entry.dedupe_key,
+                        _codec.dumps(dict(entry.event)),
+                        ts(entry.received_at),
+                    ),
+                )
+                ids.append(int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None)
+            self._count(db, counters, at)
+        return ids
+
+    def claim_events(
+        self, owner: str, *, limit: int, now: datetime, lease: timedelta
+    ) -> list[InboxEntry]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT * FROM inbox WHERE status = 'pending'"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?",
+                (ts(now), limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                [(owner, ts(now + lease), r["id"]) for r in rows],
+            )
+        return [
+            InboxEntry(
+                id=r["id"],
+                source=r["source"],
+                dedupe_key=r["dedupe_key"],
+                event=_codec.loads(r["event"]),
+                received_at=parse_ts(r["received_at"]),
+                status=r["status"],
+            )
+            for r in rows
+        ]
+
+    def get_field_times(
+        self, sync: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], datetime]:
+        found: dict[tuple[str, str], datetime] = {}
+        with self._read() as db:
+            for left_key, field in keys:
+                row = db.execute(
+                    "SELECT source_time FROM field_times WHERE sync = ? AND left_key = ?"
+                    " AND field = ?",
+                    (sync, left_key, field),
+                ).fetchone()
+                if row is not None:
+                    found[(left_key, field)] = parse_ts(row[0])
+        return found
+
+    def find_echo(
+        self, sync: str, side: Side, key: str, field: str, fingerprint: str, now: datetime
+    ) -> int | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT id FROM echoes WHERE sync = ? AND side = ? AND key = ? AND field = ?"
+                " AND fingerprint = ? AND expires_at > ? ORDER BY id LIMIT 1",
+                (sync, Side(side).value, key, field, fingerprint, ts(now)),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def claim_outbox(
+        self, owner: str, *, limit: int, now: datetime, lease: timedelta
+    ) -> list[OutboxEntry]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT * FROM outbox WHERE status = 'pending' AND next_at <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at, id LIMIT ?",
+                (ts(now), ts(now), limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                [(owner, ts(now + lease), r["id"]) for r in rows],
+            )
+        return [
+            OutboxEntry(
+                id=r["id"],
+                sync=r["sync"],
+                side=Side(r["side"]),
+                key=r["key"],
+                left_key=r["left_key"],
+                right_key=r["right_key"],
+                fields=_codec.loads(r["fields"]),
+                expect=_codec.loads(r["expect"]),
+                base=_codec.loads(r["base"]),
+                attempts=r["attempts"],
+                next_at=parse_ts(r["next_at"]),
+                last_error=r["last_error"],
+                status=r["status"],
+                created_at=parse_ts(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    def prune(self, before: datetime) -> int:
+        with self._tx() as db:
+            gone = db.execute(
+                "DELETE FROM inbox WHERE status = 'done' AND received_at < ?", (ts(before),)
+            ).rowcount
+            gone += db.execute("DELETE FROM echoes WHERE expires_at < ?", (ts(before),)).rowcount
+        return int(gone)
 
     def _upsert_item(self, db: sqlite3.Connection, item: Discrepancy, now: str) -> int:
         key = (item.sync, item.left_key or "", item.right_key or "", item.field)
