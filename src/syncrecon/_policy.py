@@ -25,6 +25,7 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 
+from ._clock import utc
 from ._models import Side
 
 __all__ = [
@@ -98,6 +99,8 @@ def values_equal(a: Any, b: Any) -> bool:
             and len(a) == len(b)
             and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
         )
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return utc(a) == utc(b)  # a naive time is taken to be UTC, as everywhere in syncrecon
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
     try:

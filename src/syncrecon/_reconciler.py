@@ -11,6 +11,7 @@ The engine is plain blocking code; :meth:`Reconciler.run_cycle` and
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections import Counter as TallyCounter
@@ -43,6 +44,7 @@ from .storage._base import (
     Counter,
     CycleRecord,
     Discrepancy,
+    Echo,
     ItemKey,
     ItemUpdate,
     Link,
@@ -52,9 +54,25 @@ from .storage._base import (
 )
 from .storage.sqlite import parse_ts, ts
 
+
+def _holds(fm: FieldMap, value: Any, right_raw: Mapping[str, Any]) -> bool:
+    """Whether the right system's raw value already is ``value`` in its vocabulary."""
+    try:
+        return _same(fm.transform.to_right(value), right_raw.get(fm.right))
+    except Exception:
+        return False
+
+
+def fingerprint(value: Any) -> str:
+    """A short, stable fingerprint of a value (what the echo ledger remembers)."""
+    return hashlib.sha256(_codec.dumps({"v": value}).encode()).hexdigest()[:24]
+
+
 __all__ = ["CycleReport", "Reconciler"]
 
 DUPLICATE_CATEGORY = "possible_duplicate"
+UNMAPPABLE_CATEGORY = "unmappable_value"
+NO_NATURAL_KEY_CATEGORY = "no_natural_key"
 DELETION_CATEGORY = "deletion"
 MASS_DELETE_CATEGORY = "mass_delete"
 _SIDE_INDEX = {Side.LEFT: 0, Side.RIGHT: 1}
@@ -158,6 +176,8 @@ class Reconciler:
     A cycle that would delete more than ``max_delete_fraction`` of the linked records is
     halted before it writes anything. Only one cycle per sync runs at a time, across
     processes (a lease in storage that lasts ``lease_ttl`` and is renewed as the cycle runs).
+    Every value a cycle writes is remembered for ``echo_ttl`` in the echo ledger, so the fast
+    loop recognizes the webhook that write causes and does not write it back.
     """
 
     def __init__(
@@ -174,6 +194,7 @@ class Reconciler:
         raise_on_halt: bool = False,
         scratch_dir: str | None = None,
         batch_size: int = 2000,
+        echo_ttl: timedelta = timedelta(minutes=15),
     ) -> None:
         if not 0 <= max_delete_fraction <= 1:
             raise ConfigurationError("max_delete_fraction must be between 0 and 1")
@@ -193,6 +214,7 @@ class Reconciler:
         self.raise_on_halt = raise_on_halt
         self.scratch_dir = scratch_dir
         self.batch_size = batch_size
+        self.echo_ttl = echo_ttl
         self.owner = f"reconciler-{uuid.uuid4().hex[:12]}"
         self.storage.setup()
 
@@ -250,13 +272,17 @@ class _Cycle:
         self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
         self.lease_renewed = 0.0
         self.incremental = False
+        self.held: list[tuple[int, str]] = []
+        self.side_step = Step(at=rec.clock.now())
+        # One owner per cycle: two cycles of one Reconciler (two threads) exclude each other.
+        self.owner = f"{rec.owner}:{self.id}"
 
     # -- driver ------------------------------------------------------------------------------
 
     def run(self) -> CycleReport:
         started = self.clock.now()
         if not self.storage.acquire_lease(
-            self.rec.lease_name, self.rec.owner, self.rec.lease_ttl, started
+            self.rec.lease_name, self.owner, self.rec.lease_ttl, started
         ):
             raise LeaseHeldError(f"a cycle of sync {self.sync.name!r} is already running")
         self.lease_renewed = time.monotonic()
@@ -264,13 +290,13 @@ class _Cycle:
             with Stash(self.rec.scratch_dir) as stash:
                 return self._run(stash, started)
         finally:
-            self.storage.release_lease(self.rec.lease_name, self.rec.owner)
+            self.storage.release_lease(self.rec.lease_name, self.owner)
 
     def _renew_lease(self) -> None:
         if time.monotonic() - self.lease_renewed < self.rec.lease_ttl.total_seconds() / 3:
             return
         if not self.storage.acquire_lease(
-            self.rec.lease_name, self.rec.owner, self.rec.lease_ttl, self.clock.now()
+            self.rec.lease_name, self.owner, self.rec.lease_ttl, self.clock.now()
         ):
             raise LeaseHeldError("the cycle lease expired and was taken by another worker")
         self.lease_renewed = time.monotonic()
@@ -301,7 +327,7 @@ class _Cycle:
         self._phase("match", began)
 
         halted = self._guard(stash, mode)
-        if halted is None:
+        if halted is None and not incremental:
             step = Step(at=self.clock.now())
             self._close_record_item(
                 step,
@@ -310,6 +336,7 @@ class _Cycle:
                 "a later cycle passed the mass-delete guard",
             )
             self._commit(step)
+        if halted is None:
             began = time.process_time()
             self._compare(stash)
             self._plan_singles(stash)
@@ -410,12 +437,15 @@ class _Cycle:
         index = _SIDE_INDEX[side]
         for record in records:
             link = links.get(record.key)
-            if record.deleted:
-                proj_text = raw_text = None
-            else:
-                proj, raw = self._project(side, record)
-                proj_text = _codec.dumps(proj)
-                raw_text = _codec.dumps(raw) if raw else None
+            proj_text = raw_text = None
+            if not record.deleted:
+                try:
+                    proj, raw = self._project(side, record)
+                except Exception as exc:  # one bad value must not stop the cycle
+                    self._unmappable(side, record, link, exc)
+                else:
+                    proj_text = _codec.dumps(proj)
+                    raw_text = _codec.dumps(raw) if raw else None
             mod = record.modified_at
             base_text = None if link is None else _codec.dumps(dict(link.base))
             yield (
@@ -423,7 +453,7 @@ class _Cycle:
                 record.key,
                 None if link is None else link.left_key,
                 None if link is None else link.key(side.other),
-                self._natural(side, record) if link is None else link.natural_key,
+                self._natural(side, record) if link is None else self._live_nat(side, record, link),
                 proj_text,
                 raw_text,
                 _iso(mod),
@@ -436,6 +466,40 @@ class _Cycle:
     def _stage(self, stash: Stash, side: Side, records: Sequence[Record]) -> None:
         links = self.storage.get_links(self.sync.name, side, [r.key for r in records])
         stash.put(self._rows(side, records, links))
+        if self.held:
+            stash.hold(self.held)
+            self.held = []
+        self._commit(self.side_step)
+        self.side_step = Step(at=self.clock.now())
+
+    def _live_nat(self, side: Side, record: Record, link: Link) -> str | None:
+        """The record's natural key now; a left record's change is kept on its link."""
+        nat = self._natural(side, record)
+        if nat is None:
+            return link.natural_key
+        if side is Side.LEFT and nat != link.natural_key:
+            self.side_step.links.append(attrs.evolve(link, natural_key=nat))
+        return nat
+
+    def _unmappable(self, side: Side, record: Record, link: Link | None, exc: Exception) -> None:
+        """Hold a record whose value the mapping cannot convert, and escalate it."""
+        self.held.append((_SIDE_INDEX[side], record.key))
+        self.t.found += 1
+        self.t.escalated[UNMAPPABLE_CATEGORY] += 1
+        left_key = record.key if side is Side.LEFT else (link.left_key if link else None)
+        right_key = record.key if side is Side.RIGHT else (link.right_key if link else None)
+        self.side_step.new_items.append(
+            self._item(
+                left_key=left_key,
+                right_key=right_key,
+                field=RECORD_FIELD,
+                status=Status.ESCALATED,
+                rule="field_map",
+                category=UNMAPPABLE_CATEGORY,
+                explanation=f"a value of this {side} record does not map:"
+                f" {type(exc).__name__}: {exc}; the record is held back until it does",
+            )
+        )
 
     def _advance_mark(self, side: Side, records: Sequence[Record], listing_began: datetime) -> None:
         """Move the watermark to the newest listed change, but never past the listing's start.
@@ -488,6 +552,21 @@ class _Cycle:
                 ]
             for side in Side:
                 self._read_by_key(stash, side, [lk.key(side) for lk in unseen])
+        else:
+            # Failed or skipped fixes wait in the queue: re-read their records by key.
+            pairs = {
+                (i.left_key, i.right_key)
+                for i in self.active.values()
+                if i.left_key is not None and i.right_key is not None
+            }
+            left_seen = stash.staged(0, [lk for lk, _ in pairs])
+            right_seen = stash.staged(1, [rk for _, rk in pairs])
+            self._read_by_key(
+                stash, Side.LEFT, sorted(lk for lk, _ in pairs if lk not in left_seen)
+            )
+            self._read_by_key(
+                stash, Side.RIGHT, sorted(rk for _, rk in pairs if rk not in right_seen)
+            )
         for side in Side:
             wanted = [o for _, o in stash.missing_counterparts(_SIDE_INDEX[side])]
             self._read_by_key(stash, side.other, wanted)
@@ -654,6 +733,8 @@ class _Cycle:
                 if ldel or rdel:
                     self._gone(step, plans, plan_items, row)
                     continue
+                if lproj is None or rproj is None:
+                    continue  # held back: a value does not map (escalated)
                 base_text = base_text or "{}"
                 if lproj == rproj == base_text and (lkey, rkey) not in active_links:
                     continue  # the fast path: nothing changed anywhere
@@ -733,6 +814,16 @@ class _Cycle:
                     category=prior.category,
                     reason=f"waiting for an operator since {prior.detected_at.isoformat()}"
                     f" ({prior.category}); {decision.rule} would now say: {decision.reason}",
+                )
+            if (
+                decision.outcome in (Outcome.TAKE_LEFT, Outcome.MERGE)
+                and not decision.writes_left
+                and _holds(fm, decision.value, right_raw)
+            ):
+                decision = attrs.evolve(
+                    decision,
+                    outcome=Outcome.AGREE,
+                    reason="the right system already holds this value in its own vocabulary",
                 )
             if decision.outcome is Outcome.AGREE:
                 if not state.has_base or not _same(base.get(fm.left), decision.value):
@@ -900,9 +991,25 @@ class _Cycle:
         nk_source = nk.left if side is Side.LEFT else nk.right
         nk_target = nk.right if target is Side.RIGHT else nk.left
         rows = []
+        items = []
         for key, nat, proj_text, raw_text in batch:
             if nat is None:
-                continue  # without a natural key a create could not be matched back
+                # Without a natural key a create could not be matched back after a crash.
+                self.t.found += 1
+                self.t.escalated[NO_NATURAL_KEY_CATEGORY] += 1
+                items.append(
+                    self._item(
+                        left_key=key if side is Side.LEFT else None,
+                        right_key=key if side is Side.RIGHT else None,
+                        field=RECORD_FIELD,
+                        status=Status.ESCALATED,
+                        rule="create_on",
+                        category=NO_NATURAL_KEY_CATEGORY,
+                        explanation=f"this {side} record has no natural key, so it is not"
+                        f" created in {target}; give it one or link it by hand",
+                    )
+                )
+                continue
             proj = _codec.loads(proj_text)
             fields: dict[str, Any] = {}
             base: dict[str, Any] = {}
@@ -940,6 +1047,7 @@ class _Cycle:
                 )
             )
         stash.plan(rows)
+        self._commit(Step(at=self.clock.now(), new_items=items))
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -992,6 +1100,7 @@ class _Cycle:
         if changes:
             results = self._write(connector, changes)
             by_id = {int(c.ref): res for c, res in zip(changes, results, strict=True)}
+            changes_by_id = {int(c.ref): c for c in changes}
             ok_ids = []
             for row in rows:
                 res = by_id.get(row[0])
@@ -1008,10 +1117,29 @@ class _Cycle:
                     step.unlink.append((self.sync.name, row[2]))
                     self._resolve(step, row)
                     self._settle_link(step, row[2], row[3], "the record was deleted")
-                elif not row[11]:
-                    self._resolve(step, row)
+                else:
+                    self._remember_writes(step, side, changes_by_id[row[0]])
+                    if not row[11]:
+                        self._resolve(step, row)
             stash.mark_done(ok_ids, 1)
         self._commit(step)
+
+    def _remember_writes(self, step: Step, side: Side, change: Change) -> None:
+        """Echo-ledger entries, so the webhooks this write causes are recognized as ours."""
+        if self.rec.echo_ttl <= timedelta(0) or change.key is None:
+            return
+        expires = self.clock.now() + self.rec.echo_ttl
+        step.echoes.extend(
+            Echo(
+                sync=self.sync.name,
+                side=side,
+                key=change.key,
+                field=name,
+                fingerprint=fingerprint(value),
+                expires_at=expires,
+            )
+            for name, value in change.fields.items()
+        )
 
     def _write(self, connector: AnyConnector, changes: list[Change]) -> list[WriteResult]:
         try:
@@ -1077,7 +1205,18 @@ class _Cycle:
         ]
         results = self._write(connector, changes)
         step = Step(at=self.clock.now())
+        returned = [r.key for r in results if r.ok and r.key]
+        taken = self.storage.get_links(self.sync.name, side, returned) if returned else {}
         for row, res in zip(rows, results, strict=True):
+            if res.ok and res.key in taken:
+                # The system answered with a record that is already linked (an upsert or a
+                # de-duplication on its side): never link one record twice.
+                res = WriteResult(
+                    ref=res.ref,
+                    ok=False,
+                    key=res.key,
+                    error=f"{side} returned {res.key!r}, which is already linked to another record",
+                )
             if not res.ok or not res.key:
                 self.t.write_failures += 1
                 step.new_items.append(

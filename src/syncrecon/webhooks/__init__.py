@@ -28,6 +28,16 @@ for a bad request::
 
 from __future__ import annotations
 
+from ._events import (
+    ChangeEvent,
+    EventKind,
+    EventOutcome,
+    PayloadParser,
+    RequestHandler,
+    WebhookRequest,
+    WebhookResponse,
+)
+from ._handler import ProcessReport, WebhookHandler, WebhookSource, fingerprint
 from ._verify import (
     GitHubStyleVerifier,
     HubSpotV1Verifier,
@@ -41,13 +51,24 @@ from ._verify import (
 )
 
 __all__ = [
+    "ChangeEvent",
+    "EventKind",
+    "EventOutcome",
     "GitHubStyleVerifier",
     "HubSpotV1Verifier",
     "HubSpotV2Verifier",
     "HubSpotV3Verifier",
+    "PayloadParser",
+    "ProcessReport",
+    "RequestHandler",
     "StandardWebhooksVerifier",
     "StripeVerifier",
     "VerifiedDelivery",
     "Verifier",
+    "WebhookHandler",
+    "WebhookRequest",
+    "WebhookResponse",
+    "WebhookSource",
     "ZendeskVerifier",
+    "fingerprint",
 ]

@@ -20,7 +20,7 @@ from .._clock import utc
 __all__ = [
     "ChangeEvent",
     "EventKind",
-    "Outcome",
+    "EventOutcome",
     "PayloadParser",
     "RequestHandler",
     "WebhookRequest",
@@ -78,7 +78,7 @@ class EventKind(enum.StrEnum):
     """Records were merged into ``key`` (the others are in ``merged_keys``)."""
 
 
-class Outcome(enum.StrEnum):
+class EventOutcome(enum.StrEnum):
     """What the fast loop did with one event; each is counted for the dashboard."""
 
     APPLIED = "applied"
