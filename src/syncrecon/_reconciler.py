@@ -34,7 +34,7 @@ from ._connector import (
 )
 from ._exceptions import ConfigurationError, CycleHaltedError, LeaseHeldError
 from ._models import Change, ChangeOp, Record, Side, WriteResult
-from ._policy import MISSING, Decision, FieldState, Outcome
+from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
 from ._stash import Stash
 from ._sync import FieldMap, SyncDefinition
@@ -438,16 +438,19 @@ class _Cycle:
         for record in records:
             link = links.get(record.key)
             proj_text = raw_text = None
+            proj: dict[str, Any] | None = None
             if not record.deleted:
                 try:
                     proj, raw = self._project(side, record)
                 except Exception as exc:  # one bad value must not stop the cycle
                     self._unmappable(side, record, link, exc)
+                    proj = None
                 else:
                     proj_text = _codec.dumps(proj)
                     raw_text = _codec.dumps(raw) if raw else None
             mod = record.modified_at
             base_text = None if link is None else _codec.dumps(dict(link.base))
+            same = link is not None and proj is not None and unchanged(proj, link.base)
             yield (
                 index,
                 record.key,
@@ -460,7 +463,7 @@ class _Cycle:
                 None if record.deleted else self._ftimes(side, record),
                 base_text,
                 int(record.deleted),
-                int(base_text is None or proj_text != base_text),
+                int(not same),
             )
 
     def _stage(self, stash: Stash, side: Side, records: Sequence[Record]) -> None:
