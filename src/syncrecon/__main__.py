@@ -29,7 +29,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--deepdiff-sample", type=int, default=2000, help="pairs DeepDiff compares (scaled)"
     )
 
+    worker = commands.add_parser("worker", help="drain the webhook inbox and run cycles")
+    worker.add_argument("app", help="import path of a Worker, WebhookHandler or Reconciler")
+    worker.add_argument("--once", action="store_true", help="one round, then exit")
+
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        import logging
+
+        from .worker import load
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        runner = load(args.app)
+        if args.once:
+            report = runner.run_once()
+            print(json.dumps({"processed": report.processed if report else 0}))
+            return 0
+        try:
+            runner.run_forever()
+        except KeyboardInterrupt:
+            runner.stop()
+        return 0
     if args.command == "demo":
         from ._demo import render, run_demo
 

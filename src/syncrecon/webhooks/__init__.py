@@ -38,6 +38,15 @@ from ._events import (
     WebhookResponse,
 )
 from ._handler import ProcessReport, WebhookHandler, WebhookSource, fingerprint
+from ._parsers import (
+    GenericJsonParser,
+    HubSpotParser,
+    ParserFactory,
+    StripeParser,
+    ZendeskParser,
+    parser_for,
+    register_parser,
+)
 from ._verify import (
     GitHubStyleVerifier,
     HubSpotV1Verifier,
@@ -54,14 +63,18 @@ __all__ = [
     "ChangeEvent",
     "EventKind",
     "EventOutcome",
+    "GenericJsonParser",
     "GitHubStyleVerifier",
+    "HubSpotParser",
     "HubSpotV1Verifier",
     "HubSpotV2Verifier",
     "HubSpotV3Verifier",
+    "ParserFactory",
     "PayloadParser",
     "ProcessReport",
     "RequestHandler",
     "StandardWebhooksVerifier",
+    "StripeParser",
     "StripeVerifier",
     "VerifiedDelivery",
     "Verifier",
@@ -69,6 +82,9 @@ __all__ = [
     "WebhookRequest",
     "WebhookResponse",
     "WebhookSource",
+    "ZendeskParser",
     "ZendeskVerifier",
     "fingerprint",
+    "parser_for",
+    "register_parser",
 ]

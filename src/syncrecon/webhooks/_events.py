@@ -97,6 +97,10 @@ class EventOutcome(enum.StrEnum):
     """About a field or object type no sync maps."""
 
 
+def _keys(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ChangeEvent:
     """One change a webhook reported, normalized.
@@ -118,7 +122,7 @@ class ChangeEvent:
     field: str | None = None
     value: Any = None
     dedupe_key: str = ""
-    merged_keys: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    merged_keys: tuple[str, ...] = attrs.field(default=(), converter=_keys)
     change_source: str | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -1,0 +1,129 @@
+"""A worker that drains the fast loop's inbox and outbox, next to the reconciliation schedule.
+
+Run it from the command line with the import path of your app's object, the way uvicorn and
+celery take theirs::
+
+    python -m syncrecon worker myapp.sync:worker
+
+where ``myapp.sync.worker`` is a :class:`Worker`, a
+:class:`~syncrecon.webhooks.WebhookHandler` (drained alone) or a
+:class:`~syncrecon.Reconciler` (its cycles run every four hours). Or embed it: ``start()`` and
+``stop()`` in a sync host, ``await worker.run()`` in an asyncio one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._reconciler import Reconciler
+from .scheduling import IntervalScheduler
+from .webhooks._handler import ProcessReport, WebhookHandler
+
+__all__ = ["Worker", "load"]
+
+log = logging.getLogger("syncrecon.worker")
+
+
+class Worker:
+    """Drains ``handler``'s inbox and outbox every ``poll`` seconds (when given a handler) and
+    runs ``reconciler``'s cycles every ``every`` (when given a reconciler).
+
+    Waiting ``coalesce`` after the first pending event lets a burst of webhooks for the same
+    records arrive, so their writes go out in one batch.
+    """
+
+    def __init__(
+        self,
+        handler: WebhookHandler | None = None,
+        reconciler: Reconciler | None = None,
+        *,
+        every: timedelta = timedelta(hours=4),
+        poll: float = 1.0,
+        coalesce: float = 0.2,
+    ) -> None:
+        if handler is None and reconciler is None:
+            raise ValueError("a worker needs a webhook handler, a reconciler, or both")
+        self.handler = handler
+        self.scheduler = (
+            IntervalScheduler(reconciler, every, clock=reconciler.clock)
+            if reconciler is not None
+            else None
+        )
+        self.poll = poll
+        self.coalesce = coalesce
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"Worker(handler={self.handler!r}, scheduler={self.scheduler!r})"
+
+    def run_once(self) -> ProcessReport | None:
+        """One round: drain the inbox and the due outbox entries, run a cycle if one is due."""
+        report = None
+        if self.handler is not None:
+            report = self.handler.process_pending()
+        if self.scheduler is not None:
+            self.scheduler.run_due()
+        return report
+
+    def run_forever(self) -> None:
+        """Run rounds until :meth:`stop` (blocking)."""
+        self._stop.clear()
+        while not self._stop.is_set():
+            try:
+                report = self.run_once()
+            except Exception:
+                log.exception("worker round failed; trying again")
+                report = None
+            idle = report is None or report.processed == 0
+            self._stop.wait(self.poll if idle else self.coalesce)
+
+    def start(self) -> None:
+        """Run rounds in a daemon thread."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the worker is already running")
+        self._thread = threading.Thread(
+            target=self.run_forever, name="syncrecon-worker", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the current round."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    async def run(self) -> None:
+        """Run rounds on the calling event loop (each in a worker thread) until :meth:`stop`."""
+        self._stop.clear()
+        while not self._stop.is_set():
+            report = await anyio.to_thread.run_sync(self.run_once)
+            idle = report is None or report.processed == 0
+            await anyio.sleep(self.poll if idle else self.coalesce)
+
+
+def load(path: str) -> Worker:
+    """Import ``"package.module:attribute"`` and make a :class:`Worker` of it."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected 'package.module:attribute', got {path!r}")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if callable(target) and not isinstance(target, Worker | WebhookHandler | Reconciler):
+        target = target()
+    if isinstance(target, Worker):
+        return target
+    if isinstance(target, WebhookHandler):
+        return Worker(handler=target)
+    if isinstance(target, Reconciler):
+        return Worker(reconciler=target)
+    raise TypeError(f"{path} is not a Worker, WebhookHandler or Reconciler: {target!r}")
