@@ -435,10 +435,19 @@ class WebhookHandler:
 
 
 def _event_data(event: ChangeEvent) -> dict[str, Any]:
-    data = attrs.asdict(event)
-    data["kind"] = event.kind.value
-    data["merged_keys"] = list(event.merged_keys)
-    return data
+    return {
+        "system": event.system,
+        "object_type": event.object_type,
+        "key": event.key,
+        "kind": event.kind.value,
+        "occurred_at": event.occurred_at,
+        "event_id": event.event_id,
+        "field": event.field,
+        "value": event.value,
+        "dedupe_key": event.dedupe_key,
+        "merged_keys": list(event.merged_keys),
+        "change_source": event.change_source,
+    }
 
 
 def _event(data: Mapping[str, Any]) -> ChangeEvent:
