@@ -12,6 +12,7 @@ import hmac
 import json
 import sys
 import time
+import types
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,7 +201,11 @@ def test_all_is_sorted_and_complete() -> None:
     assert webhooks.__all__ == sorted(webhooks.__all__)
     for name in webhooks.__all__:
         assert hasattr(webhooks, name)
-    public = {name for name in vars(webhooks) if not name.startswith("_")}
+    public = {
+        name
+        for name, value in vars(webhooks).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
     assert public - {"annotations"} == set(webhooks.__all__)
 
 

@@ -1,0 +1,329 @@
+"""Serve a webhook handler as a pure ASGI 3 application (Starlette, FastAPI, any ASGI server).
+
+:class:`WebhookApp` is written against the ASGI specification alone and imports no framework.
+Mount it under a Starlette or FastAPI app, or serve it on its own::
+
+    from fastapi import FastAPI
+    from syncrecon.webhooks.asgi import WebhookApp
+
+    api = FastAPI()
+    api.mount("/webhooks", WebhookApp(handler))
+
+For every ``http`` request the app:
+
+1. rebuilds the URL the provider used (scheme, ``Host`` header, mount point, the raw path as
+   it was sent and the query string), because some schemes (HubSpot v3) sign the URL;
+2. answers 400 for a malformed ``Content-Length`` without calling the handler;
+3. hands a request whose ``Content-Length`` is over the handler's ``max_body_bytes`` to
+   :meth:`~syncrecon.webhooks.RequestHandler.reject_too_large` without reading its body, and
+   stops reading a body that streams past the cap (chunked) as soon as it does, so it never
+   holds more than ``max_body_bytes`` bytes of it;
+4. awaits :meth:`~syncrecon.webhooks.RequestHandler.ahandle` with the raw body bytes and sends
+   the response back. An exception escaping the handler is logged (logger
+   ``"syncrecon.webhooks"``) and answered with a generic 500: no traceback reaches the client.
+
+``lifespan`` events are answered (there is nothing to start), ``websocket`` connections are
+refused. Forwarded headers (``X-Forwarded-Proto``, ``X-Forwarded-Host``) are not trusted here:
+let the server apply them (uvicorn's ``--proxy-headers``, ``--forwarded-allow-ips``), or pass
+``path_prefix`` for a prefix that a reverse proxy strips before forwarding.
+"""
+
+from __future__ import annotations
+
+import enum
+import http
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any, Final
+
+import attrs
+
+from .._exceptions import ConfigurationError
+from ._events import RequestHandler, WebhookRequest, WebhookResponse
+
+__all__ = ["Receive", "Scope", "Send", "WebhookApp"]
+
+log = logging.getLogger("syncrecon.webhooks")
+
+Scope = MutableMapping[str, Any]
+"""An ASGI connection scope."""
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+"""The ASGI ``receive`` callable."""
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+"""The ASGI ``send`` callable."""
+
+# --------------------------------------------------------------------------------------------
+# The no-I/O steps both adapters share (the WSGI adapter imports them from here)
+
+#: Characters left as they are when a decoded path has to be percent-encoded again: RFC 3986's
+#: ``pchar`` and ``/`` (letters, digits and ``_.-~`` are always left alone).
+_PATH_SAFE: Final = "/!$&'()*+,;=:@"
+#: A number with more digits than this is over any cap (and far from ``int()``'s digit limit).
+_MAX_LENGTH_DIGITS: Final = 18
+_TOO_LONG: Final = 10**_MAX_LENGTH_DIGITS
+#: How much of a body the WSGI adapter asks its input stream for at once.
+_READ_CHUNK: Final = 64 * 1024
+
+
+class _MalformedLengthError(ValueError):
+    """A ``Content-Length`` that is not a plain non-negative decimal number."""
+
+
+def _declared_length(value: str | None) -> int | None:
+    """The body length a ``Content-Length`` value declares, or ``None`` when there is none.
+
+    Strict: optional surrounding blanks around ASCII digits and nothing else (no sign, no
+    ``_``, no list of values). A number too long to matter is returned as one over any cap.
+
+    :raises _MalformedLengthError: for any other value.
+    """
+    if value is None:
+        return None
+    digits = value.strip(" \t")
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise _MalformedLengthError(value)
+    if len(digits) > _MAX_LENGTH_DIGITS:
+        return _TOO_LONG
+    return int(digits)
+
+
+def _normalize_prefix(value: str) -> str:
+    prefix = value.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise ConfigurationError(f"path_prefix must start with '/', got {value!r}")
+    if "?" in prefix or "#" in prefix:
+        raise ConfigurationError(f"path_prefix must be a path, got {value!r}")
+    return prefix
+
+
+def _request_target(path: str, raw_path: str | None, *, encoding: str) -> str:
+    """The path as the client sent it, percent-encoding and all.
+
+    ``path`` is the server's decoded path (including the mount point), ``raw_path`` the raw
+    form when the server keeps it, which may lack a prefix the server or a framework added to
+    ``path`` (a mount point, a configured root path). ``encoding`` is how the server turned
+    percent-decoded bytes into text (UTF-8 for ASGI, Latin-1 for WSGI). When the raw form does
+    not match, ``path`` is encoded again, which gives the sent form for all usual URLs.
+    """
+    if raw_path is not None and raw_path.startswith("/"):
+        decoded = urllib.parse.unquote(raw_path, encoding=encoding, errors="replace")
+        if decoded == path:
+            return raw_path
+        if path.endswith(decoded):
+            mount = path[: len(path) - len(decoded)]
+            return _quote(mount, encoding) + raw_path
+    return _quote(path, encoding) or "/"
+
+
+def _quote(path: str, encoding: str) -> str:
+    return urllib.parse.quote(path, safe=_PATH_SAFE, encoding=encoding, errors="replace")
+
+
+def _url(*, scheme: str, host: str, prefix: str, target: str, query: str) -> str:
+    url = f"{scheme}://{host}{prefix}{target}"
+    return f"{url}?{query}" if query else url
+
+
+def _host(name: str, port: int | None, scheme: str) -> str:
+    """``host[:port]`` from a server address, leaving out the scheme's default port."""
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"  # an IPv6 address
+    if port is None or (scheme, port) in {("http", 80), ("https", 443)}:
+        return name
+    return f"{name}:{port}"
+
+
+def _join_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-cased header names; repeated headers joined with ``","`` as WSGI servers do."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    return headers
+
+
+def _bad_length() -> WebhookResponse:
+    return WebhookResponse.json(400, {"error": "malformed Content-Length"})
+
+
+def _incomplete_body() -> WebhookResponse:
+    return WebhookResponse.json(400, {"error": "the body is shorter than its Content-Length"})
+
+
+def _server_error() -> WebhookResponse:
+    return WebhookResponse.json(500, {"error": "internal server error"})
+
+
+def _wire_headers(response: WebhookResponse) -> list[tuple[str, str]]:
+    """The response's headers to send, with a ``content-length`` that matches its body.
+
+    :raises ValueError: for a header that cannot be sent (not Latin-1, or a line break in it).
+    """
+    headers = [
+        (str(name), str(value))
+        for name, value in response.headers.items()
+        if str(name).lower() != "content-length"
+    ]
+    headers.append(("content-length", str(len(response.body))))
+    for name, value in headers:
+        text = name + value
+        if "\r" in text or "\n" in text or "\0" in text:
+            raise ValueError(f"a line break or NUL in the header {name!r}: {value!r}")
+        text.encode("latin-1")  # UnicodeEncodeError, a ValueError, when it cannot be sent
+    return headers
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# The ASGI application
+
+
+@attrs.frozen
+class WebhookApp:
+    """A webhook handler as an ASGI 3 application.
+
+    :param handler: what answers the requests: a :class:`~syncrecon.webhooks.WebhookHandler`
+        or anything else that implements :class:`~syncrecon.webhooks.RequestHandler`. Its
+        ``max_body_bytes`` is read on every request.
+    :param path_prefix: prepended to the URL's path, for a prefix that a reverse proxy strips
+        before forwarding when the server is not told about it (uvicorn's ``--root-path``).
+        The mount point of a Starlette or FastAPI ``mount`` (``scope["root_path"]``) is taken
+        into account on its own: do not repeat it here.
+    :raises ConfigurationError: when ``path_prefix`` does not start with ``/``.
+    :raises TypeError: when ``handler`` does not implement the protocol.
+    """
+
+    handler: RequestHandler = attrs.field()
+    path_prefix: str = attrs.field(default="", kw_only=True, converter=_normalize_prefix)
+
+    @handler.validator
+    def _check_handler(self, _attribute: object, value: object) -> None:
+        if not isinstance(value, RequestHandler):
+            raise TypeError(f"handler must implement RequestHandler, got {value!r}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = str(scope["method"])
+        headers = _asgi_headers(scope)
+        url = _asgi_url(scope, headers, self.path_prefix)
+        cap = self.handler.max_body_bytes
+        try:
+            declared = _declared_length(headers.get("content-length"))
+        except _MalformedLengthError:
+            await _send_response(send, _bad_length())
+            return
+        body: bytes | _Unread = _Unread.TOO_LARGE
+        if declared is None or declared <= cap:
+            body = await _read_body(receive, cap)
+        if body is _Unread.DISCONNECTED:
+            return  # nobody is left to answer
+        try:
+            if isinstance(body, bytes):
+                request = WebhookRequest(method=method, url=url, headers=headers, body=body)
+                response = await self.handler.ahandle(request)
+            else:
+                response = self.handler.reject_too_large(method, url)
+            start, end = _asgi_messages(response)
+        except Exception:
+            log.exception("webhook handler failed on %s %s", method, url)
+            start, end = _asgi_messages(_server_error())
+        await send(start)
+        await send(end)
+
+
+def _asgi_url(scope: Scope, headers: Mapping[str, str], prefix: str) -> str:
+    """The full URL of an ``http`` request, as the provider sent it.
+
+    The path is the raw path when the server keeps it (``raw_path``), so a signature over the
+    URL sees the provider's own percent-encoding; the mount point (``scope["root_path"]``) is
+    included whether or not the server or framework already put it into ``scope["path"]``
+    (uvicorn and Starlette's ``Mount`` do; older servers and frameworks did not).
+    """
+    scheme = str(scope.get("scheme") or "http")
+    host = headers.get("host")
+    if not host:
+        server = scope.get("server")
+        host = _host(str(server[0]), int(server[1]), scheme) if server else "localhost"
+    root_path = str(scope.get("root_path") or "")
+    path = str(scope.get("path") or "")
+    if not path.startswith(root_path):
+        path = root_path + path
+    raw = scope.get("raw_path")
+    target = _request_target(
+        path, bytes(raw).decode("latin-1") if raw is not None else None, encoding="utf-8"
+    )
+    query = bytes(scope.get("query_string") or b"").decode("latin-1")
+    return _url(scheme=scheme, host=host, prefix=prefix, target=target, query=query)
+
+
+def _asgi_headers(scope: Scope) -> dict[str, str]:
+    raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
+    return _join_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+
+
+class _Unread(enum.Enum):
+    """Why there is no body to hand to the handler."""
+
+    TOO_LARGE = "too large"
+    DISCONNECTED = "disconnected"
+
+
+async def _read_body(receive: Receive, cap: int) -> bytes | _Unread:
+    """The request body, or why not: over ``cap`` (found as soon as it is) or the client left."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _Unread.DISCONNECTED
+        chunk = message.get("body") or b""
+        if len(body) + len(chunk) > cap:
+            return _Unread.TOO_LARGE
+        body += chunk
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _asgi_messages(
+    response: WebhookResponse,
+) -> tuple[MutableMapping[str, Any], MutableMapping[str, Any]]:
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in _wire_headers(response)
+    ]
+    return (
+        {"type": "http.response.start", "status": response.status, "headers": headers},
+        {"type": "http.response.body", "body": bytes(response.body)},
+    )
+
+
+async def _send_response(send: Send, response: WebhookResponse) -> None:
+    start, end = _asgi_messages(response)
+    await send(start)
+    await send(end)
