@@ -24,6 +24,7 @@ __all__ = [
     "CycleRecord",
     "Discrepancy",
     "Echo",
+    "FieldSchema",
     "InboxEntry",
     "ItemKey",
     "ItemUpdate",
@@ -130,13 +131,17 @@ class Discrepancy:
 
 @attrs.frozen(kw_only=True)
 class ItemUpdate:
-    """A change of status (and resolution) of an existing queue item."""
+    """A change of status (and resolution) of an existing queue item.
+
+    ``assignee`` sets who works on the item (``""`` clears it; ``None`` leaves it as it is).
+    """
 
     id: int
     status: Status = attrs.field(converter=Status)
     resolution: Any = None
     resolved_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
     note: str | None = None
+    assignee: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +182,22 @@ class SyncState:
 
     watermarks: Mapping[Side, datetime] = attrs.field(factory=dict)
     last_full_sweep: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FieldSchema:
+    """What a connector last said about one mapped field: its description and fingerprint.
+
+    ``field`` is that side's own field name; ``info`` the description as plain data (``type``,
+    ``options``, ``required``). Schema-drift detection compares the next description to it.
+    """
+
+    sync: str
+    side: Side = attrs.field(converter=Side)
+    field: str
+    fingerprint: str
+    info: Mapping[str, Any] = attrs.field(factory=dict)
+    updated_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
 
 
 @attrs.frozen(kw_only=True)
@@ -270,11 +291,13 @@ class Step:
     drop_echoes: list[int] = attrs.field(factory=list)
     outbox_add: list[OutboxEntry] = attrs.field(factory=list)
     outbox_update: list[OutboxUpdate] = attrs.field(factory=list)
+    schemas: list[FieldSchema] = attrs.field(factory=list)
 
     def is_empty(self) -> bool:
         """Whether the step changes nothing."""
         return not (
-            self.events_done
+            self.schemas
+            or self.events_done
             or self.field_times
             or self.echoes
             or self.drop_echoes
@@ -416,4 +439,8 @@ class Storage(Protocol):
 
     def prune(self, before: datetime) -> int:
         """Forget processed inbox entries received before ``before`` and expired echoes."""
+        ...
+
+    def get_schemas(self, sync: str) -> list[FieldSchema]:
+        """The stored field descriptions of ``sync`` (``step.schemas`` replaces them)."""
         ...

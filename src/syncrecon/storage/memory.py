@@ -19,6 +19,7 @@ from ._base import (
     CycleRecord,
     Discrepancy,
     Echo,
+    FieldSchema,
     InboxEntry,
     ItemKey,
     Link,
@@ -78,6 +79,7 @@ class MemoryStorage:
         self._outbox: dict[int, OutboxEntry] = {}
         self._outbox_leases: dict[int, datetime] = {}
         self._serial = 1
+        self._schemas: dict[tuple[str, Side, str], FieldSchema] = {}
 
     def __repr__(self) -> str:
         return "MemoryStorage()"
@@ -264,8 +266,10 @@ class MemoryStorage:
                 prior = items.get(upd.id)
                 if prior is None:
                     continue
+                assignee = prior.assignee if upd.assignee is None else (upd.assignee or None)
                 new = attrs.evolve(
                     prior,
+                    assignee=assignee,
                     status=upd.status,
                     resolution=_copy(upd.resolution),
                     resolved_at=upd.resolved_at,
@@ -314,6 +318,10 @@ class MemoryStorage:
                 self._cycles[cycle.id] = cycle
             for key3, amount in counts:
                 self._counters[key3] = self._counters.get(key3, 0) + amount
+            for schema in step.schemas:
+                self._schemas[(schema.sync, Side(schema.side), schema.field)] = attrs.evolve(
+                    schema, info=_copy(dict(schema.info)), updated_at=step.at
+                )
             return ids
 
     def _fast_loop_step(self, step: Step) -> tuple[Any, ...]:
@@ -444,6 +452,11 @@ class MemoryStorage:
                 if len(out) >= limit:
                     break
             return out
+
+    def get_schemas(self, sync: str) -> list[FieldSchema]:
+        with self._lock:
+            found = [v for k, v in self._schemas.items() if k[0] == sync]
+        return sorted(found, key=lambda f: (f.side.value, f.field))
 
     def prune(self, before: datetime) -> int:
         before = utc(before)

@@ -27,6 +27,7 @@ from ._base import (
     Counter,
     CycleRecord,
     Discrepancy,
+    FieldSchema,
     InboxEntry,
     ItemKey,
     Link,
@@ -476,16 +477,20 @@ class SQLiteStorage:
             for upd in step.item_updates:
                 db.execute(
                     "UPDATE items SET status = ?, resolution = ?, resolved_at = ?,"
-                    " note = coalesce(?, note), updated_at = ? WHERE id = ?",
+                    " note = coalesce(?, note), assignee = coalesce(?, assignee), updated_at = ?"
+                    " WHERE id = ?",
                     (
                         Status(upd.status).value,
                         _enc(upd.resolution),
                         _opt_ts(upd.resolved_at),
                         upd.note,
+                        None if upd.assignee is None else (upd.assignee or None),
                         now,
                         upd.id,
                     ),
                 )
+                if upd.assignee == "":
+                    db.execute("UPDATE items SET assignee = NULL WHERE id = ?", (upd.id,))
             for sync, side, mark in step.watermarks:
                 column = "left_watermark" if Side(side) is Side.LEFT else "right_watermark"
                 db.execute(
@@ -531,6 +536,24 @@ class SQLiteStorage:
 
     @staticmethod
     def _fast_loop_step(db: sqlite3.Connection, step: Step, now: str) -> None:
+        if step.schemas:
+            db.executemany(
+                "INSERT INTO field_schemas (sync, side, field, fingerprint, info, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sync, side, field) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, info = excluded.info,"
+                " updated_at = excluded.updated_at",
+                [
+                    (
+                        f.sync,
+                        Side(f.side).value,
+                        f.field,
+                        f.fingerprint,
+                        _codec.dumps(dict(f.info)),
+                        now,
+                    )
+                    for f in step.schemas
+                ],
+            )
         if step.events_done:
             db.executemany(
                 "UPDATE inbox SET status = 'done', outcome = ?, note = ?, done_at = ?,"
@@ -691,6 +714,23 @@ class SQLiteStorage:
                 last_error=r["last_error"],
                 status=r["status"],
                 created_at=parse_ts(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    def get_schemas(self, sync: str) -> list[FieldSchema]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM field_schemas WHERE sync = ? ORDER BY side, field", (sync,)
+            ).fetchall()
+        return [
+            FieldSchema(
+                sync=r["sync"],
+                side=Side(r["side"]),
+                field=r["field"],
+                fingerprint=r["fingerprint"],
+                info=_codec.loads(r["info"]),
+                updated_at=parse_ts(r["updated_at"]),
             )
             for r in rows
         ]
