@@ -25,6 +25,14 @@ EXPECTED_OUTPUT = {
         "needs a person: deal-1.amount",
         "converged: the second cycle wrote nothing",
     ],
+    **{
+        name: [
+            "webhook applied to billing by the worker",
+            "unsigned request 401",
+            "POST /reconcile wrote nothing",
+        ]
+        for name in ("fastapi_app.py", "flask_app.py", "django_app.py")
+    },
 }
 
 

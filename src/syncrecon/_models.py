@@ -163,7 +163,9 @@ class Capabilities:
     ``page_size`` is how many records one listing call returns; ``max_read_batch`` and
     ``max_write_batch`` bound a batch read by key and a batch write. ``incremental`` says the
     connector honours ``since`` in :meth:`Connector.list_records`; ``field_timestamps`` says
-    records carry per-field modification times.
+    records carry per-field modification times; ``describes_fields`` says
+    :meth:`Connector.describe_fields` is worth calling (schema-drift detection uses it on every
+    cycle).
     """
 
     page_size: int = attrs.field(default=100, validator=_positive)
@@ -171,6 +173,7 @@ class Capabilities:
     max_write_batch: int = attrs.field(default=100, validator=_positive)
     incremental: bool = False
     field_timestamps: bool = False
+    describes_fields: bool = True
 
 
 @attrs.frozen(kw_only=True)

@@ -12,6 +12,7 @@ The engine is plain blocking code; :meth:`Reconciler.run_cycle` and
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections import Counter as TallyCounter
@@ -28,12 +29,13 @@ from ._connector import (
     AnyConnector,
     Caller,
     RetrySettings,
+    describe,
     list_page,
     read_batch,
     write_batch,
 )
 from ._exceptions import ConfigurationError, CycleHaltedError, LeaseHeldError
-from ._models import Change, ChangeOp, Record, Side, WriteResult
+from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
 from ._stash import Stash
@@ -45,6 +47,7 @@ from .storage._base import (
     CycleRecord,
     Discrepancy,
     Echo,
+    FieldSchema,
     ItemKey,
     ItemUpdate,
     Link,
@@ -69,6 +72,8 @@ def fingerprint(value: Any) -> str:
 
 
 __all__ = ["CycleReport", "Reconciler"]
+
+log = logging.getLogger("syncrecon.reconciler")
 
 DUPLICATE_CATEGORY = "possible_duplicate"
 UNMAPPABLE_CATEGORY = "unmappable_value"
@@ -112,6 +117,7 @@ class CycleReport:
     api_calls: Mapping[str, int]
     halted: str | None = None
     timings: Mapping[str, float] = attrs.field(factory=dict)
+    quarantined: tuple[str, ...] = ()
 
     @property
     def total_api_calls(self) -> int:
@@ -145,6 +151,8 @@ class CycleReport:
             f" skipped (changed since read): {self.skipped_changed}",
             f"  API calls: {dict(self.api_calls)}",
         ]
+        if self.quarantined:
+            lines.append(f"  quarantined (schema drift): {', '.join(self.quarantined)}")
         if self.halted:
             lines.append(f"  HALTED: {self.halted}")
         return "\n".join(lines)
@@ -237,6 +245,18 @@ class Reconciler:
         with Caller(self.retry) as caller:
             return _Cycle(self, caller, dry_run=dry_run, full=full).run()
 
+    def check_schema(self) -> frozenset[str]:
+        """Check the connectors' field descriptions now (at start-up, say), as every cycle does.
+
+        A breaking change (a type change, a mapped field gone, a picklist option the value
+        map needs removed) opens one ``schema_drift`` escalation per field and stops writes to
+        it; a harmless one (an option added) is recorded. Returns the quarantined fields.
+        """
+        with Caller(self.retry) as caller:
+            cycle = _Cycle(self, caller, dry_run=False, full=None)
+            cycle.active = self.storage.active_items(self.sync.name)
+            return cycle._check_schema()
+
     async def arun_cycle(self, *, dry_run: bool = False, full: bool | None = None) -> CycleReport:
         """:meth:`run_cycle` for async hosts: the cycle runs in a worker thread.
 
@@ -273,6 +293,7 @@ class _Cycle:
         self.lease_renewed = 0.0
         self.incremental = False
         self.held: list[tuple[int, str]] = []
+        self.quarantined: frozenset[str] = frozenset()
         self.side_step = Step(at=rec.clock.now())
         # One owner per cycle: two cycles of one Reconciler (two threads) exclude each other.
         self.owner = f"{rec.owner}:{self.id}"
@@ -312,6 +333,7 @@ class _Cycle:
         self.active = self.storage.active_items(self.sync.name)
         for item in self.active.values():
             self.by_link.setdefault((item.left_key or "", item.right_key or ""), []).append(item)
+        self.quarantined = self._check_schema()
 
         began = time.process_time()
         for side in Side:
@@ -370,6 +392,79 @@ class _Cycle:
         if halted is not None and self.rec.raise_on_halt:
             raise CycleHaltedError(halted, reason=MASS_DELETE_CATEGORY)
         return report
+
+    def _check_schema(self) -> frozenset[str]:
+        """Compare each mapped field's description with the stored one; quarantine breaks.
+
+        Returns the fields (left names) whose writes are stopped: those with an active
+        ``schema_drift`` escalation, new or earlier. Resolving it lifts the quarantine.
+        """
+        from . import _drift
+
+        described: dict[Side, dict[str, FieldInfo]] = {}
+        for side in Side:
+            connector = self.sync.connector(side)
+            if connector.capabilities.describes_fields:
+                try:
+                    listed = describe(self.caller, connector)
+                except Exception:  # drift detection is a check, not a reason to stop syncing
+                    log.warning(
+                        "%s.describe_fields failed; schema drift not checked",
+                        connector.name,
+                        exc_info=True,
+                    )
+                    continue
+                if listed:
+                    described[side] = {i.name: i for i in listed}
+        stored = {(s.side, s.field): s for s in self.storage.get_schemas(self.sync.name)}
+        step = Step(at=self.clock.now())
+        breaking: dict[str, list[str]] = {}
+        for fm in self._fields:
+            for side, by_name in described.items():
+                name = fm.left if side is Side.LEFT else fm.right
+                info = by_name.get(name)
+                old = stored.get((side, name))
+                new = None
+                if info is not None:
+                    fp, new = _drift.describe(info)
+                    if old is None or old.fingerprint != fp:
+                        step.schemas.append(
+                            FieldSchema(
+                                sync=self.sync.name, side=side, field=name, fingerprint=fp, info=new
+                            )
+                        )
+                change = _drift.classify(fm, side, None if old is None else old.info, new)
+                if change is None:
+                    continue
+                if change.breaking:
+                    breaking.setdefault(fm.left, []).append(change.description)
+                step.counters.append(
+                    Counter(
+                        metric="schema_changes",
+                        labels={"sync": self.sync.name, "breaking": str(change.breaking).lower()},
+                    )
+                )
+        for name, what in breaking.items():
+            self.t.found += 1
+            self.t.escalated[_drift.SCHEMA_DRIFT_CATEGORY] += 1
+            step.new_items.append(
+                self._item(
+                    field=name,
+                    status=Status.ESCALATED,
+                    rule="schema",
+                    category=_drift.SCHEMA_DRIFT_CATEGORY,
+                    explanation="; ".join(what)
+                    + ". Writes to this field are stopped until an operator updates the mapping"
+                    " and resolves this item; the next cycle then repairs what was held back.",
+                )
+            )
+        self._commit(step)
+        earlier = {
+            key[3]
+            for key, item in self.active.items()
+            if item.category == _drift.SCHEMA_DRIFT_CATEGORY and key[1] == key[2] == ""
+        }
+        return frozenset(earlier | set(breaking))
 
     def _incremental(
         self, marks: Mapping[Side, datetime], last_full: datetime | None, now: datetime
@@ -799,6 +894,8 @@ class _Cycle:
         pending_base: dict[str, Any] = {}
         fixes: list[tuple[Decision, Discrepancy]] = []
         for fm in self._fields:
+            if fm.left in self.quarantined:
+                continue  # schema drift: no decision, no write, no base move until resolved
             state = self._state(fm, left, right, base, times)
             decision = fm.decide(state)
             key = (self.sync.name, lkey, rkey, fm.left)
@@ -1017,7 +1114,7 @@ class _Cycle:
             fields: dict[str, Any] = {}
             base: dict[str, Any] = {}
             for fm in self._fields:
-                if not fm.direction.allows_write(target):
+                if not fm.direction.allows_write(target) or fm.left in self.quarantined:
                     continue
                 value = proj.get(fm.left)
                 base[fm.left] = value
@@ -1298,6 +1395,7 @@ class _Cycle:
             },
             halted=halted,
             timings=dict(t.timings),
+            quarantined=tuple(sorted(self.quarantined)),
         )
 
     def _counters(self, report: CycleReport) -> list[Counter]:

@@ -46,6 +46,10 @@ class Transform:
 
     to_right: Callable[[Any], Any] = _identity
     to_left: Callable[[Any], Any] = _identity
+    left_values: frozenset[Any] | None = None
+    """The left picklist values the transform maps (schema drift watches them)."""
+    right_values: frozenset[Any] | None = None
+    """The right picklist values the transform maps."""
 
 
 def value_map(mapping: Mapping[Any, Any], *, strict: bool = False) -> Transform:
@@ -71,6 +75,8 @@ def value_map(mapping: Mapping[Any, Any], *, strict: bool = False) -> Transform:
     return Transform(
         to_right=lambda v: lookup(forward, v),
         to_left=lambda v: lookup(backward, v),
+        left_values=frozenset(forward),
+        right_values=frozenset(backward),
     )
 
 

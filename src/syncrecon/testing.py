@@ -105,6 +105,7 @@ class SimulatedSystem:
             max_write_batch=max_write_batch,
             incremental=incremental,
             field_timestamps=field_timestamps,
+            describes_fields=bool(fields),
         )
         self.key_prefix = key_prefix if key_prefix is not None else f"{name[:2]}-"
         self._records: dict[str, Record] = {}
@@ -289,6 +290,11 @@ class SimulatedSystem:
         self._enter("describe_fields")
         return list(self._fields)
 
+    def set_fields(self, fields: Sequence[FieldInfo]) -> None:
+        """Change the field descriptions (a schema change made by the system's admin)."""
+        self._fields = list(fields)
+        self.capabilities = attrs.evolve(self.capabilities, describes_fields=bool(fields))
+
 
 def _natural_order(key: str) -> tuple[str, int, str]:
     head = key.rstrip("0123456789")
@@ -409,3 +415,275 @@ class GeneratedSystem(SimulatedSystem):
             if change.op is ChangeOp.DELETE and result.ok and change.key is not None:
                 self._deleted.add(change.key)
         return results
+
+
+# --------------------------------------------------------------------------------------------
+# Simulated webhooks: a provider that reports changes, and a network that loses, delays,
+# reorders and repeats its deliveries.
+
+from typing import TYPE_CHECKING  # noqa: E402 (the helpers below are appended to the module)
+
+if TYPE_CHECKING:
+    import random
+
+    from .webhooks import WebhookRequest
+
+
+def _json_value(value: Any) -> Any:
+    """What a provider's JSON carries for a value JSON has no type for (dates: ISO 8601)."""
+    from datetime import date
+
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@attrs.frozen(kw_only=True)
+class WebhookMessage:
+    """One webhook message a simulated provider sends: one change of one record.
+
+    ``id`` is the ``webhook-id`` (kept when the message is delivered again); ``occurred_at``
+    is when the change happened in the system; ``changes`` maps the changed fields to their new
+    values; ``from_write`` is true when the change was a write through the connector's API
+    (syncrecon's own write: real providers report those too).
+    """
+
+    id: str
+    system: str
+    key: str
+    occurred_at: datetime
+    changes: Mapping[str, Any] = attrs.field(factory=dict)
+    deleted: bool = False
+    created: bool = False
+    from_write: bool = False
+    body: bytes = attrs.field(default=b"", repr=False)
+
+
+class WebhookEmitter:
+    """Turns a :class:`SimulatedSystem`'s changes into signed webhook requests.
+
+    The requests have the generic JSON shape of
+    :class:`~syncrecon.webhooks.GenericJsonParser` (``{"type", "timestamp", "data": {"id",
+    "object_type", "changes", "deleted"}}``) and Standard Webhooks v1 signatures
+    (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) with ``secret``
+    (``whsec_`` + base64), checked by :class:`~syncrecon.webhooks.StandardWebhooksVerifier`.
+
+    :meth:`edit` changes a record as a user would and returns the message that reports it;
+    :meth:`writes` returns the messages for the writes made through the connector since the
+    last call (syncrecon's own writes, which real providers report too); :meth:`request` signs
+    a message at its delivery time, so a late or repeated delivery still passes the verifier's
+    timestamp tolerance and keeps its ``webhook-id``.
+    """
+
+    def __init__(
+        self,
+        system: SimulatedSystem,
+        *,
+        secret: str,
+        url: str | None = None,
+        object_type: str = "record",
+        clock: Clock | None = None,
+    ) -> None:
+        import base64
+
+        self.system = system
+        self.url = url or f"https://app.example.com/webhooks/{system.name}"
+        self.object_type = object_type
+        self.clock: Clock = clock or system.clock
+        self._key = base64.b64decode(secret.removeprefix("whsec_"))
+        self._ids = itertools.count(1)
+        self._seen = len(system.write_log)
+
+    def __repr__(self) -> str:
+        return f"WebhookEmitter({self.system.name!r}, url={self.url!r})"
+
+    def message(
+        self,
+        key: str,
+        changes: Mapping[str, Any],
+        *,
+        at: datetime,
+        deleted: bool = False,
+        created: bool = False,
+        from_write: bool = False,
+    ) -> WebhookMessage:
+        """A message reporting ``changes`` to record ``key`` at ``at``."""
+        import json
+
+        msg_id = f"msg_{self.system.name}_{next(self._ids)}"
+        when = utc(at)
+        kind = "created" if created else "deleted" if deleted else "updated"
+        payload = {
+            "type": f"{self.object_type}.{kind}",
+            "timestamp": when.isoformat(),
+            "data": {
+                "id": key,
+                "object_type": self.object_type,
+                "changes": dict(changes),
+                "deleted": deleted,
+            },
+        }
+        body = json.dumps(payload, default=_json_value, separators=(",", ":")).encode()
+        return WebhookMessage(
+            id=msg_id,
+            system=self.system.name,
+            key=key,
+            occurred_at=when,
+            changes=dict(changes),
+            deleted=deleted,
+            created=created,
+            from_write=from_write,
+            body=body,
+        )
+
+    def edit(self, key: str, **fields: Any) -> WebhookMessage:
+        """Change fields of a record as a user would; return the message that reports it."""
+        self.system.edit(key, **fields)
+        record = self.system.get(key)
+        at = record.modified_at
+        assert at is not None
+        return self.message(key, fields, at=at)
+
+    def writes(self) -> list[WebhookMessage]:
+        """Messages for the connector writes since the last call (fields that changed only)."""
+        log = self.system.write_log
+        out: list[WebhookMessage] = []
+        for entry in log[self._seen :]:
+            if entry.op is ChangeOp.DELETE:
+                out.append(self.message(entry.key, {}, at=entry.at, deleted=True, from_write=True))
+                continue
+            changed = {
+                name: value
+                for name, value in entry.fields.items()
+                if name not in entry.replaced or entry.replaced[name] != value
+            }
+            if entry.op is ChangeOp.CREATE:
+                out.append(
+                    self.message(entry.key, changed, at=entry.at, created=True, from_write=True)
+                )
+            elif changed:
+                out.append(self.message(entry.key, changed, at=entry.at, from_write=True))
+        self._seen = len(log)
+        return out
+
+    def request(self, message: WebhookMessage, *, at: datetime | None = None) -> WebhookRequest:
+        """The signed :class:`~syncrecon.webhooks.WebhookRequest` delivering ``message``.
+
+        It is signed at ``at`` (default: the clock's time), the moment it is sent.
+        """
+        import base64
+        import hashlib
+        import hmac
+
+        from .webhooks import WebhookRequest
+
+        stamp = str(int(utc(at or self.clock.now()).timestamp()))
+        signed = f"{message.id}.{stamp}.".encode() + message.body
+        mac = hmac.new(self._key, signed, hashlib.sha256).digest()
+        return WebhookRequest(
+            method="POST",
+            url=self.url,
+            headers={
+                "content-type": "application/json",
+                "webhook-id": message.id,
+                "webhook-timestamp": stamp,
+                "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+            },
+            body=message.body,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """One scheduled delivery of a message: when, by which emitter, and which attempt."""
+
+    at: datetime
+    emitter: WebhookEmitter
+    message: WebhookMessage
+    attempt: int = 1
+    delayed: bool = False
+
+    def request(self) -> WebhookRequest:
+        """The signed request, signed now (see :meth:`WebhookEmitter.request`)."""
+        return self.emitter.request(self.message)
+
+
+class FlakyNetwork:
+    """Delivers webhook messages the way the internet does: late, out of order, twice or never.
+
+    Each message sent is lost with probability ``loss`` (never delivered), else delivered after
+    a ``latency`` (seconds, uniform between the two bounds); with probability ``reorder`` it is
+    held back a further ``reorder_delay`` (so it arrives after messages about later changes),
+    and with probability ``duplicate`` it is delivered a second time, ``duplicate_delay`` after
+    the first (a provider retrying after a lost acknowledgement). Every choice comes from
+    ``rng``: the same seed gives the same deliveries. ``stats`` counts what happened.
+    """
+
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        loss: float = 0.05,
+        reorder: float = 0.2,
+        duplicate: float = 0.1,
+        latency: tuple[float, float] = (0.05, 2.0),
+        reorder_delay: tuple[float, float] = (5.0, 600.0),
+        duplicate_delay: tuple[float, float] = (1.0, 3600.0),
+    ) -> None:
+        self.rng = rng
+        self.loss = loss
+        self.reorder = reorder
+        self.duplicate = duplicate
+        self.latency = latency
+        self.reorder_delay = reorder_delay
+        self.duplicate_delay = duplicate_delay
+        self._queue: list[tuple[datetime, int, Delivery]] = []
+        self._seq = itertools.count()
+        self.stats: dict[str, int] = {
+            "sent": 0,
+            "lost": 0,
+            "delayed": 0,
+            "duplicated": 0,
+            "delivered": 0,
+        }
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def send(self, emitter: WebhookEmitter, message: WebhookMessage, now: datetime) -> None:
+        """Hand ``message`` to the network at ``now``."""
+        import heapq
+
+        self.stats["sent"] += 1
+        if self.rng.random() < self.loss:
+            self.stats["lost"] += 1
+            return
+        delay = self.rng.uniform(*self.latency)
+        delayed = self.rng.random() < self.reorder
+        if delayed:
+            self.stats["delayed"] += 1
+            delay += self.rng.uniform(*self.reorder_delay)
+        first = utc(now) + timedelta(seconds=delay)
+        entries = [Delivery(at=first, emitter=emitter, message=message, delayed=delayed)]
+        if self.rng.random() < self.duplicate:
+            self.stats["duplicated"] += 1
+            again = first + timedelta(seconds=self.rng.uniform(*self.duplicate_delay))
+            entries.append(Delivery(at=again, emitter=emitter, message=message, attempt=2))
+        for entry in entries:
+            heapq.heappush(self._queue, (entry.at, next(self._seq), entry))
+
+    def next_at(self) -> datetime | None:
+        """When the next delivery is due, or ``None`` when nothing is in flight."""
+        return self._queue[0][0] if self._queue else None
+
+    def due(self, now: datetime) -> list[Delivery]:
+        """Take the deliveries due at ``now``, in delivery order."""
+        import heapq
+
+        out: list[Delivery] = []
+        while self._queue and self._queue[0][0] <= now:
+            out.append(heapq.heappop(self._queue)[2])
+        self.stats["delivered"] += len(out)
+        return out

@@ -25,6 +25,7 @@ import attrs
 
 from .._clock import Clock, SystemClock
 from .._connector import Caller, RetrySettings, read_batch, write_batch
+from .._drift import SCHEMA_DRIFT_CATEGORY, fits
 from .._exceptions import (
     MalformedPayloadError,
     PayloadTooLargeError,
@@ -466,6 +467,8 @@ class _Batch:
         self.outcomes: dict[str, int] = {}
         self.writes = 0
         self.planned: list[_Planned] = []
+        self._quarantine: dict[str, set[str]] = {}
+        self._known: dict[str, dict[tuple[Side, str], Mapping[str, Any]]] = {}
 
     def done(
         self, entry: InboxEntry, src: WebhookSource | None, outcome: EventOutcome, note: str
@@ -519,6 +522,14 @@ class _Batch:
             return
         if not fm.direction.allows_write(src.side.other):
             self.done(entry, src, EventOutcome.DEFERRED, "the field does not flow this way")
+            return
+        if fm.left in self._quarantined(sync):
+            self.done(entry, src, EventOutcome.DEFERRED, "the field is quarantined (schema drift)")
+            return
+        known = self._schemas(sync).get((src.side, str(event.field)))
+        if known is not None and not fits(event.value, known):
+            self._drift(sync, fm, src, event, known)
+            self.done(entry, src, EventOutcome.DEFERRED, "the value does not fit the field's type")
             return
         try:
             value = event.value if src.side is Side.LEFT else fm.transform.to_left(event.value)
@@ -587,6 +598,51 @@ class _Batch:
                 value=value,
                 base=base,
                 rule=decision.rule,
+            )
+        )
+
+    def _quarantined(self, sync: SyncDefinition) -> set[str]:
+        found = self._quarantine.get(sync.name)
+        if found is None:
+            items = self.storage.list_items(
+                sync=sync.name,
+                statuses=[Status.ESCALATED],
+                category=SCHEMA_DRIFT_CATEGORY,
+                limit=10_000,
+            )
+            found = {i.field for i in items if not i.left_key and not i.right_key}
+            self._quarantine[sync.name] = found
+        return found
+
+    def _schemas(self, sync: SyncDefinition) -> dict[tuple[Side, str], Mapping[str, Any]]:
+        found = self._known.get(sync.name)
+        if found is None:
+            found = {(f.side, f.field): f.info for f in self.storage.get_schemas(sync.name)}
+            self._known[sync.name] = found
+        return found
+
+    def _drift(
+        self,
+        sync: SyncDefinition,
+        fm: FieldMap,
+        src: WebhookSource,
+        event: ChangeEvent,
+        known: Mapping[str, Any],
+    ) -> None:
+        """Quarantine a field whose webhook value does not fit its known type, and escalate."""
+        self._quarantined(sync).add(fm.left)
+        self.step.new_items.append(
+            Discrepancy(
+                sync=sync.name,
+                field=fm.left,
+                status=Status.ESCALATED,
+                detected_at=self.now,
+                rule="schema",
+                category=SCHEMA_DRIFT_CATEGORY,
+                explanation=f"a webhook from {src.system} carried {event.value!r} for"
+                f" {event.field!r}, which does not fit its known type {known.get('type')!r}"
+                f" (options {known.get('options')!r}). Writes to this field are stopped until"
+                " an operator updates the mapping and resolves this item.",
             )
         )
 
