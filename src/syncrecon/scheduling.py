@@ -82,26 +82,48 @@ class IntervalScheduler:
         """Seconds until the next cycle is due (0 when it is due now)."""
         return max(0.0, (self.next_run - self.clock.now()).total_seconds())
 
-    def run_due(self) -> CycleReport | None:
-        """Run a cycle if one is due now; return its report (None if none ran)."""
+    def _claim_due(self) -> bool:
         now = self.clock.now()
         if now < self.next_run:
-            return None
+            return False
         self.next_run = now + self.every
-        try:
-            report = self.reconciler.run_cycle()
-        except LeaseHeldError:
-            log.info("cycle of %s skipped: another worker holds the lease", self.reconciler)
-            return None
-        except Exception as exc:
-            log.exception("cycle of %s failed", self.reconciler)
-            if self.on_error is not None:
-                self.on_error(exc)
-            return None
+        return True
+
+    def _ran(self, report: CycleReport) -> CycleReport:
         self.cycles_run += 1
         if self.on_report is not None:
             self.on_report(report)
         return report
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, LeaseHeldError):
+            log.info("cycle of %s skipped: another worker holds the lease", self.reconciler)
+            return
+        log.error("cycle of %s failed", self.reconciler, exc_info=exc)
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def run_due(self) -> CycleReport | None:
+        """Run a cycle if one is due now; return its report (None if none ran)."""
+        if not self._claim_due():
+            return None
+        try:
+            report = self.reconciler.run_cycle()
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        return self._ran(report)
+
+    async def arun_due(self) -> CycleReport | None:
+        """:meth:`run_due` for async hosts (``async def`` connectors run on this loop)."""
+        if not self._claim_due():
+            return None
+        try:
+            report = await self.reconciler.arun_cycle()
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        return self._ran(report)
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -139,12 +161,15 @@ class IntervalScheduler:
     async def run(self) -> None:
         """Run cycles on the calling event loop until :meth:`stop` or cancellation.
 
-        Each cycle runs in a worker thread, so the loop stays responsive.
+        Each cycle runs in a worker thread (``arun_cycle``), so the loop stays responsive.
         """
-        self._stop.clear()
         while not self._stop.is_set():
-            await anyio.to_thread.run_sync(self.run_due)
-            delay = self.seconds_until_due()
-            with anyio.move_on_after(delay):
-                while not self._stop.is_set():
-                    await anyio.sleep(min(1.0, max(delay, 0.01)))
+            await self.arun_due()
+            await _sleep_unless(self._stop, self.seconds_until_due())
+
+
+async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``, waking early (within 50 ms) once ``stop`` is set."""
+    with anyio.move_on_after(seconds):
+        while not stop.is_set():
+            await anyio.sleep(0.05)

@@ -16,14 +16,12 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
-from ._reconciler import Reconciler
-from .scheduling import IntervalScheduler
+from ._reconciler import CycleReport, Reconciler
+from .scheduling import IntervalScheduler, _sleep_unless
 from .webhooks._handler import ProcessReport, WebhookHandler
 
 __all__ = ["Worker", "load"]
@@ -47,12 +45,22 @@ class Worker:
         every: timedelta = timedelta(hours=4),
         poll: float = 1.0,
         coalesce: float = 0.2,
+        delay_first: bool = False,
+        on_report: Callable[[CycleReport], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         if handler is None and reconciler is None:
             raise ValueError("a worker needs a webhook handler, a reconciler, or both")
         self.handler = handler
         self.scheduler = (
-            IntervalScheduler(reconciler, every, clock=reconciler.clock)
+            IntervalScheduler(
+                reconciler,
+                every,
+                clock=reconciler.clock,
+                delay_first=delay_first,
+                on_report=on_report,
+                on_error=on_error,
+            )
             if reconciler is not None
             else None
         )
@@ -75,7 +83,6 @@ class Worker:
 
     def run_forever(self) -> None:
         """Run rounds until :meth:`stop` (blocking)."""
-        self._stop.clear()
         while not self._stop.is_set():
             try:
                 report = self.run_once()
@@ -101,13 +108,32 @@ class Worker:
             self._thread.join(timeout)
             self._thread = None
 
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def arun_once(self) -> ProcessReport | None:
+        """:meth:`run_once` for async hosts: ``async def`` connectors run on this loop."""
+        report = None
+        if self.handler is not None:
+            report = await self.handler.aprocess_pending()
+        if self.scheduler is not None:
+            await self.scheduler.arun_due()
+        return report
+
     async def run(self) -> None:
-        """Run rounds on the calling event loop (each in a worker thread) until :meth:`stop`."""
-        self._stop.clear()
+        """Run rounds on the calling event loop until :meth:`stop` (or cancellation)."""
         while not self._stop.is_set():
-            report = await anyio.to_thread.run_sync(self.run_once)
+            try:
+                report = await self.arun_once()
+            except Exception:
+                log.exception("worker round failed; trying again")
+                report = None
             idle = report is None or report.processed == 0
-            await anyio.sleep(self.poll if idle else self.coalesce)
+            await _sleep_unless(self._stop, self.poll if idle else self.coalesce)
 
 
 def load(path: str) -> Worker:
