@@ -83,10 +83,6 @@ MASS_DELETE_CATEGORY = "mass_delete"
 _SIDE_INDEX = {Side.LEFT: 0, Side.RIGHT: 1}
 
 
-def _tally() -> dict[str, int]:
-    return {}
-
-
 @attrs.frozen(kw_only=True)
 class CycleReport:
     """What one reconciliation cycle found and did.
@@ -1162,7 +1158,7 @@ class _Cycle:
                 self._write_existing(stash, side, connector, rows)
                 self._renew_lease()
             for rows in stash.planned(index, ("create",), caps.max_write_batch):
-                self._write_creates(stash, side, connector, rows)
+                self._write_creates(side, connector, rows)
                 self._renew_lease()
         self._finish_shared(stash)
 
@@ -1256,11 +1252,9 @@ class _Cycle:
         left_key = row[2]
         if row[1] != ChangeOp.DELETE.value and base:
             step.bases.append(BaseUpdate(sync=self.sync.name, left_key=left_key, values=base))
-        self._close_items(step, row[9], row[10], base)
+        self._close_items(step, row[9], row[10])
 
-    def _close_items(
-        self, step: Step, items_text: str | None, rules_text: str | None, base: Mapping[str, Any]
-    ) -> None:
+    def _close_items(self, step: Step, items_text: str | None, rules_text: str | None) -> None:
         items = _codec.loads(items_text) if items_text else []
         rules = _codec.loads(rules_text) if rules_text else []
         for rule in rules:
@@ -1270,7 +1264,6 @@ class _Cycle:
             step.item_updates.append(
                 ItemUpdate(id=item_id, status=Status.AUTO_RESOLVED, resolved_at=now)
             )
-        del base
 
     def _skip(self, step: Step, rows: list[tuple[Any, ...]]) -> None:
         self.t.skipped += len(rows)
@@ -1298,7 +1291,7 @@ class _Cycle:
             )
 
     def _write_creates(
-        self, stash: Stash, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
+        self, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
     ) -> None:
         changes = [
             Change(op=ChangeOp.CREATE, fields=_codec.loads(r[5]), ref=str(r[0])) for r in rows
@@ -1352,7 +1345,6 @@ class _Cycle:
                 )
             )
         self._commit(step)
-        del stash
 
     def _finish_shared(self, stash: Stash) -> None:
         """Links written on both sides: their bases move only once both writes landed."""
@@ -1360,7 +1352,7 @@ class _Cycle:
         for left_key, base_text, items_text, rules_text in stash.shared_complete():
             base = _codec.loads(base_text) if base_text else {}
             step.bases.append(BaseUpdate(sync=self.sync.name, left_key=left_key, values=base))
-            self._close_items(step, items_text, rules_text, base)
+            self._close_items(step, items_text, rules_text)
         self._commit(step)
 
     # -- reporting ---------------------------------------------------------------------------

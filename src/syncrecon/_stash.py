@@ -247,10 +247,6 @@ class Stash:
             last = rows[-1][0]
             yield rows
 
-    def count_planned(self, op: str) -> int:
-        """How many writes with ``op`` are planned."""
-        return int(self.db.execute("SELECT count(*) FROM plan WHERE op = ?", (op,)).fetchone()[0])
-
     def mark_done(self, ids: Sequence[int], done: int) -> None:
         """Record the outcome of planned writes (1 ok, -1 failed or skipped)."""
         self.db.executemany("UPDATE plan SET done = ? WHERE id = ?", [(done, i) for i in ids])
