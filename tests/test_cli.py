@@ -31,13 +31,24 @@ def test_demo_json_converges_and_keeps_the_database(tmp_path: Path) -> None:
     assert set(out["auto_resolved"]) >= {"merge", "recency", "source_of_truth", "create_on"}
     assert all(isinstance(v, int) for v in out["auto_resolved"].values())
     assert {"deal_value", "contract_dates"} <= set(out["escalated"])
+    # Both loops ran: the fast loop applied webhooks, dropped repeated deliveries, recognized
+    # the webhooks of syncrecon's own writes and refused changes older than applied ones.
+    events = out["webhook_events"]
+    assert all(isinstance(v, int) for v in events.values())
+    assert events["applied"] > 0
+    assert events["duplicate"] > 0
+    assert events["echo"] > 0
+    assert events["stale"] > 0
+    assert "rejected" not in events  # every simulated webhook is signed and well formed
     with sqlite3.connect(db) as conn:
         cycles = conn.execute("SELECT count(*) FROM cycles").fetchone()[0]
         escalated = conn.execute(
             "SELECT count(*) FROM items WHERE status = 'escalated'"
         ).fetchone()[0]
+        counted = conn.execute("SELECT count(*) FROM inbox WHERE outcome = 'applied'").fetchone()[0]
     assert cycles == len(out["cycles"])
     assert escalated == sum(out["escalated"].values())
+    assert counted == events["applied"]
 
 
 def test_demo_is_reproducible_with_a_seed() -> None:

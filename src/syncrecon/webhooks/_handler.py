@@ -551,6 +551,10 @@ class _Batch:
             return
         base = link.base.get(fm.left, MISSING)
         if base is not MISSING and values_equal(value, base):
+            # A change back to the synced value is still the newest change of this field: it
+            # moves the order guard and cancels an older change planned in this batch.
+            self.step.field_times.append((sync.name, link.left_key, fm.left, event.occurred_at))
+            self._supersede(sync.name, link.left_key, fm.left)
             self.done(entry, src, EventOutcome.ECHO, "equal to the last-synced value")
             return
         other = value if base is MISSING else base
@@ -600,6 +604,16 @@ class _Batch:
                 rule=decision.rule,
             )
         )
+
+    def _supersede(self, sync: str, left_key: str, field: str) -> None:
+        """Drop older planned writes of one field: a newer change in this batch replaced them."""
+        keep = []
+        for p in self.planned:
+            if (p.source.sync.name, p.left_key, p.fm.left) == (sync, left_key, field):
+                self.done(p.entry, p.source, EventOutcome.STALE, "superseded in its batch")
+            else:
+                keep.append(p)
+        self.planned = keep
 
     def _quarantined(self, sync: SyncDefinition) -> set[str]:
         found = self._quarantine.get(sync.name)
@@ -752,6 +766,10 @@ class _Batch:
         self.done(p.entry, p.source, EventOutcome.APPLIED, f"{p.rule}: written to {side}")
 
     def _conflict(self, p: _Planned, now_value: Any) -> None:
+        # The event is the newest known change of the field, even if it is not written.
+        self.step.field_times.append(
+            (p.source.sync.name, p.left_key, p.fm.left, p.event.occurred_at)
+        )
         self.step.new_items.append(
             Discrepancy(
                 sync=p.source.sync.name,
