@@ -19,7 +19,17 @@ import pytest
 
 import syncrecon
 
-PUBLIC_MODULES = ["syncrecon", "syncrecon.storage", "syncrecon.testing", "syncrecon.webhooks"]
+PUBLIC_MODULES = [
+    "syncrecon",
+    "syncrecon.dashboard",
+    "syncrecon.metrics",
+    "syncrecon.queue",
+    "syncrecon.storage",
+    "syncrecon.testing",
+    "syncrecon.web",
+    "syncrecon.webhooks",
+    "syncrecon.worker",
+]
 
 
 def isort_style(name: str) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m syncrecon demo | bench``."""
+"""The command line: ``python -m syncrecon demo | bench | worker | dashboard | queue``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="syncrecon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="two simulated CRMs drift; reconciliation repairs")
+    demo = commands.add_parser(
+        "demo", help="two simulated CRMs drift; both loops keep them in agreement"
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.add_argument("--db", help="keep the SQLite database at this path")
     demo.add_argument("--seed", type=int, default=7, help="make the run reproducible")
@@ -33,7 +35,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("app", help="import path of a Worker, WebhookHandler or Reconciler")
     worker.add_argument("--once", action="store_true", help="one round, then exit")
 
+    from .dashboard import register_cli as register_dashboard
+    from .queue import register_cli as register_queue
+
+    register_dashboard(commands)
+    register_queue(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        from .dashboard import run_cli as run_dashboard
+
+        return run_dashboard(args)
+    if args.command == "queue":
+        from .queue import run_cli as run_queue
+
+        return run_queue(args)
     if args.command == "worker":
         import logging
 

@@ -25,7 +25,16 @@ from ._clock import Clock, utc
 from ._exceptions import PermanentError, RateLimitedError
 from ._models import Capabilities, Change, ChangeOp, FieldInfo, Page, Record, WriteResult
 
-__all__ = ["GeneratedSystem", "ManualClock", "SimulatedSystem", "WriteLogEntry"]
+__all__ = [
+    "Delivery",
+    "FlakyNetwork",
+    "GeneratedSystem",
+    "ManualClock",
+    "SimulatedSystem",
+    "WebhookEmitter",
+    "WebhookMessage",
+    "WriteLogEntry",
+]
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 

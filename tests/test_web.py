@@ -1,0 +1,408 @@
+"""The queue's web pages over real HTTP: uvicorn on loopback in a thread, driven with httpx.
+
+Escalations come from a real reconciler over two simulated systems (``test_queue.World``) on
+a SQLite file; every form post goes through the same checks a browser's would meet (the
+``Origin`` header, the form encoding), and the systems' write logs show what was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import re
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from syncrecon import Status
+from syncrecon.queue import OperatorQueue
+from syncrecon.storage import Discrepancy, Step, Storage
+from syncrecon.testing import ManualClock
+from syncrecon.web import QueueApp
+from test_queue import World, amount_conflict
+
+TIMEOUT = 10.0
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (an ephemeral port); yield its base URL."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="on", log_config=None, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-queue", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), "uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+
+
+@pytest.fixture
+def world(sqlite_storage: Storage, clock: ManualClock) -> World:
+    return World(sqlite_storage, clock)
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[httpx.Client]:
+    with serve(QueueApp(world.queue)) as url, httpx.Client(base_url=url, timeout=TIMEOUT) as c:
+        c.headers["origin"] = url
+        yield c
+
+
+def hidden(page: str, name: str) -> str:
+    match = re.search(rf'<input type="hidden" name="{name}" value="([^"]*)">', page)
+    assert match is not None, f"no hidden {name} in the page"
+    return html.unescape(match[1])
+
+
+def post(client: httpx.Client, path: str, **form: str) -> httpx.Response:
+    return client.post(path, data=form)
+
+
+# --------------------------------------------------------------------------------------------
+# Pages
+
+
+def test_the_list_page_shows_the_queue_and_filters_it(world: World, client: httpx.Client) -> None:
+    (lk, rk), item_id = amount_conflict(world)
+    world.left.edit(lk, stage="won")
+    world.cycle()
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    page = response.text
+    assert f'href="/items/{item_id}"' in page
+    assert "deal_value" in page
+    assert f"{lk} / {rk}" in page
+    assert "2 items, newest first." in page
+    assert "<script" not in page
+
+    only_stage = client.get("/", params={"category": "stage"}).text
+    assert f'href="/items/{item_id}"' not in only_stage
+    assert "1 item, newest first." in only_stage
+    assert "No items match." in client.get("/", params={"status": "dismissed"}).text
+    assert client.get("/", params={"status": "pending"}).status_code == 400
+    assert client.get("/", params={"limit": "many"}).status_code == 400
+    head = client.head("/")
+    assert head.status_code == 200
+    assert head.content == b""
+
+
+def test_the_item_page_shows_values_and_forms(world: World, client: httpx.Client) -> None:
+    (_lk, _rk), item_id = amount_conflict(world)
+    page = client.get(f"/items/{item_id}").text
+    assert f"Item #{item_id}" in page
+    assert "<code>150</code>" in page
+    assert "<code>100</code>" in page
+    assert "deal_value" in page
+    for action in ("resolve", "dismiss", "assign"):
+        assert f'action="/items/{item_id}/{action}"' in page
+    assert hidden(page, "seen_left") == "150"
+    assert client.get("/items/424242").status_code == 404
+    assert client.get("/items/" + "9" * 40).status_code == 404
+    assert post(client, "/items/424242/assign", to="x").status_code == 404
+    assert client.get("/nowhere").status_code == 404
+    flood = "&".join(f"p{i}=1" for i in range(60))
+    assert client.get(f"/?{flood}").status_code == 400
+    not_allowed = client.post(f"/items/{item_id}", data={})
+    assert not_allowed.status_code == 405
+    assert not_allowed.headers["allow"] == "GET, HEAD"
+    assert client.get(f"/items/{item_id}/resolve").headers["allow"] == "POST"
+
+
+# --------------------------------------------------------------------------------------------
+# Forms
+
+
+def test_resolve_by_form_writes_the_system_and_redirects(
+    world: World, client: httpx.Client
+) -> None:
+    (lk, rk), item_id = amount_conflict(world)
+    page = client.get(f"/items/{item_id}").text
+    response = post(
+        client,
+        f"/items/{item_id}/resolve",
+        take="left",
+        by="ada",
+        note="as signed",
+        seen_left=hidden(page, "seen_left"),
+        seen_right=hidden(page, "seen_right"),
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/items/{item_id}?done=resolved"
+    assert world.right.get(rk).fields["Amount"] == 150
+    assert [dict(e.fields) for e in world.right.write_log] == [{"Amount": 150}]
+    item = world.storage.get_item(item_id)
+    assert item.status is Status.RESOLVED
+    assert item.assignee == "ada"
+    after = client.get(response.headers["location"]).text
+    assert "Resolved: the value is written" in after
+    assert 'action="/items/' not in after  # a closed item has no forms
+    assert world.base(lk)["amount"] == 150
+
+
+def test_resolve_with_a_custom_json_value(world: World, client: httpx.Client) -> None:
+    (lk, rk), item_id = amount_conflict(world)
+    response = post(client, f"/items/{item_id}/resolve", take="value", value="135")
+    assert response.headers["location"].endswith("done=resolved")
+    assert world.left.get(lk).fields["amount"] == 135
+    assert world.right.get(rk).fields["Amount"] == 135
+    closed = post(client, f"/items/{item_id}/resolve", take="right")
+    assert closed.status_code == 409
+    assert "resolved already" in closed.text
+
+
+def test_a_bad_custom_value_is_refused(world: World, client: httpx.Client) -> None:
+    _keys, item_id = amount_conflict(world)
+    bad = post(client, f"/items/{item_id}/resolve", take="value", value="not json")
+    assert bad.status_code == 400
+    assert "not JSON" in bad.text
+    assert post(client, f"/items/{item_id}/resolve").status_code == 400  # no choice
+    assert post(client, f"/items/{item_id}/resolve", take="up").status_code == 400
+    assert world.right.write_log == []
+
+
+def test_a_page_older_than_the_items_values_resolves_nothing(
+    world: World, client: httpx.Client
+) -> None:
+    (lk, _rk), item_id = amount_conflict(world)
+    page = client.get(f"/items/{item_id}").text
+    world.left.edit(lk, amount=160)
+    world.cycle()  # the cycle records the new left value on the same item
+    response = post(
+        client,
+        f"/items/{item_id}/resolve",
+        take="left",
+        seen_left=hidden(page, "seen_left"),
+        seen_right=hidden(page, "seen_right"),
+    )
+    assert response.headers["location"] == f"/items/{item_id}?done=stale"
+    assert world.right.write_log == []
+    assert "changed after this page was loaded" in client.get(response.headers["location"]).text
+
+
+def test_a_changed_record_sends_the_item_back_to_review(world: World, client: httpx.Client) -> None:
+    (_lk, rk), item_id = amount_conflict(world)
+    world.right.edit(rk, Amount=999)
+    response = post(client, f"/items/{item_id}/resolve", take="left")
+    assert response.headers["location"] == f"/items/{item_id}?done=changed"
+    assert world.right.get(rk).fields["Amount"] == 999
+    page = client.get(response.headers["location"]).text
+    assert "changed since opened: right is now 999" in page
+
+
+def test_dismiss_and_assign_by_form(world: World, client: httpx.Client) -> None:
+    _keys, item_id = amount_conflict(world)
+    response = post(client, f"/items/{item_id}/assign", to="bea")
+    assert response.headers["location"] == f"/items/{item_id}?done=assigned"
+    item = world.storage.get_item(item_id)
+    assert (item.assignee, item.status) == ("bea", Status.ESCALATED)
+    assert 'value="bea"' in client.get(f"/items/{item_id}").text
+    assert post(client, f"/items/{item_id}/dismiss", reason="").status_code == 400
+    response = post(client, f"/items/{item_id}/dismiss", reason="duplicate test deal", by="bea")
+    assert response.headers["location"] == f"/items/{item_id}?done=dismissed"
+    item = world.storage.get_item(item_id)
+    assert item.status is Status.DISMISSED
+    assert item.note == "bea: dismissed: duplicate test deal"
+    assert world.left.write_log == world.right.write_log == []
+    assert post(client, f"/items/{item_id}/dismiss", reason="again").status_code == 409
+
+
+def test_a_record_level_item_is_acknowledged_by_form(world: World, client: httpx.Client) -> None:
+    world.left.create({"email": "dup@example.com"})
+    world.left.create({"email": "Dup@example.com"})
+    world.cycle()
+    item = world.queue.list(category="possible_duplicate")[0]
+    page = client.get(f"/items/{item.id}").text
+    assert "Acknowledge and close" in page
+    response = post(client, f"/items/{item.id}/resolve", by="cy")
+    assert response.headers["location"] == f"/items/{item.id}?done=acknowledged"
+    assert world.storage.get_item(item.id or 0).status is Status.RESOLVED
+
+
+def test_resolving_without_the_sync_definition_says_why(world: World) -> None:
+    _keys, item_id = amount_conflict(world)
+    reader = OperatorQueue(world.storage, clock=world.clock)
+    with serve(QueueApp(reader)) as url, httpx.Client(base_url=url) as c:
+        response = c.post(
+            f"/items/{item_id}/resolve", data={"take": "left"}, headers={"origin": url}
+        )
+        assert response.status_code == 400
+        assert "needs that sync definition" in response.text
+        assert c.get(f"/items/{item_id}").status_code == 200
+    assert world.right.write_log == []
+
+
+# --------------------------------------------------------------------------------------------
+# Protection and escaping
+
+
+def test_cross_origin_posts_are_refused(world: World, client: httpx.Client) -> None:
+    _keys, item_id = amount_conflict(world)
+    url = f"/items/{item_id}/resolve"
+    refused = client.post(url, data={"take": "left"}, headers={"origin": "http://evil.example"})
+    assert refused.status_code == 403
+    assert "not sent from this site" in refused.text
+    assert client.post(url, data={"take": "left"}, headers={"origin": "null"}).status_code == 403
+    bare = httpx.post(str(client.base_url.join(url)), data={"take": "left"})
+    assert bare.status_code == 403  # neither Origin nor Referer
+    referred = httpx.post(
+        str(client.base_url.join(url)),
+        data={"take": "left"},
+        headers={"referer": "http://evil.example/page"},
+    )
+    assert referred.status_code == 403
+    assert world.right.write_log == []
+    assert world.storage.get_item(item_id).status is Status.ESCALATED
+    # The same site's Referer is enough when a browser sends no Origin.
+    ok = httpx.post(
+        str(client.base_url.join(url)),
+        data={"take": "left"},
+        headers={"referer": str(client.base_url.join(f"/items/{item_id}"))},
+    )
+    assert ok.status_code == 303
+
+
+def test_trusted_origins_and_the_operator_hook(world: World) -> None:
+    _keys, item_id = amount_conflict(world)
+    app = QueueApp(
+        world.queue,
+        trusted_origins=["https://ops.example.com"],
+        operator=lambda scope: "sso:dora",
+    )
+    with serve(app) as url, httpx.Client(base_url=url) as c:
+        assert 'name="by"' not in c.get(f"/items/{item_id}").text
+        response = c.post(
+            f"/items/{item_id}/assign",
+            data={"to": "eve", "by": "mallory"},
+            headers={"origin": "https://ops.example.com"},
+        )
+        assert response.status_code == 303
+        response = c.post(
+            f"/items/{item_id}/resolve",
+            data={"take": "left", "by": "mallory"},
+            headers={"origin": "https://ops.example.com:443"},
+        )
+        assert response.status_code == 303
+    item = world.storage.get_item(item_id)
+    assert item.assignee == "sso:dora"
+    assert item.note is not None
+    assert item.note.startswith("sso:dora: took the left value")
+
+
+def test_only_url_encoded_forms_of_bounded_size(world: World) -> None:
+    _keys, item_id = amount_conflict(world)
+    with serve(QueueApp(world.queue, max_body_bytes=256)) as url, httpx.Client(base_url=url) as c:
+        path = f"/items/{item_id}/assign"
+        as_json = c.post(path, json={"to": "x"}, headers={"origin": url})
+        assert as_json.status_code == 415
+        big = c.post(path, data={"to": "x" * 1000}, headers={"origin": url})
+        assert big.status_code == 413
+    assert world.storage.get_item(item_id).assignee is None
+
+
+def test_data_is_escaped_everywhere(world: World, client: httpx.Client) -> None:
+    evil = "<script>alert(1)</script>"
+    now = world.clock.now()
+    item = Discrepancy(
+        sync=f"s{evil}",
+        field=f"f{evil}",
+        status=Status.ESCALATED,
+        detected_at=now,
+        left_key=f"k{evil}",
+        right_key='r"><img src=x onerror=alert(2)>',
+        left_value=evil,
+        right_value={"html": evil},
+        has_base=True,
+        base_value=evil,
+        category=f"c{evil}",
+        rule=evil,
+        explanation=f"because {evil}",
+        note=evil,
+        assignee=evil,
+    )
+    (item_id,) = world.storage.commit(Step(at=now, new_items=[item]))
+    world.storage.commit(Step(at=now, new_items=[attrs.evolve(item, field="x")]))  # history
+    pages = [
+        client.get("/").text,
+        client.get(f"/items/{item_id}").text,
+        client.get("/", params={"key": f"k{evil}", "category": evil}).text,
+    ]
+    for page in pages:
+        assert "<script>" not in page
+        assert "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[1]
+    assert "k%3Cscript%3Ealert%281%29%3C%2Fscript%3E" in pages[1]  # the key's filter link
+
+
+# --------------------------------------------------------------------------------------------
+# The dashboard and mounting
+
+
+def test_the_dashboard_page(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("syncrecon.dashboard")
+
+    class Rendered:
+        def __init__(self, storage: Storage) -> None:
+            self.storage = storage
+
+        def to_html(self) -> str:
+            return "<!DOCTYPE html><title>dash</title><svg></svg>"
+
+    fake.build_dashboard = Rendered  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "syncrecon.dashboard", fake)
+    with serve(QueueApp(world.queue)) as url, httpx.Client(base_url=url) as c:
+        response = c.get("/dashboard")
+        assert response.status_code == 200
+        assert response.text == "<!DOCTYPE html><title>dash</title><svg></svg>"
+    with serve(QueueApp(world.queue, dashboard=False)) as url, httpx.Client(base_url=url) as c:
+        assert c.get("/dashboard").status_code == 404
+        assert 'href="/dashboard"' not in c.get("/").text
+    # Without the module, the page is not found.
+    monkeypatch.setitem(sys.modules, "syncrecon.dashboard", None)
+    with serve(QueueApp(world.queue)) as url, httpx.Client(base_url=url) as c:
+        assert c.get("/dashboard").status_code == 404
+
+
+def test_mounted_under_a_prefix(world: World) -> None:
+    _keys, item_id = amount_conflict(world)
+    outer = Starlette(routes=[Mount("/ops/queue", app=QueueApp(world.queue))])
+    with serve(outer) as url, httpx.Client(base_url=url) as c:
+        listing = c.get("/ops/queue/").text
+        assert f'href="/ops/queue/items/{item_id}"' in listing
+        assert 'action="/ops/queue/"' in listing
+        page = c.get(f"/ops/queue/items/{item_id}").text
+        assert f'action="/ops/queue/items/{item_id}/resolve"' in page
+        response = c.post(
+            f"/ops/queue/items/{item_id}/assign", data={"to": "fin"}, headers={"origin": url}
+        )
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/ops/queue/items/{item_id}?done=assigned"
+    assert world.storage.get_item(item_id).assignee == "fin"
