@@ -13,13 +13,13 @@ import random
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ._connector import RetrySettings
 from ._exceptions import TransientError
-from ._models import Side
+from ._models import FieldInfo, Side
 from ._policy import values_equal
 from ._reconciler import CycleReport, Reconciler
 from ._scenario import NOTES, TAGS, deal_sync, hubspot_deal, simulated_pair, to_salesforce
@@ -243,8 +243,8 @@ def _disagreements(
             bad += 1
             continue
         for fm in sync.fields:
-            if (left_key, fm.left) in escalated:
-                continue
+            if (left_key, fm.left) in escalated or (None, fm.left) in escalated:
+                continue  # waiting for an operator (a quarantined field included)
             if not values_equal(left.get(fm.left), fm.transform.to_left(right.get(fm.right))):
                 bad += 1
     return bad
@@ -253,7 +253,9 @@ def _disagreements(
 def run_demo(*, seed: int = 7, records: int = 3000, db: str | None = None) -> dict[str, Any]:
     """Run the demo and return its summary (what ``--json`` prints)."""
     rng = random.Random(seed)
-    clock = ManualClock(tick=timedelta(milliseconds=10))
+    # The simulated day ends about now, so `dashboard --db` shows it in its default window.
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    clock = ManualClock(start, tick=timedelta(milliseconds=10))
     hubspot, salesforce = simulated_pair(clock)
     pairs: list[tuple[str, str]] = []
     for i in range(records):
@@ -301,13 +303,32 @@ def run_demo(*, seed: int = 7, records: int = 3000, db: str | None = None) -> di
         fast.report_writes()  # the providers report the cycle's writes: the fast loop's echoes
         fast.settle()
         hubspot.faults.rejected.clear()  # the workflow lock is lifted
-        for _ in range(2):
-            clock.advance(timedelta(hours=4))
-            reports.append(reconciler.run_cycle())
-            fast.report_writes()
-            fast.settle()
+
+        # A Salesforce admin turns the tags multi-select into a text field mid-run: the next
+        # cycle quarantines the field and escalates it once; tag edits are held back.
+        salesforce.set_fields(
+            [
+                FieldInfo(name="Tags__c", type="textarea") if f.name == "Tags__c" else f
+                for f in salesforce.describe_fields()
+            ]
+        )
+        edits["schema change: Tags__c became a text field"] = 1
+        for n, (h, _s) in enumerate(pairs[:5]):
+            clock.advance(timedelta(hours=4) if n == 0 else timedelta(seconds=30))
+            if n == 0:
+                reports.append(reconciler.run_cycle())
+                fast.report_writes()
+                fast.settle()
+            fast.edit(hubspot, h, tags=["priority"])
+        edits["tags edited while quarantined"] = 5
+        fast.settle()
+        clock.advance(timedelta(hours=4))
+        reports.append(reconciler.run_cycle())
+        fast.report_writes()
+        fast.settle()
         remaining = _disagreements(reconciler, hubspot, salesforce)
         last = reports[-1]
+        quarantined = list(last.quarantined)
         items = storage.list_items(sync="deals", limit=10_000_000)
         webhook_events: Counter[str] = Counter()
         for labels, n in storage.counter_totals("webhook_events"):
@@ -328,6 +349,7 @@ def run_demo(*, seed: int = 7, records: int = 3000, db: str | None = None) -> di
         "escalated": dict(sorted(escalated.items())),
         "api_calls": cycle_calls,
         "webhook_events": dict(sorted(webhook_events.items())),
+        "quarantined": quarantined,
         "fast_loop": {
             "webhooks_sent": fast.network.stats["sent"],
             "lost": fast.network.stats["lost"],
@@ -387,6 +409,11 @@ def render(summary: Mapping[str, Any]) -> str:
     lines.append(f"auto-resolved by rule: {summary['auto_resolved']}")
     lines.append(f"escalated to an operator by category: {summary['escalated']}")
     lines.append(f"API calls: {summary['api_calls']}")
+    if summary.get("quarantined"):
+        lines.append(
+            f"quarantined by schema drift: {', '.join(summary['quarantined'])} (writes held back"
+            " until an operator resolves its schema_drift item)"
+        )
     verdict = "yes" if summary["converged"] else "NO"
     lines.append(
         f"the systems agree on every non-escalated field: {verdict}"

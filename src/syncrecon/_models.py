@@ -176,13 +176,15 @@ class Capabilities:
     describes_fields: bool = True
 
 
+def _opt_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class FieldInfo:
     """A field as a connector describes it: its name, type and allowed options."""
 
     name: str
     type: str = "string"
-    options: tuple[str, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
-    )
+    options: tuple[str, ...] | None = attrs.field(default=None, converter=_opt_tuple)
     required: bool = False

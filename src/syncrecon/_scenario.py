@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
-from ._models import Side
+from ._models import FieldInfo, Side
 from ._policy import escalate, merge, recency, source_of_truth
 from ._sync import FieldMap, NaturalKey, SyncDefinition, value_map
 from .testing import GeneratedSystem, ManualClock, SimulatedSystem
@@ -85,6 +85,26 @@ def to_salesforce(deal: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+HUBSPOT_FIELDS = [
+    FieldInfo(name="email", type="string"),
+    FieldInfo(name="dealname", type="string"),
+    FieldInfo(name="dealstage", type="enumeration", options=tuple(STAGES)),
+    FieldInfo(name="notes", type="string"),
+    FieldInfo(name="tags", type="multi_enumeration", options=tuple(TAGS)),
+    FieldInfo(name="amount", type="number"),
+    FieldInfo(name="closedate", type="date"),
+]
+SALESFORCE_FIELDS = [
+    FieldInfo(name="Email", type="email"),
+    FieldInfo(name="Name", type="string"),
+    FieldInfo(name="StageName", type="picklist", options=tuple(STAGES.values())),
+    FieldInfo(name="Description", type="textarea"),
+    FieldInfo(name="Tags__c", type="multipicklist", options=tuple(TAGS)),
+    FieldInfo(name="Amount", type="currency"),
+    FieldInfo(name="CloseDate", type="date"),
+]
+
+
 def simulated_pair(clock: ManualClock) -> tuple[SimulatedSystem, SimulatedSystem]:
     """Empty HubSpot-like and Salesforce-like systems with their providers' page sizes."""
     hubspot = SimulatedSystem(
@@ -95,6 +115,7 @@ def simulated_pair(clock: ManualClock) -> tuple[SimulatedSystem, SimulatedSystem
         max_read_batch=100,
         max_write_batch=100,
         field_timestamps=True,
+        fields=HUBSPOT_FIELDS,
     )
     salesforce = SimulatedSystem(
         "salesforce",
@@ -103,6 +124,7 @@ def simulated_pair(clock: ManualClock) -> tuple[SimulatedSystem, SimulatedSystem
         page_size=2000,
         max_read_batch=2000,
         max_write_batch=200,
+        fields=SALESFORCE_FIELDS,
     )
     return hubspot, salesforce
 
