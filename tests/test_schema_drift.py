@@ -97,6 +97,8 @@ def test_a_breaking_change_quarantines_the_field_and_escalates_once(
     assert right.get("s1").fields["Notes"] == "new note"  # other fields still flow
     again = rec.run_cycle()
     assert again.quarantined == ("stage",)
+    assert again.escalated == {}  # waiting already: not escalated (or counted) again
+    assert storage.counter_totals("schema_changes") == [({"breaking": "true", "sync": "deals"}, 1)]
     (item,) = _drift_items(storage)
     assert item.status is Status.ESCALATED
     assert item.field == "stage"

@@ -306,3 +306,127 @@ def test_validly_signed_garbage_is_a_400_never_a_500(body: bytes) -> None:
 
 
 _FUZZ_WORLD = World(MemoryStorage())
+
+
+# -- found in review ---------------------------------------------------------------------------
+
+
+def test_the_fast_loop_leaves_a_field_waiting_for_an_operator_alone(storage: Storage) -> None:
+    w = World(storage)
+    # Both sides change notes within the skew: reconciliation escalates the conflict.
+    w.left.edit("h1", notes="left")
+    w.right.edit("s1", Notes="right")
+    assert w.reconciler.run_cycle().escalated == {"unresolved_conflict": 1}
+    w.right.edit("s1", Notes="n0")  # someone puts Salesforce back
+    w.clock.advance(60)
+    w.left.edit("h1", notes="newer left")
+    w.handler.handle(w.request("hubspot", [w.change("h1", "notes", "newer left")]))
+    assert w.right.get("s1").fields["Notes"] == "n0"  # not written
+    (item,) = storage.list_items(sync="deals", statuses=[Status.ESCALATED])
+    assert item.category == "unresolved_conflict"  # and still escalated
+    assert _outcomes(w) == {"deferred": 1}
+    w.reconciler.run_cycle()
+    assert w.right.get("s1").fields["Notes"] == "n0"  # the slow loop does not resolve it either
+
+
+def test_an_escalated_item_is_never_lowered_to_open(storage: Storage) -> None:
+    w = World(storage, inline=False)
+    w.left.edit("h1", notes="left")
+    w.right.edit("s1", Notes="right")
+    w.reconciler.run_cycle()
+    from syncrecon.storage import Discrepancy, Step
+
+    storage.commit(  # what a fast-loop conflict would add for the same field
+        Step(
+            at=w.clock.now(),
+            new_items=[
+                Discrepancy(
+                    sync="deals",
+                    field="notes",
+                    status=Status.OPEN,
+                    detected_at=w.clock.now(),
+                    left_key="h1",
+                    right_key="s1",
+                    rule="fast_loop",
+                )
+            ],
+        )
+    )
+    (item,) = storage.list_items(sync="deals", statuses=[Status.ESCALATED, Status.OPEN])
+    assert (item.status, item.category) == (Status.ESCALATED, "unresolved_conflict")
+
+
+def test_an_outbox_entry_superseded_by_a_newer_change_is_dropped(storage: Storage) -> None:
+    w = World(storage)
+    w.handler.retry = type(w.handler.retry)(sleep=lambda s: None, attempts=1)
+    w.right.fail_next("write_records", TransientError("503"))
+    w.left.edit("h1", notes="A")
+    w.handler.handle(w.request("hubspot", [w.change("h1", "notes", "A")]))  # to the outbox
+    w.clock.advance(5)
+    w.left.edit("h1", notes="n0")  # undone: back to the synced value
+    w.handler.handle(w.request("hubspot", [w.change("h1", "notes", "n0")]))
+    w.clock.advance(timedelta(hours=1))
+    report = w.handler.process_pending()
+    assert (report.outbox_retried, report.writes) == (1, 0)
+    assert w.right.get("s1").fields["Notes"] == "n0"
+
+
+def test_an_outbox_entry_waits_while_its_field_is_quarantined(storage: Storage) -> None:
+    from syncrecon.storage import Discrepancy, ItemUpdate, Step
+
+    w = World(storage)
+    w.handler.retry = type(w.handler.retry)(sleep=lambda s: None, attempts=1)
+    w.right.fail_next("write_records", TransientError("503"))
+    w.left.edit("h1", notes="A")
+    w.handler.handle(w.request("hubspot", [w.change("h1", "notes", "A")]))
+    (drift_id,) = storage.commit(
+        Step(
+            at=w.clock.now(),
+            new_items=[
+                Discrepancy(
+                    sync="deals",
+                    field="notes",
+                    status=Status.ESCALATED,
+                    detected_at=w.clock.now(),
+                    category="schema_drift",
+                    rule="schema",
+                )
+            ],
+        )
+    )
+    w.clock.advance(timedelta(hours=1))
+    assert w.handler.process_pending().writes == 0
+    assert w.right.get("s1").fields["Notes"] == "n0"  # held while quarantined
+    storage.commit(
+        Step(
+            at=w.clock.now(),
+            item_updates=[
+                ItemUpdate(id=drift_id, status=Status.RESOLVED, resolved_at=w.clock.now())
+            ],
+        )
+    )
+    w.clock.advance(timedelta(hours=1))
+    assert w.handler.process_pending().writes == 1
+    assert w.right.get("s1").fields["Notes"] == "A"
+
+
+@pytest.mark.parametrize("host", ["[", "a]b", "::", "%zz"])
+def test_a_malformed_host_or_url_is_a_4xx(storage: Storage, host: str) -> None:
+    w = World(storage)
+    request = w.request("hubspot", [w.change("h1", "stage", "won")])
+    bad = WebhookRequest(
+        method="POST",
+        url=f"http://{host}/webhooks/hubspot",
+        headers=request.headers,
+        body=request.body,
+    )
+    assert w.handler.handle(bad).status in (200, 400, 401, 404)
+    assert w.handler.reject_too_large("POST", f"http://{host}/webhooks/hubspot").status == 413
+
+
+def test_wrong_methods_are_counted_as_rejections(storage: Storage) -> None:
+    w = World(storage)
+    request = w.request("hubspot", [w.change("h1", "stage", "won")])
+    get = WebhookRequest(method="GET", url=request.url, headers=request.headers, body=b"")
+    assert w.handler.handle(get).status == 405
+    assert _outcomes(w) == {"rejected": 1}

@@ -19,6 +19,7 @@ Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
         ├── TimestampError                    stale or future timestamp (401)
         ├── PayloadTooLargeError              body over the configured cap (413)
         ├── MalformedPayloadError (ValueError) not JSON, or not the expected shape (400)
+        ├── MethodNotAllowedError             not a POST (405)
         └── UnknownSourceError (LookupError)  no handler for that source (404)
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "CycleHaltedError",
     "LeaseHeldError",
     "MalformedPayloadError",
+    "MethodNotAllowedError",
     "PayloadTooLargeError",
     "PermanentError",
     "RateLimitedError",
@@ -138,6 +140,12 @@ class MalformedPayloadError(WebhookError, ValueError):
     """The body is not valid JSON or not the shape the parser expects."""
 
     status_code = 400
+
+
+class MethodNotAllowedError(WebhookError):
+    """Webhooks are POSTed; any other method is refused."""
+
+    status_code = 405
 
 
 class UnknownSourceError(WebhookError, LookupError):

@@ -415,6 +415,11 @@ class _Cycle:
         stored = {(s.side, s.field): s for s in self.storage.get_schemas(self.sync.name)}
         step = Step(at=self.clock.now())
         breaking: dict[str, list[str]] = {}
+        earlier = {
+            key[3]
+            for key, item in self.active.items()
+            if item.category == _drift.SCHEMA_DRIFT_CATEGORY and key[1] == key[2] == ""
+        }
         for fm in self._fields:
             for side, by_name in described.items():
                 name = fm.left if side is Side.LEFT else fm.right
@@ -430,8 +435,8 @@ class _Cycle:
                             )
                         )
                 change = _drift.classify(fm, side, None if old is None else old.info, new)
-                if change is None:
-                    continue
+                if change is None or (change.breaking and fm.left in earlier):
+                    continue  # nothing new, or already waiting for an operator
                 if change.breaking:
                     breaking.setdefault(fm.left, []).append(change.description)
                 step.counters.append(
@@ -455,11 +460,6 @@ class _Cycle:
                 )
             )
         self._commit(step)
-        earlier = {
-            key[3]
-            for key, item in self.active.items()
-            if item.category == _drift.SCHEMA_DRIFT_CATEGORY and key[1] == key[2] == ""
-        }
         return frozenset(earlier | set(breaking))
 
     def _incremental(

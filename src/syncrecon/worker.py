@@ -20,6 +20,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import anyio.to_thread
+
 from ._reconciler import CycleReport, Reconciler
 from .scheduling import IntervalScheduler, _sleep_unless
 from .webhooks._handler import ProcessReport, WebhookHandler
@@ -33,8 +35,10 @@ class Worker:
     """Drains ``handler``'s inbox and outbox every ``poll`` seconds (when given a handler) and
     runs ``reconciler``'s cycles every ``every`` (when given a reconciler).
 
-    Waiting ``coalesce`` after the first pending event lets a burst of webhooks for the same
-    records arrive, so their writes go out in one batch.
+    After a round that processed events the next one comes ``coalesce`` seconds later (after
+    ``poll`` seconds when idle): the events of a burst that arrive in between are drained
+    together, and their writes to one system go out as one batch (the latest change of each
+    field winning). ``coalesce`` is the fast loop's coalescing window.
     """
 
     def __init__(
@@ -92,8 +96,18 @@ class Worker:
             idle = report is None or report.processed == 0
             self._stop.wait(self.poll if idle else self.coalesce)
 
+    def check_schema(self) -> None:
+        """Check the connectors' field descriptions now (the worker does it when it starts)."""
+        if self.scheduler is None:
+            return
+        try:
+            self.scheduler.reconciler.check_schema()
+        except Exception:
+            log.exception("the start-up schema check failed; the next cycle checks again")
+
     def start(self) -> None:
-        """Run rounds in a daemon thread."""
+        """Check the schema, then run rounds in a daemon thread."""
+        self.check_schema()
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the worker is already running")
         self._thread = threading.Thread(
@@ -125,7 +139,9 @@ class Worker:
         return report
 
     async def run(self) -> None:
-        """Run rounds on the calling event loop until :meth:`stop` (or cancellation)."""
+        """Check the schema, then run rounds on the calling event loop until :meth:`stop`."""
+        if self.scheduler is not None:
+            await anyio.to_thread.run_sync(self.check_schema)
         while not self._stop.is_set():
             try:
                 report = await self.arun_once()

@@ -253,6 +253,8 @@ class OutboxEntry:
     last_error: str | None = None
     status: str = "pending"
     created_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
+    source_time: datetime | None = attrs.field(default=None, converter=_opt_utc)
+    """When the change happened at the source (a newer change of the field supersedes it)."""
     id: int | None = None
 
 

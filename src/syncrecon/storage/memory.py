@@ -244,6 +244,14 @@ class MemoryStorage:
                 )
                 if existing is not None:
                     old_item = items[existing]
+                    if old_item.status is Status.ESCALATED and stored.status is Status.OPEN:
+                        # Never lowered: an escalated item waits for an operator.
+                        stored = attrs.evolve(
+                            stored,
+                            status=Status.ESCALATED,
+                            rule=old_item.rule,
+                            category=old_item.category,
+                        )
                     stored = attrs.evolve(
                         stored,
                         id=existing,

@@ -581,8 +581,8 @@ class SQLiteStorage:
         if step.outbox_add:
             db.executemany(
                 "INSERT INTO outbox (sync, side, key, left_key, right_key, fields, expect, base,"
-                " attempts, next_at, last_error, status, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " attempts, next_at, last_error, status, created_at, source_time)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         o.sync,
@@ -598,6 +598,7 @@ class SQLiteStorage:
                         o.last_error,
                         o.status,
                         _opt_ts(o.created_at) or now,
+                        _opt_ts(o.source_time),
                     )
                     for o in step.outbox_add
                 ],
@@ -714,6 +715,7 @@ class SQLiteStorage:
                 last_error=r["last_error"],
                 status=r["status"],
                 created_at=parse_ts(r["created_at"]),
+                source_time=_opt_parse(r["source_time"]),
             )
             for r in rows
         ]
@@ -760,11 +762,20 @@ class SQLiteStorage:
             item.note,
         )
         row = db.execute(
-            "SELECT id FROM items WHERE sync = ? AND left_key = ? AND right_key = ? AND field = ?"
-            " AND status IN ('open', 'escalated')",
+            "SELECT id, status, rule, category FROM items WHERE sync = ? AND left_key = ?"
+            " AND right_key = ? AND field = ? AND status IN ('open', 'escalated')",
             key,
         ).fetchone()
         if row is not None:
+            if row["status"] == Status.ESCALATED.value and Status(item.status) is Status.OPEN:
+                # Never lowered: an escalated item waits for an operator whatever comes next.
+                values = (
+                    Status.ESCALATED.value,
+                    *values[1:5],
+                    row["rule"],
+                    row["category"],
+                    *values[7:],
+                )
             db.execute(
                 "UPDATE items SET status = ?, left_value = ?, right_value = ?, base_value = ?,"
                 " has_base = ?, rule = ?, category = ?, explanation = ?, resolution = ?,"

@@ -47,8 +47,13 @@ class WebhookRequest:
 
     @property
     def path(self) -> str:
-        """The URL's path (without the query string)."""
-        return urllib.parse.urlsplit(self.url).path or "/"
+        """The URL's path (without the query string); never raises, whatever the URL."""
+        try:
+            return urllib.parse.urlsplit(self.url).path or "/"
+        except ValueError:  # a malformed host ("[") the client sent
+            rest = self.url.split("://", 1)[-1]
+            path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+            return path.split("?", 1)[0].split("#", 1)[0]
 
 
 @attrs.frozen(kw_only=True)

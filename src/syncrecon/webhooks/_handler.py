@@ -28,6 +28,7 @@ from .._connector import Caller, RetrySettings, read_batch, write_batch
 from .._drift import SCHEMA_DRIFT_CATEGORY, fits
 from .._exceptions import (
     MalformedPayloadError,
+    MethodNotAllowedError,
     PayloadTooLargeError,
     StorageError,
     UnknownSourceError,
@@ -200,7 +201,7 @@ class WebhookHandler:
             if src is None:
                 raise UnknownSourceError(f"no webhook source named {name!r}")
             if request.method.upper() != "POST":
-                return WebhookResponse.json(405, {"error": "use POST"})
+                raise MethodNotAllowedError("webhooks are POSTed")
             if len(request.body) > self.max_body_bytes:
                 raise PayloadTooLargeError(f"the body is over {self.max_body_bytes} bytes")
             src.verifier.verify(
@@ -328,6 +329,40 @@ class WebhookHandler:
         now = self.clock.now()
         step = Step(at=now)
         assert entry.id is not None
+        quarantined = {
+            i.field
+            for i in self.storage.list_items(
+                sync=entry.sync, statuses=[Status.ESCALATED], category=SCHEMA_DRIFT_CATEGORY
+            )
+            if not i.left_key and not i.right_key
+        }
+        if quarantined & set(entry.base):
+            step.outbox_update.append(  # held, not spent: it goes once the quarantine lifts
+                OutboxUpdate(
+                    id=entry.id,
+                    status="pending",
+                    attempts=entry.attempts,
+                    next_at=now + self.outbox_backoff,
+                    last_error="held: the field is quarantined (schema drift)",
+                )
+            )
+            self.storage.commit(step)
+            return 0, 0
+        newest = self.storage.get_field_times(
+            entry.sync, [(entry.left_key, name) for name in entry.base]
+        )
+        if entry.source_time is not None and any(t > entry.source_time for t in newest.values()):
+            step.outbox_update.append(
+                OutboxUpdate(
+                    id=entry.id,
+                    status="done",
+                    attempts=entry.attempts,
+                    next_at=now,
+                    last_error="superseded by a newer change of the field",
+                )
+            )
+            self.storage.commit(step)
+            return 0, 0
         try:
             current = {r.key: r for r in read_batch(caller, connector, [entry.key])}
             record = current.get(entry.key)
@@ -468,6 +503,7 @@ class _Batch:
         self.writes = 0
         self.planned: list[_Planned] = []
         self._quarantine: dict[str, set[str]] = {}
+        self._waiting: dict[str, set[tuple[str, str, str]]] = {}
         self._known: dict[str, dict[tuple[Side, str], Mapping[str, Any]]] = {}
 
     def done(
@@ -525,6 +561,9 @@ class _Batch:
             return
         if fm.left in self._quarantined(sync):
             self.done(entry, src, EventOutcome.DEFERRED, "the field is quarantined (schema drift)")
+            return
+        if (link.left_key, link.right_key, fm.left) in self._escalated(sync):
+            self.done(entry, src, EventOutcome.DEFERRED, "the field waits for an operator")
             return
         known = self._schemas(sync).get((src.side, str(event.field)))
         if known is not None and not fits(event.value, known):
@@ -626,6 +665,17 @@ class _Batch:
             )
             found = {i.field for i in items if not i.left_key and not i.right_key}
             self._quarantine[sync.name] = found
+        return found
+
+    def _escalated(self, sync: SyncDefinition) -> set[tuple[str, str, str]]:
+        found = self._waiting.get(sync.name)
+        if found is None:
+            found = {
+                (i.left_key or "", i.right_key or "", i.field)
+                for i in self.storage.active_items(sync.name).values()
+                if i.status is Status.ESCALATED
+            }
+            self._waiting[sync.name] = found
         return found
 
     def _schemas(self, sync: SyncDefinition) -> dict[tuple[Side, str], Mapping[str, Any]]:
@@ -807,6 +857,7 @@ class _Batch:
                 base={p.fm.left: p.value},
                 next_at=self.now + self.h.outbox_backoff,
                 last_error=error,
+                source_time=p.event.occurred_at,
             )
         )
         self.step.field_times.append((sync.name, p.left_key, p.fm.left, p.event.occurred_at))
