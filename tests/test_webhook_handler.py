@@ -430,3 +430,23 @@ def test_wrong_methods_are_counted_as_rejections(storage: Storage) -> None:
     get = WebhookRequest(method="GET", url=request.url, headers=request.headers, body=b"")
     assert w.handler.handle(get).status == 405
     assert _outcomes(w) == {"rejected": 1}
+
+
+def test_a_late_update_arriving_before_the_deletion_propagates_does_not_resurrect(
+    storage: Storage,
+) -> None:
+    w = World(storage, records=20, inline=False)
+    before = w.clock.now()
+    w.clock.advance(60)
+    w.left.delete("h4")  # the source of truth deletes; its deletion webhook is lost
+    w.handler.handle(w.request("salesforce", [w.change("s4", "Notes", "late", at=before)]))
+    w.handler.process_pending()  # the late update: the left record is gone, nothing recreated
+    assert "h4" not in w.left.records()
+    w.reconciler.run_cycle()  # the deletion propagates
+    assert "s4" not in w.right.records()
+    assert "h4" not in w.left.records()
+    w.handler.handle(w.request("salesforce", [w.change("s4", "Notes", "later still")]))
+    w.handler.process_pending()
+    assert "h4" not in w.left.records()
+    assert "s4" not in w.right.records()
+    assert w.reconciler.run_cycle().total_writes == 0
