@@ -66,6 +66,7 @@ from .queue import (
     is_record_level,
 )
 from .storage._base import Discrepancy, Status
+from .webhooks.asgi import serve_scope
 
 __all__ = ["QueueApp"]
 
@@ -205,15 +206,7 @@ class QueueApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await _lifespan(receive, send)
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-        else:
-            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+        await serve_scope(self._http, scope, receive, send)
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -674,13 +667,3 @@ async def _respond(
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else data})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -42,7 +42,7 @@ import attrs
 from .._exceptions import ConfigurationError
 from ._events import RequestHandler, WebhookRequest, WebhookResponse
 
-__all__ = ["Receive", "Scope", "Send", "WebhookApp"]
+__all__ = ["Receive", "Scope", "Send", "WebhookApp", "serve_scope"]
 
 log = logging.getLogger("syncrecon.webhooks")
 
@@ -210,15 +210,7 @@ class WebhookApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await _lifespan(receive, send)
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-        else:
-            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+        await serve_scope(self._http, scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = str(scope["method"])
@@ -299,6 +291,24 @@ async def _read_body(receive: Receive, cap: int) -> bytes | _Unread:
         body += chunk
         if not message.get("more_body", False):
             return bytes(body)
+
+
+async def serve_scope(
+    http: Callable[[Scope, Receive, Send], Awaitable[None]],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Serve one ASGI connection: ``http`` for requests; lifespan answered; websockets closed."""
+    kind = scope["type"]
+    if kind == "http":
+        await http(scope, receive, send)
+    elif kind == "lifespan":
+        await _lifespan(receive, send)
+    elif kind == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+    else:
+        raise ValueError(f"unsupported ASGI scope type {kind!r}")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
