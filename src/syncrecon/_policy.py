@@ -138,7 +138,14 @@ def unchanged(values: Mapping[str, Any], base: Mapping[str, Any]) -> bool:
         return False
     for k, v in values.items():
         w = base[k]
-        if type(v) is not type(w) or (type(v) in _NESTED and not _same_types(v, w)):
+        kind = type(v)
+        if kind is not type(w):
+            return False
+        if kind is list:  # the common container (tags, ids): checked inline, it is hot
+            for x, y in zip(v, w, strict=True):
+                if type(x) is not type(y) or (type(x) in _NESTED and not _same_types(x, y)):
+                    return False
+        elif (kind is dict or kind is tuple) and not _same_types(v, w):
             return False
     return True
 
