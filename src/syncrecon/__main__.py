@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m syncrecon`` and the ``syncrecon`` script."""
-    parser = argparse.ArgumentParser(prog="syncrecon", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="syncrecon",
+        description="Keep records in two SaaS systems in agreement, and prove it.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
