@@ -581,6 +581,7 @@ def test_list_filters(world: World) -> None:
     assert [i.left_key for i in world.queue.list(field="amount")] == [k2[0], k1[0]]
     old = world.queue.list(older_than=timedelta(hours=4))
     assert [i.left_key for i in old] == [k1[0]]
+    assert world.queue.list(older_than=timedelta(hours=1e9)) == []  # past the calendar
     assert world.queue.list(sync="other") == []
     assert len(world.queue.list(limit=1)) == 1
     assert world.queue.list(status="resolved") == []

@@ -446,12 +446,9 @@ class _Cycle:
                     )
                 )
         for name, what in breaking.items():
-            self.t.found += 1
-            self.t.escalated[_drift.SCHEMA_DRIFT_CATEGORY] += 1
             step.new_items.append(
-                self._item(
+                self._escalation(
                     field=name,
-                    status=Status.ESCALATED,
                     rule="schema",
                     category=_drift.SCHEMA_DRIFT_CATEGORY,
                     explanation="; ".join(what)
@@ -578,16 +575,12 @@ class _Cycle:
     def _unmappable(self, side: Side, record: Record, link: Link | None, exc: Exception) -> None:
         """Hold a record whose value the mapping cannot convert, and escalate it."""
         self.held.append((_SIDE_INDEX[side], record.key))
-        self.t.found += 1
-        self.t.escalated[UNMAPPABLE_CATEGORY] += 1
         left_key = record.key if side is Side.LEFT else (link.left_key if link else None)
         right_key = record.key if side is Side.RIGHT else (link.right_key if link else None)
         self.side_step.new_items.append(
-            self._item(
+            self._escalation(
                 left_key=left_key,
                 right_key=right_key,
-                field=RECORD_FIELD,
-                status=Status.ESCALATED,
                 rule="field_map",
                 category=UNMAPPABLE_CATEGORY,
                 explanation=f"a value of this {side} record does not map:"
@@ -714,14 +707,10 @@ class _Cycle:
         others = [f"left {k}" for k in lefts] + [f"right {k}" for k in rights]
         others += [f"linked {lk.left_key}<->{lk.right_key}" for lk in taken]
         keys = [(k, None) for k in lefts] + [(None, k) for k in rights]
-        self.t.found += len(keys)
-        self.t.escalated[DUPLICATE_CATEGORY] += len(keys)
         items = [
-            self._item(
+            self._escalation(
                 left_key=lk,
                 right_key=rk,
-                field=RECORD_FIELD,
-                status=Status.ESCALATED,
                 rule="natural_key",
                 category=DUPLICATE_CATEGORY,
                 explanation=f"natural key {nat!r} matches several records: {', '.join(others)};"
@@ -745,11 +734,7 @@ class _Cycle:
             f" (more than {self.rec.max_delete_fraction:.0%}); nothing was written"
             f" ({mode} sweep). Check the {self.sync.delete_from} system, then resolve this item."
         )
-        self.t.found += 1
-        self.t.escalated[MASS_DELETE_CATEGORY] += 1
-        item = self._item(
-            field=RECORD_FIELD,
-            status=Status.ESCALATED,
+        item = self._escalation(
             rule="mass_delete_guard",
             category=MASS_DELETE_CATEGORY,
             explanation=reason,
@@ -777,6 +762,29 @@ class _Cycle:
             return
         step.item_updates.append(
             ItemUpdate(id=prior.id, status=Status.RESOLVED, resolved_at=self.clock.now(), note=note)
+        )
+
+    def _escalation(
+        self,
+        *,
+        category: str,
+        rule: str,
+        explanation: str,
+        field: str = RECORD_FIELD,
+        left_key: str | None = None,
+        right_key: str | None = None,
+    ) -> Discrepancy:
+        """A new escalated item (a record-level one by default), counted in the report."""
+        self.t.found += 1
+        self.t.escalated[category] += 1
+        return self._item(
+            left_key=left_key,
+            right_key=right_key,
+            field=field,
+            status=Status.ESCALATED,
+            rule=rule,
+            category=category,
+            explanation=explanation,
         )
 
     def _item(self, **kwargs: Any) -> Discrepancy:
@@ -1091,14 +1099,10 @@ class _Cycle:
         for key, nat, proj_text, raw_text in batch:
             if nat is None:
                 # Without a natural key a create could not be matched back after a crash.
-                self.t.found += 1
-                self.t.escalated[NO_NATURAL_KEY_CATEGORY] += 1
                 items.append(
-                    self._item(
+                    self._escalation(
                         left_key=key if side is Side.LEFT else None,
                         right_key=key if side is Side.RIGHT else None,
-                        field=RECORD_FIELD,
-                        status=Status.ESCALATED,
                         rule="create_on",
                         category=NO_NATURAL_KEY_CATEGORY,
                         explanation=f"this {side} record has no natural key, so it is not"

@@ -372,7 +372,10 @@ class OperatorQueue:
         if limit < 1:
             raise QueueError(f"limit must be at least 1, got {limit}")
         statuses = _statuses(status)
-        cutoff = None if older_than is None else self.clock.now() - older_than
+        try:
+            cutoff = None if older_than is None else self.clock.now() - older_than
+        except OverflowError:  # older than the calendar goes: nothing is that old
+            return []
         query: dict[str, Any] = {
             "sync": sync,
             "statuses": statuses,
