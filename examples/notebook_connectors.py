@@ -74,7 +74,12 @@ class Crm(DictSystem):
         return self._apply(changes)
 
     def describe_fields(self) -> list[FieldInfo]:
-        return [FieldInfo(name=n) for n in ("email", "stage", "notes", "tags", "amount")]
+        # Types matter: a value that does not fit its described type is held and escalated.
+        return [
+            *(FieldInfo(name=n) for n in ("email", "stage", "notes")),
+            FieldInfo(name="tags", type="multi_select"),
+            FieldInfo(name="amount", type="number"),
+        ]
 
 
 class Billing(DictSystem):
@@ -90,7 +95,11 @@ class Billing(DictSystem):
         return self._apply(changes)
 
     async def describe_fields(self) -> list[FieldInfo]:
-        return [FieldInfo(name=n) for n in ("contact", "status", "memo", "labels", "total")]
+        return [
+            *(FieldInfo(name=n) for n in ("contact", "status", "memo")),
+            FieldInfo(name="labels", type="multi_select"),
+            FieldInfo(name="total", type="number"),
+        ]
 
 
 def record(key: str, minutes: int, **fields: Any) -> Record:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from syncrecon import FieldMap, NaturalKey, Reconciler, SyncDefinition, recency
+from syncrecon import ConnectorBugError, FieldMap, NaturalKey, Reconciler, SyncDefinition, recency
 from syncrecon.scheduling import IntervalScheduler
 from syncrecon.storage.memory import MemoryStorage
 from syncrecon.testing import ManualClock, SimulatedSystem
@@ -73,7 +73,13 @@ def test_errors_are_reported_and_the_schedule_goes_on() -> None:
     left.fail_next("list_records", RuntimeError("boom"))
     scheduler = IntervalScheduler(rec, timedelta(hours=1), clock=clock, on_error=errors.append)
     assert scheduler.run_due() is None
-    assert [str(e) for e in errors] == ["boom"]
+    # A connector's own exception is a bug: wrapped, named, never retried.
+    assert len(errors) == 1
+    assert isinstance(errors[0], ConnectorBugError)
+    assert isinstance(errors[0].__cause__, RuntimeError)
+    assert str(errors[0].__cause__) == "boom"
+    assert "left.list_records raised RuntimeError: boom" in str(errors[0])
+    assert left.calls["list_records"] == 1
     clock.advance(timedelta(hours=1))
     assert scheduler.run_due() is not None
 

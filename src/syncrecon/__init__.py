@@ -8,8 +8,10 @@ from ._clock import Clock, SystemClock
 from ._connector import AsyncConnector, Connector, RetrySettings
 from ._exceptions import (
     ConfigurationError,
+    ConnectorBugError,
     ConnectorError,
     CycleHaltedError,
+    InvalidRecordError,
     LeaseHeldError,
     MalformedPayloadError,
     MethodNotAllowedError,
@@ -66,6 +68,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Connector",
+    "ConnectorBugError",
     "ConnectorError",
     "CycleHaltedError",
     "CycleReport",
@@ -77,6 +80,7 @@ __all__ = [
     "FieldMap",
     "FieldPolicy",
     "FieldState",
+    "InvalidRecordError",
     "LeaseHeldError",
     "MalformedPayloadError",
     "Merge",

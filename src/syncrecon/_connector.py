@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -26,12 +27,20 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ._exceptions import RateLimitedError, TransientError
+from ._exceptions import (
+    ConnectorBugError,
+    InvalidRecordError,
+    RateLimitedError,
+    SyncReconError,
+    TransientError,
+)
 from ._models import Capabilities, Change, FieldInfo, Page, Record, WriteResult
 
 __all__ = ["AsyncConnector", "Connector", "RetrySettings"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("syncrecon.connector")
 
 
 @runtime_checkable
@@ -179,7 +188,12 @@ class Caller:
         self._retry.sleep(seconds)
 
     def call(self, system: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call ``fn`` (a connector method of ``system``), retrying transient errors."""
+        """Call ``fn`` (a connector method of ``system``), retrying transient errors.
+
+        An exception that is not a :class:`~syncrecon.SyncReconError` (a ``TypeError`` in the
+        connector, say) is a bug, not a network failure: it is raised at once as
+        :class:`~syncrecon.ConnectorBugError` naming the system and method, never retried.
+        """
         retrying = Retrying(
             stop=stop_after_attempt(self._retry.attempts),
             wait=self._retry.wait,
@@ -190,23 +204,92 @@ class Caller:
         for attempt in retrying:
             with attempt:
                 self.calls[system] = self.calls.get(system, 0) + 1
-                return self._once(fn, *args, **kwargs)
+                try:
+                    return self._once(fn, *args, **kwargs)
+                except SyncReconError:
+                    raise
+                except Exception as exc:
+                    method = getattr(fn, "__name__", "call")
+                    raise ConnectorBugError(
+                        f"{system}.{method} raised {type(exc).__name__}: {exc}"
+                        " (a bug in the connector; not retried)",
+                        system=system,
+                        method=method,
+                    ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _problem(item: Any) -> str | None:
+    """What is wrong with ``item`` as a record, or ``None`` when it is a valid one."""
+    if not isinstance(item, Record):
+        return f"expected a Record, got {type(item).__name__}"
+    if not isinstance(item.key, str) or not item.key:
+        return f"a Record with key {item.key!r} ({type(item.key).__name__}); keys are non-empty str"
+    if not isinstance(item.fields, Mapping):
+        return f"record {item.key!r} has fields of type {type(item.fields).__name__}"
+    return None
+
+
+def checked_records(
+    system: str, method: str, items: Iterable[Any], invalid: list[InvalidRecordError] | None
+) -> list[Record]:
+    """The valid records of ``items``; each invalid one becomes an :class:`InvalidRecordError`.
+
+    With ``invalid=None`` the first invalid entry raises; otherwise the errors are appended to
+    ``invalid`` and the rest goes on.
+    """
+    out: list[Record] = []
+    for item in items:
+        problem = _problem(item)
+        if problem is None:
+            out.append(item)
+            continue
+        error = InvalidRecordError(
+            f"{system}.{method} returned {problem}", system=system, item=item
+        )
+        if invalid is None:
+            raise error
+        log.warning("%s", error)
+        invalid.append(error)
+    return out
+
+
 def list_page(
-    caller: Caller, connector: AnyConnector, *, since: datetime | None, cursor: str | None
+    caller: Caller,
+    connector: AnyConnector,
+    *,
+    since: datetime | None,
+    cursor: str | None,
+    invalid: list[InvalidRecordError] | None = None,
 ) -> Page:
-    """One listing call, type-checked."""
+    """One listing call, type-checked (invalid records go to ``invalid``, see above)."""
     page = caller.call(connector.name, connector.list_records, since=since, cursor=cursor)
     if not isinstance(page, Page):
-        raise TypeError(f"{connector.name}.list_records must return a Page, got {page!r}")
+        raise InvalidRecordError(
+            f"{connector.name}.list_records must return a Page, got {type(page).__name__}",
+            system=connector.name,
+        )
+    records = checked_records(connector.name, "list_records", page.records, invalid)
+    if len(records) != len(page.records):
+        page = Page(records=records, next_cursor=page.next_cursor)
     return page
 
 
-def read_batch(caller: Caller, connector: AnyConnector, keys: Sequence[str]) -> list[Record]:
-    """One batch read by key."""
-    return list(caller.call(connector.name, connector.read_records, list(keys)))
+def read_batch(
+    caller: Caller,
+    connector: AnyConnector,
+    keys: Sequence[str],
+    invalid: list[InvalidRecordError] | None = None,
+) -> list[Record]:
+    """One batch read by key (invalid records go to ``invalid``, or raise without it)."""
+    found = caller.call(connector.name, connector.read_records, list(keys))
+    if found is None or isinstance(found, str | bytes | Record):
+        raise InvalidRecordError(
+            f"{connector.name}.read_records must return a sequence of Records,"
+            f" got {type(found).__name__}",
+            system=connector.name,
+        )
+    return checked_records(connector.name, "read_records", found, invalid)
 
 
 def write_batch(

@@ -176,3 +176,76 @@ def fits(value: Any, info: Mapping[str, Any]) -> bool:
     if kind in _TEXT:
         return isinstance(value, str | int | float | Decimal) and not isinstance(value, bool)
     return True
+
+
+INVALID_VALUE_CATEGORY = "invalid_value"
+
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None), Decimal, date, datetime})
+
+
+def storable_problem(value: Any, _depth: int = 0) -> str | None:
+    """Why ``value`` cannot be kept as a field value (``None`` when it can).
+
+    Field values are JSON values plus ``date``, ``datetime`` and ``Decimal``: ``bytes``, an
+    object, a mapping with non-text keys or a nesting deeper than 32 levels are not.
+    """
+    kind = type(value)
+    if kind in _SCALAR_TYPES:
+        return None
+    if _depth > 32:
+        return "a value nested more than 32 levels deep"
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        for item in value:
+            problem = storable_problem(item, _depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if kind is dict:
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"a mapping with a {type(key).__name__} key"
+            problem = storable_problem(item, _depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, str | int | float | Decimal | date):  # subclasses (enums) encode fine
+        return None
+    return f"a value of type {kind.__name__}"
+
+
+def _expects_list(fm: FieldMap) -> bool:
+    from ._policy import FallbackChain, Merge
+
+    policy = fm.policy
+    if isinstance(policy, Merge):
+        return True
+    return isinstance(policy, FallbackChain) and any(isinstance(p, Merge) for p in policy.policies)
+
+
+def misfit(fm: FieldMap, name: str, value: Any, info: Mapping[str, Any] | None) -> str | None:
+    """Why ``value`` (of the side's field ``name``) does not fit the field, or ``None``.
+
+    Checked before any decision: the value must be storable, a list field (one that merges)
+    must hold a list (or nothing), and the value must fit the type and options the connector
+    described for the field (``info``, when it described one).
+    """
+    problem = storable_problem(value)
+    if problem is not None:
+        return f"field {name!r} holds {problem}, which cannot be stored"
+    if value is None:
+        return None
+    if _expects_list(fm) and not isinstance(value, list | tuple | set | frozenset):
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return f"field {name!r} holds a {type(value).__name__} ({shown}), but it merges as a list"
+    if info is None:
+        return None
+    if isinstance(value, date) and str(info.get("type") or "").lower() in _TEXT:
+        return None  # a date read from a text field: it has one canonical text form
+    if not fits(value, info):
+        return (
+            f"field {name!r} holds a {type(value).__name__}, which does not fit its described"
+            f" type {info.get('type')!r}"
+            + (f" (options {list(info['options'])!r})" if info.get("options") else "")
+        )
+    return None

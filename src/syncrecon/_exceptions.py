@@ -10,6 +10,8 @@ Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
     │   ├── TransientError                    worth retrying (5xx, timeouts, dropped connections)
     │   │   └── RateLimitedError              429 or quota; carries ``retry_after`` seconds
     │   └── PermanentError                    not worth retrying (4xx other than 429)
+    │       ├── ConnectorBugError                 the connector itself failed (TypeError, ...)
+    │       └── InvalidRecordError                the connector returned something not a Record
     ├── StorageError                          the storage backend failed
     │   ├── SchemaVersionError                the database is newer than this library
     │   └── LeaseHeldError                    another worker holds the lease
@@ -27,8 +29,10 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "ConnectorBugError",
     "ConnectorError",
     "CycleHaltedError",
+    "InvalidRecordError",
     "LeaseHeldError",
     "MalformedPayloadError",
     "MethodNotAllowedError",
@@ -86,6 +90,31 @@ class RateLimitedError(TransientError):
 
 class PermanentError(ConnectorError):
     """A failure that retrying will not fix (a 4xx answer other than 429)."""
+
+
+class ConnectorBugError(PermanentError):
+    """A connector method raised an error that is not a :class:`ConnectorError`.
+
+    A ``TypeError`` or ``AttributeError`` out of a connector is a bug in the connector, not a
+    network failure: it is logged with the system (and record, where known) and never retried.
+    The original exception is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, system: str | None = None, method: str = "") -> None:
+        super().__init__(message, system=system)
+        self.method = method
+
+
+class InvalidRecordError(PermanentError):
+    """A connector returned something that is not a valid :class:`~syncrecon.Record`.
+
+    The cycle skips that entry (and reports and escalates it) and goes on with the rest.
+    ``item`` is what the connector returned.
+    """
+
+    def __init__(self, message: str, *, system: str | None = None, item: object = None) -> None:
+        super().__init__(message, system=system)
+        self.item = item
 
 
 class StorageError(SyncReconError):

@@ -57,6 +57,13 @@ def _freeze_times(value: Mapping[str, datetime] | None) -> Mapping[str, datetime
     return {name: utc(when) for name, when in value.items()}
 
 
+def _record_key(_: Any, attribute: attrs.Attribute[str], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(
+            f"Record.key must be a non-empty str, got {value!r} ({type(value).__name__})"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Record:
     """A record as one system reports it.
@@ -66,9 +73,12 @@ class Record:
     time; ``field_modified_at`` gives per-field times where the system has them (HubSpot's
     property history, for example). ``deleted`` marks a tombstone that a system reports in an
     incremental listing.
+
+    A field absent from ``fields`` is *unknown* (the system did not say), which is not the same
+    as an explicit ``None`` (blank): syncrecon never writes a blank for a field it was not given.
     """
 
-    key: str = attrs.field(validator=attrs.validators.instance_of(str))
+    key: str = attrs.field(validator=_record_key)
     fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
     modified_at: datetime | None = attrs.field(default=None, converter=_opt_utc)
     field_modified_at: Mapping[str, datetime] | None = attrs.field(

@@ -498,9 +498,9 @@ class Merge(FieldPolicy):
         left, right = _as_list(state.left), _as_list(state.right)
         merged = merge_lists(left, right, base)
         how = "three-way union" if base is not None else "union (never synced)"
-        if values_equal(merged, left):
+        if values_equal(merged, left) or values_equal(merged, state.left):
             return self._take(Side.LEFT, state, f"{how} equals the left list")
-        if values_equal(merged, right):
+        if values_equal(merged, right) or values_equal(merged, state.right):
             return self._take(Side.RIGHT, state, f"{how} equals the right list")
         return Decision(
             outcome=Outcome.MERGE,

@@ -34,7 +34,18 @@ from ._connector import (
     read_batch,
     write_batch,
 )
-from ._exceptions import ConfigurationError, CycleHaltedError, LeaseHeldError
+from ._drift import INVALID_VALUE_CATEGORY
+from ._exceptions import (
+    ConfigurationError,
+    ConnectorBugError,
+    ConnectorError,
+    CycleHaltedError,
+    InvalidRecordError,
+    LeaseHeldError,
+    PermanentError,
+    StorageError,
+    TransientError,
+)
 from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
@@ -79,6 +90,7 @@ DUPLICATE_CATEGORY = "possible_duplicate"
 UNMAPPABLE_CATEGORY = "unmappable_value"
 NO_NATURAL_KEY_CATEGORY = "no_natural_key"
 DELETION_CATEGORY = "deletion"
+INVALID_RECORD_CATEGORY = "invalid_record"
 MASS_DELETE_CATEGORY = "mass_delete"
 _SIDE_INDEX = {Side.LEFT: 0, Side.RIGHT: 1}
 
@@ -90,7 +102,16 @@ class CycleReport:
     ``discrepancies_found`` counts fields (and records) whose two sides differed.
     ``auto_resolved`` counts, per rule, the discrepancies fixed by a successful write (in a dry
     run: that would be fixed). ``escalated`` counts, per category, what went to an operator.
-    ``api_calls`` counts connector calls per system, retries included.
+    ``api_calls`` counts connector calls per system, retries included. ``records`` counts the
+    records each system returned (listed or read by key, tombstones included).
+
+    What the sources did wrong, per system: ``listing_missed`` counts linked records a full
+    sweep's listing did not return although they exist (found by a read by key, so repaired);
+    ``invalid_records`` counts entries that were not valid records (skipped and escalated as
+    ``invalid_record``); ``partial_records`` counts records that still lacked a mapped field
+    after one read by key; ``read_failures`` counts records whose read by key failed (not
+    compared this cycle). ``unknown_fields`` counts linked fields not decided because a side did
+    not return them (absent is unknown, never blank).
     """
 
     cycle_id: str
@@ -114,6 +135,11 @@ class CycleReport:
     halted: str | None = None
     timings: Mapping[str, float] = attrs.field(factory=dict)
     quarantined: tuple[str, ...] = ()
+    listing_missed: Mapping[str, int] = attrs.field(factory=dict)
+    invalid_records: Mapping[str, int] = attrs.field(factory=dict)
+    partial_records: Mapping[str, int] = attrs.field(factory=dict)
+    unknown_fields: int = 0
+    read_failures: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def total_api_calls(self) -> int:
@@ -149,6 +175,17 @@ class CycleReport:
         ]
         if self.quarantined:
             lines.append(f"  quarantined (schema drift): {', '.join(self.quarantined)}")
+        problems = {
+            "missed by the listing": self.listing_missed,
+            "invalid records": self.invalid_records,
+            "records lacking mapped fields": self.partial_records,
+            "failed reads": self.read_failures,
+        }
+        for what, counts in problems.items():
+            if any(counts.values()):
+                lines.append(f"  {what}: {dict(counts)}")
+        if self.unknown_fields:
+            lines.append(f"  fields not decided (not returned): {self.unknown_fields}")
         if self.halted:
             lines.append(f"  HALTED: {self.halted}")
         return "\n".join(lines)
@@ -165,6 +202,11 @@ class _Tally:
     writes: TallyCounter[str] = attrs.field(factory=TallyCounter)
     created: TallyCounter[str] = attrs.field(factory=TallyCounter)
     deleted: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    missed: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    invalid: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    read_failures: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    partial: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    unknown_fields: int = 0
     timings: dict[str, float] = attrs.field(factory=dict)
 
 
@@ -291,6 +333,15 @@ class _Cycle:
         self.held: list[tuple[int, str]] = []
         self.quarantined: frozenset[str] = frozenset()
         self.side_step = Step(at=rec.clock.now())
+        self.field_info: dict[Side, dict[str, Mapping[str, Any]]] = {}
+        self._names: dict[Side, frozenset[str]] = {
+            Side.LEFT: frozenset(fm.left for fm in self._fields),
+            Side.RIGHT: frozenset(fm.right for fm in self._fields),
+        }
+        # Keys of listed records that lacked a mapped field: re-read by key once.
+        self.partial: dict[Side, list[str]] = {Side.LEFT: [], Side.RIGHT: []}
+        self.listing = False
+        self.invalid: dict[Side, list[InvalidRecordError]] = {Side.LEFT: [], Side.RIGHT: []}
         # One owner per cycle: two cycles of one Reconciler (two threads) exclude each other.
         self.owner = f"{rec.owner}:{self.id}"
 
@@ -413,6 +464,11 @@ class _Cycle:
                 if listed:
                     described[side] = {i.name: i for i in listed}
         stored = {(s.side, s.field): s for s in self.storage.get_schemas(self.sync.name)}
+        for (side, name), schema in stored.items():
+            self.field_info.setdefault(side, {})[name] = schema.info
+        for side, by_name in described.items():
+            for name, described_info in by_name.items():
+                self.field_info.setdefault(side, {})[name] = _drift.describe(described_info)[1]
         step = Step(at=self.clock.now())
         breaking: dict[str, list[str]] = {}
         earlier = {
@@ -479,28 +535,50 @@ class _Cycle:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _project(self, side: Side, record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(values in the left vocabulary by left name, raw values by the side's own names).
+    def _project(
+        self, side: Side, record: Record
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+        """(values in the left vocabulary by left name, raw values by the side's own names,
+        problems of values that do not fit by left name).
 
+        A field the record does not carry is unknown: it is left out, never taken as blank
+        (invariant 9). A value that does not fit its field (:func:`_drift.misfit`) is left out
+        too, and its problem reported: that field of that record is held and escalated.
         Raw values are kept for the right side's mapped fields (a re-read compares them) and
         for the natural key field of either side (a create copies it).
         """
+        from ._drift import misfit, storable_problem
+
         proj: dict[str, Any] = {}
         raw: dict[str, Any] = {}
+        bad: dict[str, str] = {}
         values = record.fields
+        infos = self.field_info.get(side, {})
         for fm in self._fields:
+            name = fm.left if side is Side.LEFT else fm.right
+            if name not in values:
+                continue
+            value = values[name]
+            problem = misfit(fm, name, value, infos.get(name))
+            if problem is not None:
+                bad[fm.left] = problem
+                continue
             if side is Side.LEFT:
-                proj[fm.left] = values.get(fm.left)
-            else:
-                value = values.get(fm.right)
-                raw[fm.right] = value
-                proj[fm.left] = fm.transform.to_left(value)
+                proj[fm.left] = value
+                continue
+            mapped = fm.transform.to_left(value)
+            problem = storable_problem(mapped)
+            if problem is not None:
+                bad[fm.left] = f"field {name!r} maps to {problem}, which cannot be stored"
+                continue
+            raw[fm.right] = value
+            proj[fm.left] = mapped
         nk = self.sync.natural_key
         if nk is not None:
             name = nk.left if side is Side.LEFT else nk.right
-            if name in values:
+            if name in values and storable_problem(values[name]) is None:
                 raw[name] = values[name]
-        return proj, raw
+        return proj, raw, bad
 
     def _ftimes(self, side: Side, record: Record) -> str | None:
         times = record.field_modified_at
@@ -517,25 +595,43 @@ class _Cycle:
         nk = self.sync.natural_key
         if nk is None:
             return None
-        return nk.normalize(record.fields.get(nk.left if side is Side.LEFT else nk.right))
+        value = record.fields.get(nk.left if side is Side.LEFT else nk.right)
+        try:
+            nat = nk.normalize(value)
+        except Exception:  # a value the normalizer cannot read: no natural key
+            log.warning(
+                "%s record %r: the natural key %r does not normalize",
+                self.sync.connector(side).name,
+                record.key,
+                type(value).__name__,
+            )
+            return None
+        return nat if isinstance(nat, str) and nat else None
 
     def _rows(
-        self, side: Side, records: Sequence[Record], links: Mapping[str, Link]
+        self, side: Side, records: Sequence[Record], links: Mapping[str, Link], returned: bool
     ) -> Iterable[tuple[Any, ...]]:
         index = _SIDE_INDEX[side]
+        names = self._names[side]
         for record in records:
             link = links.get(record.key)
-            proj_text = raw_text = None
+            proj_text = raw_text = bad_text = None
             proj: dict[str, Any] | None = None
             if not record.deleted:
                 try:
-                    proj, raw = self._project(side, record)
+                    proj, raw, bad = self._project(side, record)
                 except Exception as exc:  # one bad value must not stop the cycle
                     self._unmappable(side, record, link, exc)
                     proj = None
                 else:
                     proj_text = _codec.dumps(proj)
                     raw_text = _codec.dumps(raw) if raw else None
+                    bad_text = _codec.dumps(bad) if bad else None
+                    if not names.issubset(record.fields):
+                        if self.listing:
+                            self.partial[side].append(record.key)
+                        else:
+                            self.t.partial[self.sync.connector(side).name] += 1
             mod = record.modified_at
             base_text = None if link is None else _codec.dumps(dict(link.base))
             same = link is not None and proj is not None and unchanged(proj, link.base)
@@ -552,11 +648,15 @@ class _Cycle:
                 base_text,
                 int(record.deleted),
                 int(not same),
+                bad_text,
+                int(returned),
             )
 
-    def _stage(self, stash: Stash, side: Side, records: Sequence[Record]) -> None:
+    def _stage(
+        self, stash: Stash, side: Side, records: Sequence[Record], *, returned: bool = True
+    ) -> None:
         links = self.storage.get_links(self.sync.name, side, [r.key for r in records])
-        stash.put(self._rows(side, records, links))
+        stash.put(self._rows(side, records, links, returned))
         if self.held:
             stash.hold(self.held)
             self.held = []
@@ -607,8 +707,11 @@ class _Cycle:
         cursor: str | None = None
         pages = 0
         began = self.clock.now()
+        self.listing = True
         while True:
-            page = list_page(self.caller, connector, since=since, cursor=cursor)
+            page = list_page(
+                self.caller, connector, since=since, cursor=cursor, invalid=self.invalid[side]
+            )
             self._stage(stash, side, page.records)
             self._advance_mark(side, page.records, began)
             pages += 1
@@ -616,6 +719,7 @@ class _Cycle:
                 stash.checkpoint()
                 self._renew_lease()
             if page.next_cursor is None:
+                self.listing = False
                 break
             if page.next_cursor == cursor:
                 raise RuntimeError(f"{connector.name} returned the same cursor twice: {cursor!r}")
@@ -638,7 +742,7 @@ class _Cycle:
                     if lk.left_key not in left_seen and lk.right_key not in right_seen
                 ]
             for side in Side:
-                self._read_by_key(stash, side, [lk.key(side) for lk in unseen])
+                self._read_by_key(stash, side, [lk.key(side) for lk in unseen], missed=True)
         else:
             # Failed or skipped fixes wait in the queue: re-read their records by key.
             pairs = {
@@ -656,16 +760,75 @@ class _Cycle:
             )
         for side in Side:
             wanted = [o for _, o in stash.missing_counterparts(_SIDE_INDEX[side])]
-            self._read_by_key(stash, side.other, wanted)
+            self._read_by_key(stash, side.other, wanted, missed=not self.incremental)
+        # Records listed without some mapped field (a partial answer): read by key once.
+        for side in Side:
+            self._read_by_key(stash, side, sorted(set(self.partial[side])))
+            self.partial[side].clear()
+        self._escalate_invalid()
         stash.checkpoint()
 
-    def _read_by_key(self, stash: Stash, side: Side, wanted: Sequence[str]) -> None:
+    def _escalate_invalid(self) -> None:
+        """One record-level escalation for each entry a connector returned that is no record."""
+        step = Step(at=self.clock.now())
+        for side, errors in self.invalid.items():
+            for error in errors:
+                item = error.item
+                key = getattr(item, "key", None)
+                shown = key if isinstance(key, str) and key else f"<invalid key {key!r}>"
+                name = "left_key" if side is Side.LEFT else "right_key"
+                prior = self.active.get(
+                    (self.sync.name, *((shown, "") if side is Side.LEFT else ("", shown)), "*")
+                )
+                if prior is not None and prior.category == INVALID_RECORD_CATEGORY:
+                    continue
+                step.new_items.append(
+                    self._escalation(
+                        rule="connector",
+                        category=INVALID_RECORD_CATEGORY,
+                        explanation=f"{error}; the entry was skipped and the cycle went on"
+                        " with the rest. Fix the connector, then resolve this item.",
+                        **{name: shown},
+                    )
+                )
+            if errors:
+                self.t.invalid[self.sync.connector(side).name] += len(errors)
+                errors.clear()
+        self._commit(step)
+
+    def _read_by_key(
+        self, stash: Stash, side: Side, wanted: Sequence[str], *, missed: bool = False
+    ) -> None:
+        """Read records by key and stage them; a key not found is staged as gone.
+
+        ``missed`` says a full sweep's listing should have returned these records: the ones
+        found are counted as missed by the listing (a truncated or inconsistent listing).
+        """
         connector = self.sync.connector(side)
         size = connector.capabilities.max_read_batch
         for i in range(0, len(wanted), size):
             keys = wanted[i : i + size]
-            found = {r.key: r for r in read_batch(self.caller, connector, keys)}
-            self._stage(stash, side, [found.get(k) or Record(key=k, deleted=True) for k in keys])
+            try:
+                records = read_batch(self.caller, connector, keys, self.invalid[side])
+            except PermanentError as exc:
+                # Unknown is not gone: these records are not staged (so not decided) this cycle.
+                log.error(
+                    "%s: reading %d records by key failed; they are not compared this cycle: %s",
+                    connector.name,
+                    len(keys),
+                    exc,
+                    exc_info=isinstance(exc, ConnectorBugError),
+                )
+                self.t.read_failures[connector.name] += len(keys)
+                continue
+            found = {r.key: r for r in records if r.key in keys}
+            self._stage(stash, side, list(found.values()))
+            gone = [Record(key=k, deleted=True) for k in keys if k not in found]
+            if gone:
+                self._stage(stash, side, gone, returned=False)
+            alive = sum(1 for r in found.values() if not r.deleted)
+            if missed and alive:
+                self.t.missed[connector.name] += alive
 
     # -- matching ----------------------------------------------------------------------------
 
@@ -838,7 +1001,12 @@ class _Cycle:
                 if lproj is None or rproj is None:
                     continue  # held back: a value does not map (escalated)
                 base_text = base_text or "{}"
-                if lproj == rproj == base_text and (lkey, rkey) not in active_links:
+                if (
+                    lproj == rproj == base_text
+                    and (lkey, rkey) not in active_links
+                    and row[14] is None
+                    and row[15] is None
+                ):
                     continue  # the fast path: nothing changed anywhere
                 self._decide_pair(step, plans, plan_items, row)
             self._phase("decide", began)
@@ -869,8 +1037,12 @@ class _Cycle:
         row: tuple[Any, ...],
     ) -> None:
         (lkey, rkey, lproj, rproj, base_text, _lraw, rraw, lmod, rmod, lft, rft, _ld, _rd, nat) = (
-            row
+            row[:14]
         )
+        bad = {
+            Side.LEFT: _codec.loads(row[14]) if row[14] else {},
+            Side.RIGHT: _codec.loads(row[15]) if row[15] else {},
+        }
         left = _codec.loads(lproj)
         right = _codec.loads(rproj)
         base = _codec.loads(base_text) if base_text else {}
@@ -900,6 +1072,12 @@ class _Cycle:
         for fm in self._fields:
             if fm.left in self.quarantined:
                 continue  # schema drift: no decision, no write, no base move until resolved
+            if fm.left in bad[Side.LEFT] or fm.left in bad[Side.RIGHT]:
+                self._invalid_value(step, lkey, rkey, fm, bad)
+                continue  # held: a value that does not fit is never decided or written
+            if fm.left not in left or fm.left not in right:
+                self.t.unknown_fields += 1
+                continue  # absent is unknown, not blank: not decided for this record
             state = self._state(fm, left, right, base, times)
             decision = fm.decide(state)
             key = (self.sync.name, lkey, rkey, fm.left)
@@ -1011,6 +1189,33 @@ class _Cycle:
             )
             plan_items.append(items)
 
+    def _invalid_value(
+        self, step: Step, lkey: str, rkey: str, fm: FieldMap, bad: Mapping[Side, Mapping[str, str]]
+    ) -> None:
+        """Escalate, once, a field of a linked record held because a value does not fit."""
+        prior = self.active.get((self.sync.name, lkey, rkey, fm.left))
+        if prior is not None and (
+            prior.category == INVALID_VALUE_CATEGORY or prior.status is Status.ESCALATED
+        ):
+            return  # already waiting for an operator
+        what = [
+            f"{self.sync.connector(side).name} record {lkey if side is Side.LEFT else rkey!r}:"
+            f" {bad[side][fm.left]}"
+            for side in Side
+            if fm.left in bad[side]
+        ]
+        step.new_items.append(
+            self._escalation(
+                left_key=lkey,
+                right_key=rkey,
+                field=fm.left,
+                rule="field_check",
+                category=INVALID_VALUE_CATEGORY,
+                explanation="; ".join(what) + ". This field of this record is held (not decided,"
+                " not written) until the value fits; every other field still syncs.",
+            )
+        )
+
     def _gone(
         self,
         step: Step,
@@ -1018,7 +1223,7 @@ class _Cycle:
         plan_items: list[list[Discrepancy]],
         row: tuple[Any, ...],
     ) -> None:
-        lkey, rkey, _lp, _rp, base_text, _lr, _rr, lmod, rmod, _lf, _rf, ldel, rdel, nat = row
+        lkey, rkey, _lp, _rp, base_text, _lr, _rr, lmod, rmod, _lf, _rf, ldel, rdel, nat = row[:14]
         if ldel and rdel:
             step.unlink.append((self.sync.name, lkey))
             self._settle_link(step, lkey, rkey, "the record is deleted in both systems")
@@ -1116,7 +1321,9 @@ class _Cycle:
             for fm in self._fields:
                 if not fm.direction.allows_write(target) or fm.left in self.quarantined:
                     continue
-                value = proj.get(fm.left)
+                if fm.left not in proj:
+                    continue  # unknown (absent) or held (does not fit): never created blank
+                value = proj[fm.left]
                 base[fm.left] = value
                 if target is Side.RIGHT:
                     fields[fm.right] = fm.transform.to_right(value)
@@ -1244,9 +1451,21 @@ class _Cycle:
     def _write(self, connector: AnyConnector, changes: list[Change]) -> list[WriteResult]:
         try:
             return write_batch(self.caller, connector, changes)
-        except Exception as exc:  # a whole batch failed after retries: keep every item queued
+        except (ConnectorError, StorageError) as exc:
+            # A whole batch failed (after retries for transient errors): every item stays
+            # queued. A connector's own bug is permanent and logged with what it was writing.
+            retryable = isinstance(exc, TransientError)
+            if not retryable:
+                log.error(
+                    "%s.write_records failed for %s: %s",
+                    connector.name,
+                    ", ".join(c.key or f"create {c.ref}" for c in changes[:10])
+                    + (" ..." if len(changes) > 10 else ""),
+                    exc,
+                    exc_info=isinstance(exc, ConnectorBugError),
+                )
             return [
-                WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=True)
+                WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=retryable)
                 for c in changes
             ]
 
@@ -1392,6 +1611,11 @@ class _Cycle:
             halted=halted,
             timings=dict(t.timings),
             quarantined=tuple(sorted(self.quarantined)),
+            listing_missed=dict(sorted(t.missed.items())),
+            invalid_records=dict(sorted(t.invalid.items())),
+            partial_records=dict(sorted(t.partial.items())),
+            unknown_fields=t.unknown_fields,
+            read_failures=dict(sorted(t.read_failures.items())),
         )
 
     def _counters(self, report: CycleReport) -> list[Counter]:

@@ -31,6 +31,8 @@ CREATE TABLE rec (
     base    TEXT,
     deleted INTEGER NOT NULL DEFAULT 0,
     changed INTEGER NOT NULL DEFAULT 1,
+    bad     TEXT,
+    ret     INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (side, key)
 ) WITHOUT ROWID;
 CREATE INDEX rec_link ON rec (side, link);
@@ -98,19 +100,23 @@ class Stash:
     def put(self, rows: Iterable[RecRow]) -> None:
         """Stage records.
 
-        Each row: side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted, changed;
-        ``changed`` is 0 only for a linked record whose values equal its link's base.
+        Each row: side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted, changed,
+        bad, ret; ``changed`` is 0 only for a linked record whose values equal its link's base;
+        ``bad`` holds the problems of values that do not fit (by left field name); ``ret`` is 0
+        for a record staged as gone because a read by key did not return it.
         """
         self.db.executemany(
             "INSERT OR REPLACE INTO rec (side, key, link, other, nat, proj, raw, mod, ftimes,"
-            " base, deleted, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " base, deleted, changed, bad, ret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
     def count(self, side: int) -> int:
-        """How many records of ``side`` are staged (tombstones included)."""
+        """How many records of ``side`` the connector returned (its tombstones included)."""
         return int(
-            self.db.execute("SELECT count(*) FROM rec WHERE side = ?", (side,)).fetchone()[0]
+            self.db.execute(
+                "SELECT count(*) FROM rec WHERE side = ? AND ret = 1", (side,)
+            ).fetchone()[0]
         )
 
     def staged(self, side: int, keys: Sequence[str]) -> set[str]:
@@ -197,13 +203,15 @@ class Stash:
         skipped without being read: only the changed records (a partial index) and the links
         with active items are joined, so a steady-state cycle's compare costs what changed.
         Each row: left key, right key, left proj, right proj, base, left raw, right raw,
-        left mod, right mod, left ftimes, right ftimes, left deleted, right deleted, nat.
+        left mod, right mod, left ftimes, right ftimes, left deleted, right deleted, nat,
+        left bad, right bad.
         """
         cur = self.db.execute(
             "WITH todo (k) AS (SELECT link FROM rec WHERE changed = 1 AND link IS NOT NULL"
             " UNION SELECT left_key FROM act)"
             " SELECT l.key, r.key, l.proj, r.proj, coalesce(l.base, r.base), l.raw, r.raw,"
-            " l.mod, r.mod, l.ftimes, r.ftimes, l.deleted, r.deleted, coalesce(l.nat, r.nat)"
+            " l.mod, r.mod, l.ftimes, r.ftimes, l.deleted, r.deleted, coalesce(l.nat, r.nat),"
+            " l.bad, r.bad"
             " FROM todo JOIN rec l ON l.side = 0 AND l.key = todo.k"
             " JOIN rec r ON r.side = 1 AND r.key = l.other"
             " WHERE l.link IS NOT NULL ORDER BY l.key"
