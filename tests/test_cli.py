@@ -6,7 +6,16 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from syncrecon import AppLoadError, ConfigurationError
+from syncrecon.__main__ import main
+from syncrecon.queue import load_syncs
+from syncrecon.storage.sqlite import SQLiteStorage
+from syncrecon.worker import load
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -80,3 +89,195 @@ def test_bench_small_run_reports_its_figures() -> None:
     assert out["api_calls"] >= out["api_call_floor"] > 0
     assert out["converged_rerun_writes"] == 0
     assert out["discrepancies_found"] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Apps named by import path: the current directory is importable, and a bad path is one line
+
+
+APP_MODULE = """
+from syncrecon import FieldMap, Reconciler, SyncDefinition, recency
+from syncrecon.storage.sqlite import SQLiteStorage
+from syncrecon.testing import ManualClock, SimulatedSystem
+
+clock = ManualClock()
+deals = SyncDefinition(
+    name="deals",
+    left=SimulatedSystem("a", clock=clock),
+    right=SimulatedSystem("b", clock=clock),
+    fields=[FieldMap(left="x", right="X", policy=recency())],
+)
+reconciler = Reconciler(deals, SQLiteStorage("app.sqlite"), clock=clock)
+answer = 42
+
+
+def make_reconciler():
+    return reconciler
+"""
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``tmp_path`` as the current directory, holding ``cliapp/sync.py``; nothing on sys.path."""
+    (tmp_path / "cliapp").mkdir()
+    (tmp_path / "cliapp" / "__init__.py").write_text("")
+    (tmp_path / "cliapp" / "sync.py").write_text(APP_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    yield tmp_path
+    for name in [m for m in sys.modules if m == "cliapp" or m.startswith("cliapp.")]:
+        del sys.modules[name]
+
+
+def _one_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_the_worker_imports_an_app_from_the_current_directory(
+    app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["worker", "cliapp.sync:reconciler", "--once"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"processed": 0}
+    assert main(["worker", "cliapp.sync:make_reconciler", "--once"]) == 0  # a factory
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (
+            "nope.mod:app",
+            "syncrecon worker: cannot load 'nope.mod:app': cannot import 'nope.mod':"
+            " No module named 'nope'",
+        ),
+        (
+            "cliapp.sync:nothing",
+            "syncrecon worker: cannot load 'cliapp.sync:nothing': 'cliapp.sync' has no"
+            " attribute 'nothing'",
+        ),
+        (
+            "cliapp.sync:deals.nothing",
+            "syncrecon worker: cannot load 'cliapp.sync:deals.nothing': 'cliapp.sync:deals'"
+            " has no attribute 'nothing'",
+        ),
+        (
+            "cliapp.sync",
+            "syncrecon worker: cannot load 'cliapp.sync': expected 'package.module:attribute'"
+            " (like myapp.sync:worker)",
+        ),
+        ("cliapp.sync:", "expected 'package.module:attribute'"),
+        (
+            "json:dumps",
+            "syncrecon worker: cannot load 'json:dumps': it is a callable that needs arguments",
+        ),
+        (
+            "cliapp.sync:answer",
+            "syncrecon worker: 'cliapp.sync:answer' is not a Worker, WebhookHandler or"
+            " Reconciler (nor a factory of one): int",
+        ),
+        ("cliapp.sync:deals", "is not a Worker, WebhookHandler or Reconciler"),
+    ],
+)
+def test_a_bad_worker_app_is_one_line_and_status_2(
+    app_dir: Path, capsys: pytest.CaptureFixture[str], path: str, message: str
+) -> None:
+    assert main(["worker", path, "--once"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = _one_line(captured.err)
+    assert line.startswith("syncrecon worker: ")
+    assert message in line
+
+
+def test_a_module_that_fails_on_import_is_one_line(
+    app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (app_dir / "broken.py").write_text("raise RuntimeError('no config')\n")
+    assert main(["worker", "broken:app"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == (
+        "syncrecon worker: cannot load 'broken:app': importing 'broken' raised RuntimeError:"
+        " no config"
+    )
+
+
+def test_load_raises_the_typed_error(app_dir: Path) -> None:
+    with pytest.raises(AppLoadError) as caught:
+        load("json:dumps")
+    assert isinstance(caught.value, ConfigurationError)
+    with pytest.raises(AppLoadError):
+        load_syncs("json:dumps")
+    assert load_syncs("cliapp.sync:deals")[0].name == "deals"
+
+
+def test_a_bad_queue_app_is_one_line_and_status_2(
+    app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    SQLiteStorage(app_dir / "q.sqlite").setup()
+    for path, message in [
+        ("json:dumps", "syncrecon queue: cannot load 'json:dumps': it is a callable that needs"),
+        ("nope.mod:deals", "cannot import 'nope.mod': No module named 'nope'"),
+        ("cliapp.sync:answer", "syncrecon queue: 'cliapp.sync:answer' is not a SyncDefinition"),
+    ]:
+        argv = ["queue", "--db", "q.sqlite", "resolve", "1", "--take", "left", "--app", path]
+        assert main(argv) == 2
+        assert message in _one_line(capsys.readouterr().err)
+    # A good path from the current directory loads; the item itself does not exist.
+    argv = ["queue", "--db", "q.sqlite", "resolve", "1", "--take", "left"]
+    assert main([*argv, "--app", "cliapp.sync:deals"]) == 1
+    assert "no queue item" in _one_line(capsys.readouterr().err).lower()
+
+
+def test_worker_help_shows_the_import_path_form(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["worker", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "pkg.mod:attr" in out
+    assert "myapp.sync:worker" in out
+
+
+SCRIPT = Path(sys.executable).with_name("syncrecon")
+
+
+def _script(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin"},  # no PYTHONPATH: only the current directory helps
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the syncrecon console script is not installed")
+def test_the_console_script_imports_from_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "sync.py").write_text(APP_MODULE)
+    proc = _script(tmp_path, "worker", "myapp.sync:reconciler", "--once")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"processed": 0}
+    db = str(tmp_path / "app.sqlite")
+    proc = _script(tmp_path, "queue", "--db", db, "resolve", "1", "--take", "left",
+                   "--app", "myapp.sync:deals")  # fmt: skip
+    assert proc.returncode == 1  # loaded; there is no item 1
+    assert "cannot import" not in proc.stderr
+
+    proc = _script(tmp_path, "worker", "nope.mod:app", "--once")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        "syncrecon worker: cannot load 'nope.mod:app': cannot import 'nope.mod':"
+        " No module named 'nope'\n"
+    )
+    proc = _script(tmp_path, "worker", "json:dumps")
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr).startswith("syncrecon worker: cannot load 'json:dumps': it is")
+    proc = _script(tmp_path, "queue", "--db", db, "resolve", "1", "--app", "json:dumps")
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr).startswith("syncrecon queue: cannot load 'json:dumps': it is")

@@ -165,3 +165,30 @@ def test_a_killed_cycle_is_completed_by_the_next_one(
     assert actual["records"] == expected["records"], f"systems differ (seed {SEED}, {kill})"
     assert actual["links"] == expected["links"], f"links differ (seed {SEED}, {kill})"
     assert actual["items"] == expected["items"], f"queue differs (seed {SEED}, {kill})"
+
+
+def _worker_at(folder: Path, step: str, at: datetime) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(WORKER), str(folder), step, "--seed", str(SEED)]
+    command += ["--at", at.isoformat(), "--kill", "none"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_killed_cycles_successor_runs_within_one_lease_ttl(
+    before_the_cycle: Path, uninterrupted: Any, tmp_path: Path
+) -> None:
+    folder = _copy(before_the_cycle, tmp_path / "killed")
+    killed = _worker(folder, "cycle", 3, "after:list_records:salesforce:1")
+    assert killed.returncode == -signal.SIGKILL
+
+    # Ten seconds later the dead cycle's lease (45 s by default) still stands, and the error
+    # says whose it is and until when.
+    early = _worker_at(folder, "cycle", T0 + timedelta(hours=3, seconds=10))
+    assert early.returncode != 0
+    assert "LeaseHeldError" in early.stderr
+    assert "holds the lease until" in early.stderr
+    assert (T0 + timedelta(hours=3, seconds=45)).isoformat() in early.stderr
+
+    # Within one ttl of the kill, the successor runs and completes the work.
+    later = _worker_at(folder, "cycle", T0 + timedelta(hours=3, seconds=46))
+    assert later.returncode == 0, later.stderr
+    assert _end_state(folder)["records"] == uninterrupted[1]["records"]

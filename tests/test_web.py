@@ -24,7 +24,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from syncrecon import Status
+from syncrecon import ConfigurationError, Status
 from syncrecon.queue import OperatorQueue
 from syncrecon.storage import Discrepancy, Step, Storage
 from syncrecon.testing import ManualClock
@@ -406,3 +406,66 @@ def test_mounted_under_a_prefix(world: World) -> None:
         assert response.status_code == 303
         assert response.headers["location"] == f"/ops/queue/items/{item_id}?done=assigned"
     assert world.storage.get_item(item_id).assignee == "fin"
+
+
+# --------------------------------------------------------------------------------------------
+# Allowed hosts (DNS rebinding)
+
+
+def test_a_foreign_host_is_refused_before_routing(world: World) -> None:
+    _keys, item_id = amount_conflict(world)
+    with serve(QueueApp(world.queue)) as url, httpx.Client(base_url=url) as c:
+        port = url.rsplit(":", 1)[1]
+        evil = f"rebind.evil.example:{port}"
+        # A rebinding page posts "same-origin": the Origin matches the Host it sends.
+        response = c.post(
+            f"/items/{item_id}/resolve",
+            data={"take": "left"},
+            headers={"host": evil, "origin": f"http://{evil}"},
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert "host" in response.text.lower()
+        assert "<" not in response.text
+        for path in ("/", f"/items/{item_id}", "/dashboard", "/no/such/page"):
+            refused = c.get(path, headers={"host": evil})
+            assert refused.status_code == 400, path
+            assert "amount" not in refused.text
+        assert c.get("/", headers={"host": "rebind.evil.example"}).status_code == 400
+        assert c.head("/", headers={"host": evil}).status_code == 400
+        # Loopback names pass, on any port.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST.:{port}", "[::1]:1"):
+            assert c.get("/", headers={"host": host}).status_code == 200, host
+        for bad in ("", "localhost:x", "localhost@evil.example", "localhost, evil.example"):
+            assert c.get("/", headers={"host": bad}).status_code == 400, bad
+    assert world.right.write_log == []
+    assert world.storage.get_item(item_id).status is Status.ESCALATED
+
+
+def test_allowed_hosts_for_a_public_name(world: World) -> None:
+    _keys, item_id = amount_conflict(world)
+    app = QueueApp(world.queue, allowed_hosts=["ops.example.com", "Admin.Example.com:8443"])
+    with serve(app) as url, httpx.Client(base_url=url) as c:
+        assert c.get("/").status_code == 400  # loopback is no longer in the list
+        assert c.get("/", headers={"host": "ops.example.com"}).status_code == 200
+        assert c.get("/", headers={"host": "ops.example.com:8080"}).status_code == 200
+        assert c.get("/", headers={"host": "admin.example.com:8443"}).status_code == 200
+        assert c.get("/", headers={"host": "admin.example.com"}).status_code == 400
+        assert c.get("/", headers={"host": "evil.ops.example.com"}).status_code == 400
+        response = c.post(
+            f"/items/{item_id}/assign",
+            data={"to": "ada"},
+            headers={"host": "ops.example.com", "origin": "https://ops.example.com"},
+        )
+        assert response.status_code == 303
+    assert world.storage.get_item(item_id).assignee == "ada"
+    with serve(QueueApp(world.queue, allowed_hosts=["*"])) as url, httpx.Client(base_url=url) as c:
+        assert c.get("/", headers={"host": "anything.example"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "hosts", ["localhost", ["https://ops.example.com"], ["ops.example.com:http"], [""]]
+)
+def test_allowed_hosts_are_checked_when_the_app_is_made(world: World, hosts: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        QueueApp(world.queue, allowed_hosts=hosts)

@@ -7,12 +7,14 @@ The public API lives here; storage backends are imported by their path
 from ._clock import Clock, SystemClock
 from ._connector import AsyncConnector, Connector, RetrySettings
 from ._exceptions import (
+    AppLoadError,
     ConfigurationError,
     ConnectorBugError,
     ConnectorError,
     CycleHaltedError,
     InvalidRecordError,
     LeaseHeldError,
+    LeaseLostError,
     MalformedPayloadError,
     MethodNotAllowedError,
     PayloadTooLargeError,
@@ -47,6 +49,7 @@ from ._policy import (
     source_of_truth,
 )
 from ._reconciler import CycleReport, Reconciler
+from ._retention import Retention
 from ._sync import (
     Direction,
     FieldMap,
@@ -61,6 +64,7 @@ from .storage import Discrepancy, Status, Storage
 
 __all__ = [
     "MISSING",
+    "AppLoadError",
     "AsyncConnector",
     "Capabilities",
     "Change",
@@ -82,6 +86,7 @@ __all__ = [
     "FieldState",
     "InvalidRecordError",
     "LeaseHeldError",
+    "LeaseLostError",
     "MalformedPayloadError",
     "Merge",
     "MethodNotAllowedError",
@@ -95,6 +100,7 @@ __all__ = [
     "Recency",
     "Reconciler",
     "Record",
+    "Retention",
     "RetrySettings",
     "SchemaVersionError",
     "Side",

@@ -7,6 +7,9 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ._app import APP_PATH_FORM
+from ._exceptions import AppLoadError, SyncReconError
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m syncrecon`` and the ``syncrecon`` script."""
@@ -34,8 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--deepdiff-sample", type=int, default=2000, help="pairs DeepDiff compares (scaled)"
     )
 
-    worker = commands.add_parser("worker", help="drain the webhook inbox and run cycles")
-    worker.add_argument("app", help="import path of a Worker, WebhookHandler or Reconciler")
+    worker = commands.add_parser(
+        "worker",
+        help="drain the webhook inbox and run cycles",
+        description="Drain the webhook inbox, run the reconciliation cycles on schedule and"
+        " prune old rows. The current directory is importable.",
+    )
+    worker.add_argument(
+        "app",
+        metavar=APP_PATH_FORM,
+        help=f"import path ({APP_PATH_FORM}, e.g. myapp.sync:worker) of a Worker,"
+        " WebhookHandler or Reconciler, or of a function without arguments returning one",
+    )
     worker.add_argument("--once", action="store_true", help="one round, then exit")
 
     from .dashboard import register_cli as register_dashboard
@@ -58,10 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from .worker import load
 
+        try:
+            runner = load(args.app)
+        except AppLoadError as exc:
+            print(f"syncrecon worker: {exc}", file=sys.stderr)
+            return 2
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        runner = load(args.app)
         if args.once:
-            report = runner.run_once()
+            try:
+                report = runner.run_once()
+            except SyncReconError as exc:
+                print(f"syncrecon worker: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 1
             print(json.dumps({"processed": report.processed if report else 0}))
             return 0
         try:

@@ -6,6 +6,7 @@ Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
 
     SyncReconError
     ├── ConfigurationError (ValueError)       a sync definition or option is wrong
+    │   └── AppLoadError                      an import path names no usable object
     ├── ConnectorError                        a connector call failed
     │   ├── TransientError                    worth retrying (5xx, timeouts, dropped connections)
     │   │   └── RateLimitedError              429 or quota; carries ``retry_after`` seconds
@@ -15,6 +16,7 @@ Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
     ├── StorageError                          the storage backend failed
     │   ├── SchemaVersionError                the database is newer than this library
     │   └── LeaseHeldError                    another worker holds the lease
+    │       └── LeaseLostError                a lease was lost: the fenced commit changed nothing
     ├── CycleHaltedError (RuntimeError)       a guard stopped a cycle before it wrote anything
     └── WebhookError                          a webhook request was rejected (has ``status_code``)
         ├── SignatureError                    bad, missing or malformed signature (401)
@@ -27,13 +29,17 @@ Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
+    "AppLoadError",
     "ConfigurationError",
     "ConnectorBugError",
     "ConnectorError",
     "CycleHaltedError",
     "InvalidRecordError",
     "LeaseHeldError",
+    "LeaseLostError",
     "MalformedPayloadError",
     "MethodNotAllowedError",
     "PayloadTooLargeError",
@@ -126,7 +132,29 @@ class SchemaVersionError(StorageError):
 
 
 class LeaseHeldError(StorageError):
-    """Another worker holds the lease (for example, a reconciliation cycle is running)."""
+    """Another worker holds the lease (for example, a reconciliation cycle is running).
+
+    ``name`` is the lease, ``owner`` who holds it and ``until`` when it expires (unless its
+    holder renews it), where known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        owner: str | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.owner = owner
+        self.until = until
+
+
+class LeaseLostError(LeaseHeldError):
+    """A lease was lost while its work ran (it expired and another worker took it, or it was
+    released): a commit fenced by it is refused and changes nothing."""
 
 
 class CycleHaltedError(SyncReconError, RuntimeError):
@@ -181,3 +209,11 @@ class UnknownSourceError(WebhookError, LookupError):
     """No webhook source is registered under that name."""
 
     status_code = 404
+
+
+class AppLoadError(ConfigurationError):
+    """An import path (``"package.module:attribute"``) does not name a usable object.
+
+    The module cannot be imported, the attribute is missing, the path is malformed, or the
+    object (or what its factory returns) is not of a kind the caller accepts.
+    """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections import Counter as TallyCounter
@@ -42,6 +43,7 @@ from ._exceptions import (
     CycleHaltedError,
     InvalidRecordError,
     LeaseHeldError,
+    LeaseLostError,
     PermanentError,
     StorageError,
     TransientError,
@@ -221,7 +223,9 @@ class Reconciler:
     deletions and late records); incremental passes read from the watermark minus ``overlap``.
     A cycle that would delete more than ``max_delete_fraction`` of the linked records is
     halted before it writes anything. Only one cycle per sync runs at a time, across
-    processes (a lease in storage that lasts ``lease_ttl`` and is renewed as the cycle runs).
+    processes: a lease in storage that lasts ``lease_ttl`` (45 s) and that a heartbeat renews
+    every third of it while the cycle runs, so a killed cycle's successor can run within one
+    ttl. Every commit of a cycle is fenced by its lease: a cycle that lost it commits nothing.
     Every value a cycle writes is remembered for ``echo_ttl`` in the echo ledger, so the fast
     loop recognizes the webhook that write causes and does not write it back.
     """
@@ -236,7 +240,7 @@ class Reconciler:
         full_sweep_every: timedelta = timedelta(hours=24),
         overlap: timedelta = timedelta(minutes=5),
         max_delete_fraction: float = 0.1,
-        lease_ttl: timedelta = timedelta(minutes=10),
+        lease_ttl: timedelta = timedelta(seconds=45),
         raise_on_halt: bool = False,
         scratch_dir: str | None = None,
         batch_size: int = 2000,
@@ -309,6 +313,52 @@ class Reconciler:
         return await anyio.to_thread.run_sync(work)
 
 
+class _Heartbeat:
+    """Renews a cycle's lease every third of its ttl while the cycle runs (a daemon thread).
+
+    A renewal that finds the lease lost (taken by another worker after it expired) records a
+    :class:`LeaseLostError`; the cycle raises it at its next batch, and every commit it tries
+    meanwhile is refused by the storage's fence.
+    """
+
+    def __init__(self, cycle: _Cycle) -> None:
+        self.cycle = cycle
+        self.interval = max(cycle.rec.lease_ttl.total_seconds() / 3, 0.01)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"syncrecon-lease-{cycle.id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        cycle = self.cycle
+        name, owner = cycle.rec.lease_name, cycle.owner
+        while not self._stop.wait(self.interval):
+            try:
+                ok = cycle.storage.renew_lease(name, owner, cycle.rec.lease_ttl, cycle.clock.now())
+            except Exception:  # a storage hiccup: the next beat tries again
+                log.warning("renewing the lease %s failed", name, exc_info=True)
+                continue
+            if not ok:
+                held = cycle.storage.lease_holder(name)
+                cycle.lost = LeaseLostError(
+                    f"the lease of the cycle of {cycle.sync.name!r} was lost"
+                    + (f" to {held[0]}" if held else "")
+                    + "; the cycle stops and commits nothing more",
+                    name=name,
+                    owner=held[0] if held else None,
+                    until=held[1] if held else None,
+                )
+                log.error("%s", cycle.lost)
+                return
+
+
 class _Cycle:
     """One cycle's state. Not reused."""
 
@@ -328,7 +378,8 @@ class _Cycle:
         self.active: dict[ItemKey, Discrepancy] = {}
         self.by_link: dict[tuple[str, str], list[Discrepancy]] = {}
         self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
-        self.lease_renewed = 0.0
+        self.fence: tuple[str, str] | None = None
+        self.lost: LeaseLostError | None = None
         self.incremental = False
         self.held: list[tuple[int, str]] = []
         self.quarantined: frozenset[str] = frozenset()
@@ -349,25 +400,32 @@ class _Cycle:
 
     def run(self) -> CycleReport:
         started = self.clock.now()
-        if not self.storage.acquire_lease(
-            self.rec.lease_name, self.owner, self.rec.lease_ttl, started
-        ):
-            raise LeaseHeldError(f"a cycle of sync {self.sync.name!r} is already running")
-        self.lease_renewed = time.monotonic()
+        name = self.rec.lease_name
+        if not self.storage.acquire_lease(name, self.owner, self.rec.lease_ttl, started):
+            held = self.storage.lease_holder(name)
+            message = f"a cycle of sync {self.sync.name!r} is already running"
+            if held is None:
+                raise LeaseHeldError(message, name=name)
+            raise LeaseHeldError(
+                f"{message}: {held[0]} holds the lease until {held[1].isoformat()}",
+                name=name,
+                owner=held[0],
+                until=held[1],
+            )
+        self.fence = (name, self.owner)
+        beat = _Heartbeat(self)
+        beat.start()
         try:
             with Stash(self.rec.scratch_dir) as stash:
                 return self._run(stash, started)
         finally:
-            self.storage.release_lease(self.rec.lease_name, self.owner)
+            beat.stop()
+            self.storage.release_lease(name, self.owner)
 
     def _renew_lease(self) -> None:
-        if time.monotonic() - self.lease_renewed < self.rec.lease_ttl.total_seconds() / 3:
-            return
-        if not self.storage.acquire_lease(
-            self.rec.lease_name, self.owner, self.rec.lease_ttl, self.clock.now()
-        ):
-            raise LeaseHeldError("the cycle lease expired and was taken by another worker")
-        self.lease_renewed = time.monotonic()
+        """Between batches: stop at once if the heartbeat found the lease lost."""
+        if self.lost is not None:
+            raise self.lost
 
     def _phase(self, name: str, began: float) -> None:
         self.t.timings[name] = round(self.t.timings.get(name, 0.0) + time.process_time() - began, 6)
@@ -435,6 +493,7 @@ class _Cycle:
                 report=report.to_dict(),
             )
             step.counters.extend(self._counters(report))
+            step.fence = self.fence
             self.storage.commit(step)
         if halted is not None and self.rec.raise_on_halt:
             raise CycleHaltedError(halted, reason=MASS_DELETE_CATEGORY)
@@ -715,9 +774,9 @@ class _Cycle:
             self._stage(stash, side, page.records)
             self._advance_mark(side, page.records, began)
             pages += 1
+            self._renew_lease()
             if pages % 50 == 0:
                 stash.checkpoint()
-                self._renew_lease()
             if page.next_cursor is None:
                 self.listing = False
                 break
@@ -958,6 +1017,7 @@ class _Cycle:
     def _commit(self, step: Step) -> list[int]:
         if self.dry_run or step.is_empty():
             return [0] * len(step.new_items)
+        step.fence = self.fence
         return self.storage.commit(step)
 
     def _state(

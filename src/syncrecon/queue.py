@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import builtins
 import enum
-import importlib
 import json
 import sys
 import uuid
@@ -49,10 +48,11 @@ import anyio.to_thread
 import attrs
 
 from . import _codec
+from ._app import APP_PATH_FORM, import_app
 from ._clock import Clock, SystemClock
 from ._connector import Caller, RetrySettings, read_batch, write_batch
 from ._drift import SCHEMA_DRIFT_CATEGORY
-from ._exceptions import ConfigurationError, LeaseHeldError, SyncReconError
+from ._exceptions import AppLoadError, ConfigurationError, LeaseHeldError, SyncReconError
 from ._models import Change, ChangeOp, Record, Side
 from ._policy import values_equal
 from ._reconciler import fingerprint
@@ -946,24 +946,16 @@ def load_syncs(path: str) -> builtins.list[SyncDefinition]:
     (its sources' syncs), a :class:`~syncrecon.worker.Worker` (both), an iterable of sync
     definitions, or a callable without arguments that returns one of those.
 
-    :raises ConfigurationError: when the path cannot be imported or names something else.
+    The current directory is importable (as for the worker).
+
+    :raises AppLoadError: when the path cannot be imported or names something else.
     """
     from ._reconciler import Reconciler
     from .webhooks._handler import WebhookHandler
     from .worker import Worker
 
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(f"expected 'package.module:attribute', got {path!r}")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
     known = (SyncDefinition, Reconciler, WebhookHandler, Worker)
-    if callable(target) and not isinstance(target, known):
-        target = target()
+    target = import_app(path, keep=known)
 
     def from_handler(handler: WebhookHandler) -> builtins.list[SyncDefinition]:
         return [src.sync for src in handler.sources.values()]
@@ -982,11 +974,11 @@ def load_syncs(path: str) -> builtins.list[SyncDefinition]:
     elif isinstance(target, Iterable) and not isinstance(target, str | bytes | Mapping):
         found = builtins.list(target)
         if not all(isinstance(s, SyncDefinition) for s in found):
-            raise ConfigurationError(f"{path} holds something other than sync definitions")
+            raise AppLoadError(f"{path!r} holds something other than sync definitions")
     else:
-        raise ConfigurationError(
-            f"{path} is not a SyncDefinition, Reconciler, WebhookHandler, Worker or an"
-            f" iterable of sync definitions: {target!r}"
+        raise AppLoadError(
+            f"{path!r} is not a SyncDefinition, Reconciler, WebhookHandler, Worker or an"
+            f" iterable of sync definitions (nor a factory of one): {type(target).__name__}"
         )
     unique: dict[int, SyncDefinition] = {id(s): s for s in found}
     return builtins.list(unique.values())
@@ -1031,7 +1023,10 @@ def register_cli(
         "--value", help='a JSON value in the left vocabulary ({"$date": "2026-01-31"} for dates)'
     )
     res.add_argument(
-        "--app", help="import path of the host's sync definition(s), like the worker's"
+        "--app",
+        metavar=APP_PATH_FORM,
+        help="import path of the host's sync definition(s), like the worker's"
+        f" ({APP_PATH_FORM}; the current directory is importable)",
     )
     res.add_argument("--by", help="who decides (recorded on the item)")
     res.add_argument("--note", help="a note to keep with the resolution")
@@ -1085,7 +1080,8 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run the ``queue`` command parsed by a parser made with :func:`register_cli`.
 
     Returns the exit status: 0 when the action was done, 1 when it was not (an error, or a
-    resolution that left the item open: changed since opened, or a failed write).
+    resolution that left the item open: changed since opened, or a failed write), 2 when
+    ``--app`` names no usable object (one line on stderr says why).
     """
     from .storage.sqlite import SQLiteStorage
 
@@ -1097,7 +1093,11 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         syncs: builtins.list[SyncDefinition] = []
         if getattr(args, "app", None):
-            syncs = load_syncs(args.app)
+            try:
+                syncs = load_syncs(args.app)
+            except AppLoadError as exc:
+                print(f"syncrecon queue: {exc}", file=sys.stderr)
+                return 2
         queue = OperatorQueue(storage, syncs)
         return _run_action(queue, args)
     except SyncReconError as exc:

@@ -34,6 +34,13 @@ one, its ``Referer``) names the same host as its ``Host`` header, or one of
 that posts must send a matching ``Origin``. Behind a proxy that rewrites ``Host``, list the
 public origin in ``trusted_origins``.
 
+Every request (``GET`` too) must also name an allowed host in its ``Host`` header, or it is
+answered ``400`` and goes no further: a page without a login of its own must not be readable
+through DNS rebinding (a hostile site whose name resolves to ``127.0.0.1``). By default only
+loopback names are allowed (``localhost``, ``127.0.0.1``, ``[::1]``, on any port); served under
+other names, or behind a proxy, pass the public names in ``allowed_hosts``
+(``["ops.example.com"]``; ``"ops.example.com:8443"`` allows that port only; ``"*"`` any host).
+
 A resolve form carries the values the page showed; when the item's values changed before the
 form was sent (a cycle saw new values), nothing is done and the page says so.
 """
@@ -68,7 +75,7 @@ from .queue import (
 from .storage._base import Discrepancy, Status
 from .webhooks.asgi import serve_scope
 
-__all__ = ["QueueApp"]
+__all__ = ["LOOPBACK_HOSTS", "QueueApp"]
 
 log = logging.getLogger("syncrecon.web")
 
@@ -81,6 +88,8 @@ _CSP: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self';"
     " frame-ancestors 'none'; base-uri 'none'"
 )
+LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]")
+"""The hosts :class:`QueueApp` serves by default (any port): loopback names only."""
 _STATUS_CHOICES: Final = ("active", *(s.value for s in Status), "all")
 _DONE: Final = {
     "resolved": ("ok", "Resolved: the value is written where it was needed; the item is closed."),
@@ -156,6 +165,37 @@ def _when(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _split_host(text: str) -> tuple[str, str | None] | None:
+    """``(name, port or None)`` of a ``Host`` header or an allowed host; ``None`` if malformed.
+
+    Names are lower-cased without a trailing dot; IPv6 addresses keep their brackets (``::1``
+    is read as ``[::1]``).
+    """
+    text = text.strip().lower()
+    if text.count(":") > 1 and not text.startswith("["):
+        text = f"[{text}]"  # a bare IPv6 address (allowed hosts only: a Host header has [])
+    port: str | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        name, rest = text[: end + 1], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port = rest[1:]
+    else:
+        name, colon, tail = text.partition(":")
+        if colon:
+            port = tail
+    name = name.rstrip(".") if not name.startswith("[") else name
+    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5):
+        return None
+    if not name or any(c in name for c in "/@?#\\ ,") or not name.isascii():
+        return None
+    return name, port
+
+
 def _host_key(netloc: str, scheme: str) -> str:
     """``host[:port]`` lower-cased, without user info and without the scheme's default port."""
     host = netloc.rsplit("@", 1)[-1].strip().lower()
@@ -176,6 +216,9 @@ class QueueApp:
     :param trusted_origins: origins (``https://ops.example.com``) whose ``POST`` is accepted
         besides the request's own host, for a proxy that rewrites ``Host``.
     :param max_body_bytes: the largest form accepted (413 above it).
+    :param allowed_hosts: the host names a request's ``Host`` header may name (any port, or
+        ``"name:port"`` for that port only; ``"*"`` allows any). Any other host gets ``400``.
+        By default loopback only: ``localhost``, ``127.0.0.1`` and ``[::1]``.
     """
 
     def __init__(
@@ -186,6 +229,7 @@ class QueueApp:
         operator: Callable[[Scope], str | None] | None = None,
         trusted_origins: Iterable[str] = (),
         max_body_bytes: int = 64 * 1024,
+        allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
     ) -> None:
         self.queue = queue
         self.dashboard = dashboard
@@ -200,6 +244,18 @@ class QueueApp:
                 )
             trusted.add(_host_key(parts.netloc, parts.scheme))
         self.trusted = frozenset(trusted)
+        if isinstance(allowed_hosts, str):
+            raise ConfigurationError("allowed_hosts is a list of host names, not one string")
+        hosts: set[tuple[str, str | None]] = set()
+        for allowed in allowed_hosts:
+            parsed = _split_host(allowed) if allowed != "*" else ("*", None)
+            if parsed is None:
+                raise ConfigurationError(
+                    f"an allowed host looks like ops.example.com or ops.example.com:8443,"
+                    f" got {allowed!r}"
+                )
+            hosts.add(parsed)
+        self.allowed_hosts = frozenset(hosts)
 
     def __repr__(self) -> str:
         return f"QueueApp({self.queue!r}, dashboard={self.dashboard})"
@@ -218,6 +274,10 @@ class QueueApp:
             path = path[len(root) :]
         path = "/" + path.strip("/")
         headers = _headers(scope)
+        if not self._host_allowed(headers.get("host")):
+            log.warning("refused a request for host %r (not in allowed_hosts)", headers.get("host"))
+            await _respond_plain(send, 400, "Bad Request: this host name is not served here.\n")
+            return
         try:
             query = _query(scope)
             status, body, extra = await self._route(
@@ -265,6 +325,15 @@ class QueueApp:
                 location = f"{urllib.parse.quote(root)}/items/{item_id}?done={done}"
                 return 303, "", {"location": location}
         raise _HTTPError(404, "No such page.")
+
+    def _host_allowed(self, header: str | None) -> bool:
+        if ("*", None) in self.allowed_hosts:
+            return True
+        parsed = _split_host(header or "")
+        if parsed is None:
+            return False
+        name, _port = parsed
+        return (name, None) in self.allowed_hosts or parsed in self.allowed_hosts
 
     def _check_origin(self, headers: Mapping[str, str]) -> None:
         host = headers.get("host", "")
@@ -649,6 +718,18 @@ def _headers(scope: Scope) -> dict[str, str]:
         text = bytes(value).decode("latin-1")
         out[key] = f"{out[key]},{text}" if key in out else text
     return out
+
+
+async def _respond_plain(send: Send, status: int, text: str) -> None:
+    data = text.encode("utf-8")
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(data)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 async def _respond(

@@ -1,34 +1,44 @@
 """A worker that drains the fast loop's inbox and outbox, next to the reconciliation schedule.
 
 Run it from the command line with the import path of your app's object, the way uvicorn and
-celery take theirs::
+celery take theirs (the current directory is importable)::
 
-    python -m syncrecon worker myapp.sync:worker
+    syncrecon worker myapp.sync:worker
 
 where ``myapp.sync.worker`` is a :class:`Worker`, a
 :class:`~syncrecon.webhooks.WebhookHandler` (drained alone) or a
 :class:`~syncrecon.Reconciler` (its cycles run every four hours). Or embed it: ``start()`` and
 ``stop()`` in a sync host, ``await worker.run()`` in an asyncio one.
+
+The worker also applies the storage's :class:`~syncrecon.Retention` every ``prune_every``
+(hourly): processed webhook events, expired echoes, settled outbox entries, old cycle reports
+and counters are removed so the database stops growing. A failed prune is logged and tried
+again at the next one.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 import anyio.to_thread
 
+from ._app import import_app
+from ._clock import Clock
+from ._exceptions import AppLoadError
 from ._reconciler import CycleReport, Reconciler
+from ._retention import Retention
 from .scheduling import IntervalScheduler, _sleep_unless
+from .storage._base import Storage
 from .webhooks._handler import ProcessReport, WebhookHandler
 
 __all__ = ["Worker", "load"]
 
 log = logging.getLogger("syncrecon.worker")
+
+_RETENTION = Retention()
 
 
 class Worker:
@@ -39,6 +49,10 @@ class Worker:
     ``poll`` seconds when idle): the events of a burst that arrive in between are drained
     together, and their writes to one system go out as one batch (the latest change of each
     field winning). ``coalesce`` is the fast loop's coalescing window.
+
+    Every ``prune_every`` (the first time in the first round) it applies ``retention`` to the
+    storage of the handler and of the reconciler, at the time of their clock (the handler's
+    when it has one); ``retention=None`` never prunes. A failed prune is logged, never raised.
     """
 
     def __init__(
@@ -52,10 +66,27 @@ class Worker:
         delay_first: bool = False,
         on_report: Callable[[CycleReport], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        retention: Retention | None = _RETENTION,
+        prune_every: timedelta = timedelta(hours=1),
     ) -> None:
         if handler is None and reconciler is None:
             raise ValueError("a worker needs a webhook handler, a reconciler, or both")
+        if prune_every <= timedelta(0):
+            raise ValueError(f"prune_every must be positive, got {prune_every!r}")
         self.handler = handler
+        self.retention = retention
+        self.prune_every = prune_every
+        clock: Clock | None = handler.clock if handler is not None else None
+        if clock is None and reconciler is not None:
+            clock = reconciler.clock
+        assert clock is not None
+        self._clock = clock
+        stores: list[Storage] = []
+        for owner in (handler, reconciler):
+            if owner is not None and not any(owner.storage is s for s in stores):
+                stores.append(owner.storage)
+        self._stores = stores
+        self._next_prune: datetime | None = None
         self.scheduler = (
             IntervalScheduler(
                 reconciler,
@@ -77,13 +108,52 @@ class Worker:
         return f"Worker(handler={self.handler!r}, scheduler={self.scheduler!r})"
 
     def run_once(self) -> ProcessReport | None:
-        """One round: drain the inbox and the due outbox entries, run a cycle if one is due."""
+        """One round: drain the inbox and the due outbox entries, run a cycle if one is due,
+        and prune if a prune is due."""
         report = None
         if self.handler is not None:
             report = self.handler.process_pending()
         if self.scheduler is not None:
             self.scheduler.run_due()
+        if self._prune_due():
+            self._prune_logged()
         return report
+
+    def prune(self) -> dict[str, int]:
+        """Apply :attr:`retention` now; return the rows removed per kind (all storages).
+
+        Raises what the storage raises (the scheduled prune logs it instead).
+        """
+        removed: dict[str, int] = {}
+        if self.retention is None:
+            return removed
+        now = self._clock.now()
+        for storage in self._stores:
+            gone: Mapping[str, int] = storage.prune(self.retention, now)
+            for kind, count in gone.items():
+                removed[kind] = removed.get(kind, 0) + count
+        return removed
+
+    def _prune_due(self) -> bool:
+        if self.retention is None:
+            return False
+        now = self._clock.now()
+        if self._next_prune is not None and now < self._next_prune:
+            return False
+        self._next_prune = now + self.prune_every
+        return True
+
+    def _prune_logged(self) -> None:
+        try:
+            removed = self.prune()
+        except Exception:
+            log.exception("pruning old rows failed; trying again in %s", self.prune_every)
+            return
+        if any(removed.values()):
+            log.info(
+                "pruned %s",
+                ", ".join(f"{count} {kind}" for kind, count in sorted(removed.items()) if count),
+            )
 
     def run_forever(self) -> None:
         """Run rounds until :meth:`stop` (blocking)."""
@@ -136,6 +206,8 @@ class Worker:
             report = await self.handler.aprocess_pending()
         if self.scheduler is not None:
             await self.scheduler.arun_due()
+        if self._prune_due():
+            await anyio.to_thread.run_sync(self._prune_logged)
         return report
 
     async def run(self) -> None:
@@ -153,19 +225,22 @@ class Worker:
 
 
 def load(path: str) -> Worker:
-    """Import ``"package.module:attribute"`` and make a :class:`Worker` of it."""
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"expected 'package.module:attribute', got {path!r}")
-    target: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        target = getattr(target, part)
-    if callable(target) and not isinstance(target, Worker | WebhookHandler | Reconciler):
-        target = target()
+    """Import ``"package.module:attribute"`` and make a :class:`Worker` of it.
+
+    The current directory is importable (as with uvicorn and celery). The attribute may be a
+    :class:`Worker`, a :class:`~syncrecon.webhooks.WebhookHandler`, a
+    :class:`~syncrecon.Reconciler`, or a callable without arguments that returns one.
+
+    :raises AppLoadError: when the path cannot be imported or names something else.
+    """
+    target = import_app(path, keep=(Worker, WebhookHandler, Reconciler))
     if isinstance(target, Worker):
         return target
     if isinstance(target, WebhookHandler):
         return Worker(handler=target)
     if isinstance(target, Reconciler):
         return Worker(reconciler=target)
-    raise TypeError(f"{path} is not a Worker, WebhookHandler or Reconciler: {target!r}")
+    raise AppLoadError(
+        f"{path!r} is not a Worker, WebhookHandler or Reconciler"
+        f" (nor a factory of one): {type(target).__name__}"
+    )

@@ -17,6 +17,7 @@ import attrs
 
 from .._clock import utc
 from .._models import Side
+from .._retention import Retention
 
 __all__ = [
     "BaseUpdate",
@@ -294,6 +295,9 @@ class Step:
     outbox_add: list[OutboxEntry] = attrs.field(factory=list)
     outbox_update: list[OutboxUpdate] = attrs.field(factory=list)
     schemas: list[FieldSchema] = attrs.field(factory=list)
+    fence: tuple[str, str] | None = None
+    """``(lease name, owner)``: commit only while ``owner`` still holds that lease, else raise
+    :class:`~syncrecon.LeaseLostError` and change nothing (the fencing of a cycle's commits)."""
 
     def is_empty(self) -> bool:
         """Whether the step changes nothing."""
@@ -339,6 +343,18 @@ class Storage(Protocol):
 
     def release_lease(self, name: str, owner: str) -> None:
         """Give up ``name`` if ``owner`` holds it."""
+        ...
+
+    def renew_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        """Extend ``owner``'s lease to ``now + ttl``; False (and no change) if it was lost.
+
+        Lost means released, or taken by another owner after it expired. A lease that expired
+        but that nobody took is still ``owner``'s: the renewal succeeds.
+        """
+        ...
+
+    def lease_holder(self, name: str) -> tuple[str, datetime] | None:
+        """``(owner, expires_at)`` of the lease ``name``, expired or not; ``None`` if free."""
         ...
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
@@ -439,8 +455,16 @@ class Storage(Protocol):
         """Lease up to ``limit`` pending outbox entries that are due."""
         ...
 
-    def prune(self, before: datetime) -> int:
-        """Forget processed inbox entries received before ``before`` and expired echoes."""
+    def prune(self, retention: Retention, now: datetime) -> Mapping[str, int]:
+        """Remove what ``retention`` no longer keeps at ``now``; return the rows removed per kind.
+
+        The kinds are ``inbox`` (processed events, by their receipt), ``echoes`` (by their
+        expiry), ``outbox`` (settled entries, by the time they settled), ``cycles`` (by their
+        start), ``counters`` (by their hour) and ``items`` (closed items, by their closing); a
+        kind whose age is ``None`` is kept and not reported. Pending events and outbox entries
+        and active items are never removed. Backends remove rows in bounded batches
+        (``retention.batch`` per transaction), so a big prune never holds writers up for long.
+        """
         ...
 
     def get_schemas(self, sync: str) -> list[FieldSchema]:

@@ -12,8 +12,9 @@ import attrs
 
 from .. import _codec
 from .._clock import utc
-from .._exceptions import StorageError
+from .._exceptions import LeaseLostError, StorageError
 from .._models import Side
+from .._retention import Retention
 from ._base import (
     Counter,
     CycleRecord,
@@ -104,6 +105,32 @@ class MemoryStorage:
             held = self._leases.get(name)
             if held is not None and held[0] == owner:
                 del self._leases[name]
+
+    def renew_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        with self._lock:
+            held = self._leases.get(name)
+            if held is None or held[0] != owner:
+                return False
+            self._leases[name] = (owner, utc(now) + ttl)
+            return True
+
+    def lease_holder(self, name: str) -> tuple[str, datetime] | None:
+        with self._lock:
+            return self._leases.get(name)
+
+    def _check_fence(self, step: Step) -> None:
+        if step.fence is None:
+            return
+        name, owner = step.fence
+        held = self._leases.get(name)
+        if held is None or held[0] != owner:
+            raise LeaseLostError(
+                f"the lease {name!r} is no longer held by {owner!r}"
+                f" ({'released' if held is None else 'taken by ' + repr(held[0])});"
+                " nothing was committed",
+                name=name,
+                owner=None if held is None else held[0],
+            )
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
         with self._lock:
@@ -200,6 +227,7 @@ class MemoryStorage:
 
     def commit(self, step: Step) -> list[int]:
         with self._lock:
+            self._check_fence(step)
             # Work on copies and swap them in at the end: all or nothing, like a transaction.
             links = dict(self._links)
             by_right = dict(self._by_right)
@@ -466,16 +494,59 @@ class MemoryStorage:
             found = [v for k, v in self._schemas.items() if k[0] == sync]
         return sorted(found, key=lambda f: (f.side.value, f.field))
 
-    def prune(self, before: datetime) -> int:
-        before = utc(before)
+    def prune(self, retention: Retention, now: datetime) -> Mapping[str, int]:
+        now = utc(now)
+        removed: dict[str, int] = {}
         with self._lock:
-            old = [
-                i for i, e in self._inbox.items() if e.status == "done" and e.received_at < before
-            ]
-            for event_id in old:
-                entry = self._inbox.pop(event_id)
-                self._inbox_keys.pop((entry.source, entry.dedupe_key), None)
-            expired = [i for i, e in self._echoes.items() if e.expires_at < before]
-            for echo_id in expired:
-                del self._echoes[echo_id]
-            return len(old) + len(expired)
+            if retention.inbox is not None:
+                cut = now - retention.inbox
+                old = [
+                    i for i, e in self._inbox.items() if e.status == "done" and e.received_at < cut
+                ]
+                for event_id in old:
+                    entry = self._inbox.pop(event_id)
+                    self._inbox_keys.pop((entry.source, entry.dedupe_key), None)
+                    self._inbox_leases.pop(event_id, None)
+                removed["inbox"] = len(old)
+            if retention.echoes is not None:
+                cut = now - retention.echoes
+                expired = [i for i, e in self._echoes.items() if e.expires_at < cut]
+                for echo_id in expired:
+                    del self._echoes[echo_id]
+                removed["echoes"] = len(expired)
+            if retention.outbox is not None:
+                cut = now - retention.outbox
+                settled = [
+                    i
+                    for i, o in self._outbox.items()
+                    if o.status in ("done", "failed") and o.next_at < cut
+                ]
+                for entry_id in settled:
+                    del self._outbox[entry_id]
+                    self._outbox_leases.pop(entry_id, None)
+                removed["outbox"] = len(settled)
+            if retention.cycles is not None:
+                cut = now - retention.cycles
+                cycles = [i for i, c in self._cycles.items() if c.started_at < cut]
+                for cycle_id in cycles:
+                    del self._cycles[cycle_id]
+                removed["cycles"] = len(cycles)
+            if retention.counters is not None:
+                cut = _hour(now - retention.counters)
+                counters = [k for k in self._counters if k[2] < cut]
+                for key3 in counters:
+                    del self._counters[key3]
+                removed["counters"] = len(counters)
+            if retention.closed_items is not None:
+                cut = now - retention.closed_items
+                closed = [
+                    i
+                    for i, d in self._items.items()
+                    if not Status(d.status).is_active
+                    and d.resolved_at is not None
+                    and d.resolved_at < cut
+                ]
+                for item_id in closed:
+                    del self._items[item_id]
+                removed["items"] = len(closed)
+        return removed

@@ -21,8 +21,9 @@ from typing import Any
 
 from .. import _codec
 from .._clock import utc
-from .._exceptions import SchemaVersionError, StorageError
+from .._exceptions import LeaseLostError, SchemaVersionError, StorageError
 from .._models import Side
+from .._retention import Retention
 from ._base import (
     Counter,
     CycleRecord,
@@ -277,6 +278,36 @@ class SQLiteStorage:
         with self._tx() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
+    def renew_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ?",
+                (ts(now + ttl), name, owner),
+            )
+            return cur.rowcount == 1
+
+    def lease_holder(self, name: str) -> tuple[str, datetime] | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT owner, expires_at FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else (row["owner"], parse_ts(row["expires_at"]))
+
+    @staticmethod
+    def _check_fence(db: sqlite3.Connection, step: Step) -> None:
+        if step.fence is None:
+            return
+        name, owner = step.fence
+        row = db.execute("SELECT owner FROM leases WHERE name = ?", (name,)).fetchone()
+        if row is None or row["owner"] != owner:
+            raise LeaseLostError(
+                f"the lease {name!r} is no longer held by {owner!r}"
+                f" ({'released' if row is None else 'taken by ' + repr(row['owner'])});"
+                " nothing was committed",
+                name=name,
+                owner=None if row is None else row["owner"],
+            )
+
     # -- links -------------------------------------------------------------------------------
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
@@ -441,6 +472,7 @@ class SQLiteStorage:
         now = ts(step.at)
         ids: list[int] = []
         with self._tx() as db:
+            self._check_fence(db, step)
             if step.links:
                 db.executemany(
                     "INSERT INTO links (sync, left_key, right_key, natural_key, base,"
@@ -748,13 +780,61 @@ class SQLiteStorage:
             for r in rows
         ]
 
-    def prune(self, before: datetime) -> int:
-        with self._tx() as db:
-            gone = db.execute(
-                "DELETE FROM inbox WHERE status = 'done' AND received_at < ?", (ts(before),)
-            ).rowcount
-            gone += db.execute("DELETE FROM echoes WHERE expires_at < ?", (ts(before),)).rowcount
-        return int(gone)
+    def prune(self, retention: Retention, now: datetime) -> Mapping[str, int]:
+        # Each batch is its own short transaction over an index (0006_retention.sql), and the
+        # lock is let go between batches: webhook enqueues slip in between.
+        kinds: list[tuple[str, timedelta | None, str]] = [
+            (
+                "inbox",
+                retention.inbox,
+                "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox"
+                " WHERE status = 'done' AND received_at < ? LIMIT ?)",
+            ),
+            (
+                "echoes",
+                retention.echoes,
+                "DELETE FROM echoes WHERE id IN (SELECT id FROM echoes"
+                " WHERE expires_at < ? LIMIT ?)",
+            ),
+            (
+                "outbox",
+                retention.outbox,
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+                " WHERE status IN ('done', 'failed') AND next_at < ? LIMIT ?)",
+            ),
+            (
+                "cycles",
+                retention.cycles,
+                "DELETE FROM cycles WHERE rowid IN (SELECT rowid FROM cycles"
+                " WHERE started_at < ? LIMIT ?)",
+            ),
+            (
+                "counters",
+                retention.counters,
+                "DELETE FROM counters WHERE (metric, labels, bucket) IN"
+                " (SELECT metric, labels, bucket FROM counters WHERE bucket < ? LIMIT ?)",
+            ),
+            (
+                "items",
+                retention.closed_items,
+                "DELETE FROM items WHERE id IN (SELECT id FROM items"
+                " WHERE resolved_at < ? AND status IN ('resolved', 'auto_resolved', 'dismissed')"
+                " LIMIT ?)",
+            ),
+        ]
+        removed: dict[str, int] = {}
+        for kind, age, sql in kinds:
+            if age is None:
+                continue
+            cut = hour_bucket(now - age) if kind == "counters" else ts(now - age)
+            removed[kind] = 0
+            while True:
+                with self._tx() as db:
+                    gone = int(db.execute(sql, (cut, retention.batch)).rowcount)
+                removed[kind] += gone
+                if gone < retention.batch:
+                    break
+        return removed
 
     def _upsert_item(self, db: sqlite3.Connection, item: Discrepancy, now: str) -> int:
         key = (item.sync, item.left_key or "", item.right_key or "", item.field)
