@@ -212,6 +212,17 @@ class _Tally:
     timings: dict[str, float] = attrs.field(factory=dict)
 
 
+def _source_time(decision: Decision, state: FieldState) -> datetime | None:
+    """The source time of the value a decision settles on: the winning side's for a take, the
+    later of the two for an agreement or a merge (``None`` when no time is known)."""
+    if decision.outcome is Outcome.TAKE_LEFT:
+        return state.left_modified_at
+    if decision.outcome is Outcome.TAKE_RIGHT:
+        return state.right_modified_at
+    known = [t for t in (state.left_modified_at, state.right_modified_at) if t is not None]
+    return max(known, default=None)
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else ts(value)
 
@@ -379,6 +390,7 @@ class _Cycle:
         self.by_link: dict[tuple[str, str], list[Discrepancy]] = {}
         self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
         self.fence: tuple[str, str] | None = None
+        self.applied: dict[tuple[str, str], datetime] = {}
         self.lost: LeaseLostError | None = None
         self.incremental = False
         self.held: list[tuple[int, str]] = []
@@ -1052,6 +1064,17 @@ class _Cycle:
             step = Step(at=self.clock.now())
             plans: list[tuple[Any, ...]] = []
             plan_items: list[list[Discrepancy]] = []
+            # The latest source time applied to each field (by either loop): a value read
+            # before it is older than the agreed state and is never written.
+            self.applied = self.storage.get_field_times(
+                self.sync.name,
+                [
+                    (row[0], fm.left)
+                    for row in rows
+                    if not (row[11] or row[12])
+                    for fm in self._fields
+                ],
+            )
             for row in rows:
                 lkey, rkey, lproj, rproj, base_text = row[:5]
                 ldel, rdel = row[11], row[12]
@@ -1140,6 +1163,29 @@ class _Cycle:
                 continue  # absent is unknown, not blank: not decided for this record
             state = self._state(fm, left, right, base, times)
             decision = fm.decide(state)
+            applied = self.applied.get((lkey, fm.left))
+            source_time = _source_time(decision, state)
+            if (
+                applied is not None
+                and decision.rule == "recency"
+                and decision.outcome is not Outcome.AGREE
+                and source_time is not None
+                and source_time < applied
+            ):
+                # The newest change wins, and a change of this field newer than the winning
+                # value was applied (by the fast loop) after this record was read: the value
+                # read is older than the agreed state. Not decided now; the next cycle reads
+                # both sides again. (Other rules do not go by time: a source of truth wins
+                # whatever the other side's times.)
+                self.t.skipped += 1
+                continue
+            if (
+                source_time is not None
+                and not decision.escalated
+                and (applied is None or source_time > applied)
+            ):
+                # The order guard learns what this cycle settles or writes (invariant 1).
+                step.field_times.append((self.sync.name, lkey, fm.left, source_time))
             key = (self.sync.name, lkey, rkey, fm.left)
             prior = self.active.get(key)
             if (

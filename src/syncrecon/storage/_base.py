@@ -218,6 +218,9 @@ class InboxEntry:
     outcome: str | None = None
     note: str | None = None
     id: int | None = None
+    record: str = ""
+    """The record the event is about (``sync:side:key``): the unit of a claim. Every pending
+    event of one record is claimed by one worker at a time; ``""`` claims the entry alone."""
 
 
 @attrs.frozen(kw_only=True)
@@ -295,6 +298,9 @@ class Step:
     outbox_add: list[OutboxEntry] = attrs.field(factory=list)
     outbox_update: list[OutboxUpdate] = attrs.field(factory=list)
     schemas: list[FieldSchema] = attrs.field(factory=list)
+    claim_owner: str | None = None
+    """The worker that claimed ``events_done``: commit only while it still holds their claim,
+    else raise :class:`~syncrecon.LeaseLostError` and change nothing."""
     fence: tuple[str, str] | None = None
     """``(lease name, owner)``: commit only while ``owner`` still holds that lease, else raise
     :class:`~syncrecon.LeaseLostError` and change nothing (the fencing of a cycle's commits)."""
@@ -434,7 +440,14 @@ class Storage(Protocol):
     def claim_events(
         self, owner: str, *, limit: int, now: datetime, lease: timedelta
     ) -> list[InboxEntry]:
-        """Lease up to ``limit`` pending events (oldest first) to ``owner``."""
+        """Claim, for ``owner`` until ``now + lease``, every pending event of up to ``limit``
+        records (oldest first) that no other worker holds a live claim on.
+
+        A claim covers every pending event of its record (:attr:`InboxEntry.record`), so the
+        events of one record are processed by one worker at a time; events that arrive for a
+        claimed record wait until that claim ends (its events done, or its lease expired).
+        On PostgreSQL the same is a ``SELECT ... FOR UPDATE SKIP LOCKED`` over the records.
+        """
         ...
 
     def get_field_times(

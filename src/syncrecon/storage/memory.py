@@ -74,7 +74,7 @@ class MemoryStorage:
         # The fast loop's state; leases of claimed entries are (owner, until).
         self._inbox: dict[int, InboxEntry] = {}
         self._inbox_keys: dict[tuple[str, str], int] = {}
-        self._inbox_leases: dict[int, datetime] = {}
+        self._inbox_leases: dict[int, tuple[str, datetime]] = {}
         self._field_times: dict[tuple[str, str, str], datetime] = {}
         self._echoes: dict[int, Echo] = {}
         self._outbox: dict[int, OutboxEntry] = {}
@@ -365,6 +365,21 @@ class MemoryStorage:
         inbox, inbox_leases = dict(self._inbox), dict(self._inbox_leases)
         times, echoes = dict(self._field_times), dict(self._echoes)
         outbox, outbox_leases, serial = dict(self._outbox), dict(self._outbox_leases), self._serial
+        if step.claim_owner is not None:
+            lost = [
+                event_id
+                for event_id, _, _ in step.events_done
+                if event_id not in inbox
+                or inbox[event_id].status != "pending"
+                or (inbox_leases.get(event_id) or ("", None))[0] != step.claim_owner
+            ]
+            if lost:
+                raise LeaseLostError(
+                    f"{len(lost)} of {len(step.events_done)} events are no longer claimed by"
+                    f" {step.claim_owner!r} (their claim expired and another worker took"
+                    " them); nothing was committed",
+                    owner=step.claim_owner,
+                )
         for event_id, outcome, note in step.events_done:
             if event_id in inbox:
                 inbox[event_id] = attrs.evolve(
@@ -429,16 +444,23 @@ class MemoryStorage:
     ) -> list[InboxEntry]:
         now = utc(now)
         with self._lock:
-            out = []
+            pending: dict[str, list[int]] = {}
+            blocked: set[str] = set()
             for event_id in sorted(self._inbox):
                 entry = self._inbox[event_id]
-                held = self._inbox_leases.get(event_id)
-                if entry.status != "pending" or (held is not None and held >= now):
+                if entry.status != "pending":
                     continue
-                self._inbox_leases[event_id] = now + lease
-                out.append(entry)
-                if len(out) >= limit:
-                    break
+                record = entry.record or f"#{event_id}"
+                pending.setdefault(record, []).append(event_id)
+                held = self._inbox_leases.get(event_id)
+                if held is not None and held[1] >= now and held[0] != owner:
+                    blocked.add(record)
+            out = []
+            for record in [r for r in pending if r not in blocked][:limit]:
+                for event_id in pending[record]:
+                    self._inbox_leases[event_id] = (owner, now + lease)
+                    out.append(self._inbox[event_id])
+            out.sort(key=lambda e: e.id or 0)
             return out
 
     def get_field_times(

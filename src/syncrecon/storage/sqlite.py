@@ -593,6 +593,24 @@ class SQLiteStorage:
                 ],
             )
         if step.events_done:
+            if step.claim_owner is not None:
+                ids = [event_id for event_id, _, _ in step.events_done]
+                lost = 0
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = ids[start : start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    lost += db.execute(
+                        f"SELECT count(*) FROM inbox WHERE id IN ({marks})"  # noqa: S608
+                        " AND (status <> 'pending' OR lease_owner IS NOT ?)",
+                        (*chunk, step.claim_owner),
+                    ).fetchone()[0]
+                if lost:
+                    raise LeaseLostError(
+                        f"{lost} of {len(ids)} events are no longer claimed by"
+                        f" {step.claim_owner!r} (their claim expired and another worker took"
+                        " them); nothing was committed",
+                        owner=step.claim_owner,
+                    )
             db.executemany(
                 "UPDATE inbox SET status = 'done', outcome = ?, note = ?, done_at = ?,"
                 " lease_owner = NULL, lease_until = NULL WHERE id = ?",
@@ -657,12 +675,18 @@ class SQLiteStorage:
         self, entries: Sequence[InboxEntry], counters: Sequence[Counter], at: datetime
     ) -> list[int | None]:
         rows = [
-            (e.source, e.dedupe_key, _codec.dumps(dict(e.event)), ts(e.received_at))
+            (
+                e.source,
+                e.dedupe_key,
+                _codec.dumps(dict(e.event)),
+                ts(e.received_at),
+                e.record or None,
+            )
             for e in entries
         ]
         sql = (
-            "INSERT INTO inbox (source, dedupe_key, event, received_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (source, dedupe_key) DO NOTHING"
+            "INSERT INTO inbox (source, dedupe_key, event, received_at, record)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, dedupe_key) DO NOTHING"
         )
         if len(rows) == 1 and not counters:
             # One statement is its own transaction (autocommit): the common webhook of one
@@ -681,15 +705,34 @@ class SQLiteStorage:
     def claim_events(
         self, owner: str, *, limit: int, now: datetime, lease: timedelta
     ) -> list[InboxEntry]:
+        # One writer at a time (BEGIN IMMEDIATE): pick the records none of whose pending
+        # events another owner holds a live claim on, oldest first, and claim all their
+        # pending events. A record is `record`, or the entry alone for rows without one.
+        until, at = ts(now + lease), ts(now)
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT * FROM inbox WHERE status = 'pending'"
-                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?",
-                (ts(now), limit),
-            ).fetchall()
+            records = [
+                r[0]
+                for r in db.execute(
+                    "SELECT coalesce(record, '#' || id) AS rec FROM inbox"
+                    " WHERE status = 'pending' GROUP BY rec"
+                    " HAVING max(lease_until IS NOT NULL AND lease_until >= ?"
+                    " AND lease_owner <> ?) = 0"
+                    " ORDER BY min(id) LIMIT ?",
+                    (at, owner, limit),
+                )
+            ]
+            rows: list[sqlite3.Row] = []
+            for chunk in _chunks(records):
+                marks = ",".join("?" * len(chunk))
+                rows += db.execute(
+                    "SELECT * FROM inbox WHERE status = 'pending'"  # noqa: S608
+                    f" AND coalesce(record, '#' || id) IN ({marks})",
+                    tuple(chunk),
+                ).fetchall()
+            rows.sort(key=lambda r: r["id"])
             db.executemany(
                 "UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                [(owner, ts(now + lease), r["id"]) for r in rows],
+                [(owner, until, r["id"]) for r in rows],
             )
         return [
             InboxEntry(
@@ -699,6 +742,7 @@ class SQLiteStorage:
                 event=_codec.loads(r["event"]),
                 received_at=parse_ts(r["received_at"]),
                 status=r["status"],
+                record=r["record"] or "",
             )
             for r in rows
         ]

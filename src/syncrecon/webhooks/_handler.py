@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import anyio.to_thread
@@ -27,10 +28,13 @@ from .._clock import Clock, SystemClock
 from .._connector import Caller, RetrySettings, read_batch, write_batch
 from .._drift import SCHEMA_DRIFT_CATEGORY, fits
 from .._exceptions import (
+    ConnectorBugError,
+    ConnectorError,
     MalformedPayloadError,
     MethodNotAllowedError,
     PayloadTooLargeError,
     StorageError,
+    TransientError,
     UnknownSourceError,
     WebhookError,
 )
@@ -131,6 +135,11 @@ class WebhookHandler:
     a request's body. ``echo_ttl`` is how long a written value is remembered so the webhook
     it causes is recognized. Failed writes are retried from the outbox up to
     ``outbox_attempts`` times with exponential backoff from ``outbox_backoff``.
+
+    ``verify_source=True`` re-reads the events' source records in one batch
+    next to the targets' re-read, and drops as ``stale`` an event whose value the source no
+    longer holds (a newer change's webhook is late or lost): one extra read call per batch,
+    counted, rather than an old value written over a newer one.
     """
 
     def __init__(
@@ -147,6 +156,7 @@ class WebhookHandler:
         lease: timedelta = timedelta(minutes=2),
         outbox_attempts: int = 6,
         outbox_backoff: timedelta = timedelta(seconds=30),
+        verify_source: bool = False,
     ) -> None:
         self.sources = {s.name: s for s in sources}
         if not self.sources:
@@ -161,6 +171,7 @@ class WebhookHandler:
         self.lease = lease
         self.outbox_attempts = outbox_attempts
         self.outbox_backoff = outbox_backoff
+        self.verify_source = verify_source
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.storage.setup()
 
@@ -251,6 +262,7 @@ class WebhookHandler:
                 dedupe_key=e.dedupe_key,
                 event=_event_data(e),
                 received_at=now,
+                record=f"{src.sync.name}:{src.side.value}:{e.key}",
             )
             for e in events
         ]
@@ -498,7 +510,8 @@ class _Batch:
         self.caller = caller
         self.storage = handler.storage
         self.now = handler.clock.now()
-        self.step = Step(at=self.now)
+        # The outcomes commit only while this worker still holds the events' claim.
+        self.step = Step(at=self.now, claim_owner=handler.owner)
         self.outcomes: dict[str, int] = {}
         self.writes = 0
         self.planned: list[_Planned] = []
@@ -738,10 +751,63 @@ class _Batch:
             for i in range(0, len(records), size):
                 self._write_chunk(sync, side, records[i : i + size])
 
+    def _current_at_source(
+        self, sync: SyncDefinition, side: Side, records: list[tuple[str, dict[str, _Planned]]]
+    ) -> list[tuple[str, dict[str, _Planned]]]:
+        """Re-read the events' source records (one batch) and keep only the events whose value
+        the source still holds: an event whose source has moved on is older than the state,
+        and writing it would put an old value over a newer one (the newer change's webhook
+        may be late or lost; reconciliation repairs it). Invariant 1."""
+        source = side.other
+        connector = sync.connector(source)
+        keys = sorted(
+            {
+                (p.left_key if source is Side.LEFT else p.right_key)
+                for _, f in records
+                for p in f.values()
+            }
+        )
+        try:
+            found = {r.key: r for r in read_batch(self.caller, connector, keys)}
+        except (ConnectorError, StorageError) as exc:
+            for _, fields in records:
+                for p in fields.values():
+                    self._to_outbox(sync, side, p, f"re-reading the source failed: {exc}")
+            return []
+        kept: list[tuple[str, dict[str, _Planned]]] = []
+        for key, fields in records:
+            still: dict[str, _Planned] = {}
+            for name, p in fields.items():
+                record = found.get(p.left_key if source is Side.LEFT else p.right_key)
+                if record is None or record.deleted:
+                    self.done(p.entry, p.source, EventOutcome.DEFERRED, "the source record is gone")
+                elif not _same_reported(
+                    record.fields.get(str(p.event.field), MISSING), p.event.value
+                ):
+                    # The order guard moves: this change is not the field's newest.
+                    self.step.field_times.append(
+                        (sync.name, p.left_key, p.fm.left, p.event.occurred_at)
+                    )
+                    self.done(
+                        p.entry,
+                        p.source,
+                        EventOutcome.STALE,
+                        "the source holds a newer value of the field",
+                    )
+                else:
+                    still[name] = p
+            if still:
+                kept.append((key, still))
+        return kept
+
     def _write_chunk(
         self, sync: SyncDefinition, side: Side, records: list[tuple[str, dict[str, _Planned]]]
     ) -> None:
         connector = sync.connector(side)
+        if self.h.verify_source:
+            records = self._current_at_source(sync, side, records)
+            if not records:
+                return
         try:
             found = {r.key: r for r in read_batch(self.caller, connector, [k for k, _ in records])}
         except Exception as exc:
@@ -780,9 +846,20 @@ class _Batch:
             return
         try:
             results = write_batch(self.caller, connector, changes)
-        except Exception as exc:
+        except (ConnectorError, StorageError) as exc:
+            # After retries: a transient failure goes to the outbox; a permanent one (a
+            # connector's own bug included) is never retried as if it were the network.
+            retryable = isinstance(exc, TransientError)
+            if not retryable:
+                log.error(
+                    "%s.write_records failed for %s: %s",
+                    connector.name,
+                    ", ".join(str(c.key) for c in changes[:10]),
+                    exc,
+                    exc_info=isinstance(exc, ConnectorBugError),
+                )
             results = [
-                WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=True)
+                WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=retryable)
                 for c in changes
             ]
         for change, result in zip(changes, results, strict=True):
@@ -881,6 +958,19 @@ class _Batch:
 
 
 _UNMAPPABLE = object()
+
+
+def _same_reported(current: Any, reported: Any) -> bool:
+    """Whether the source's current value is the one an event reported (webhooks often carry
+    numbers and booleans as text: ``"1200"`` reports ``1200``)."""
+    if current is MISSING:
+        return True  # the source's answer lacks the field: unknown, not a newer value
+    if values_equal(current, reported):
+        return True
+    scalars = (str, int, float, Decimal, bool)
+    if isinstance(current, scalars) and isinstance(reported, scalars):
+        return str(current).strip().lower() == str(reported).strip().lower()
+    return False
 
 
 def _field(sync: SyncDefinition, side: Side, name: str | None) -> FieldMap | None:
