@@ -391,6 +391,7 @@ class _Cycle:
         self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
         self.fence: tuple[str, str] | None = None
         self.applied: dict[tuple[str, str], datetime] = {}
+        self.invalid_seen: set[tuple[Side, str]] = set()
         self.lost: LeaseLostError | None = None
         self.incremental = False
         self.held: list[tuple[int, str]] = []
@@ -851,8 +852,12 @@ class _Cycle:
                 prior = self.active.get(
                     (self.sync.name, *((shown, "") if side is Side.LEFT else ("", shown)), "*")
                 )
-                if prior is not None and prior.category == INVALID_RECORD_CATEGORY:
-                    continue
+                if (prior is not None and prior.category == INVALID_RECORD_CATEGORY) or (
+                    side,
+                    shown,
+                ) in self.invalid_seen:
+                    continue  # escalated once: earlier, or already in this cycle
+                self.invalid_seen.add((side, shown))
                 step.new_items.append(
                     self._escalation(
                         rule="connector",
