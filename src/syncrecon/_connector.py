@@ -29,8 +29,10 @@ from tenacity import (
 
 from ._exceptions import (
     ConnectorBugError,
+    ConnectorError,
     InvalidRecordError,
     RateLimitedError,
+    StorageError,
     SyncReconError,
     TransientError,
 )
@@ -305,6 +307,31 @@ def write_batch(
         )
         for c in changes
     ]
+
+
+def write_batch_or_failures(
+    caller: Caller, connector: AnyConnector, changes: Sequence[Change]
+) -> list[WriteResult]:
+    """:func:`write_batch`, with a batch that failed as a whole (after retries) turned into one
+    failure per change: retryable for a transient error; otherwise permanent and logged with
+    the keys it was writing (a connector's own bug with its traceback). Both loops use it."""
+    try:
+        return write_batch(caller, connector, changes)
+    except (ConnectorError, StorageError) as exc:
+        retryable = isinstance(exc, TransientError)
+        if not retryable:
+            log.error(
+                "%s.write_records failed for %s: %s",
+                connector.name,
+                ", ".join(c.key or f"create {c.ref}" for c in changes[:10])
+                + (" ..." if len(changes) > 10 else ""),
+                exc,
+                exc_info=isinstance(exc, ConnectorBugError),
+            )
+        return [
+            WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=retryable)
+            for c in changes
+        ]
 
 
 def describe(caller: Caller, connector: AnyConnector) -> list[FieldInfo]:

@@ -10,6 +10,7 @@ option nobody maps removed) is recorded and changes nothing else.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -20,6 +21,7 @@ import attrs
 
 from . import _codec
 from ._models import FieldInfo, Side
+from ._policy import FallbackChain, Merge
 from ._sync import FieldMap
 
 __all__ = ["DriftChange", "classify", "describe", "fits"]
@@ -213,13 +215,23 @@ def storable_problem(value: Any, _depth: int = 0) -> str | None:
     return f"a value of type {kind.__name__}"
 
 
-def _expects_list(fm: FieldMap) -> bool:
-    from ._policy import FallbackChain, Merge
-
-    policy = fm.policy
+def _merges(policy: object) -> bool:
     if isinstance(policy, Merge):
         return True
     return isinstance(policy, FallbackChain) and any(isinstance(p, Merge) for p in policy.policies)
+
+
+@functools.lru_cache(maxsize=256)
+def _merges_cached(fm: FieldMap) -> bool:
+    return _merges(fm.policy)
+
+
+def _expects_list(fm: FieldMap) -> bool:
+    """Whether the field merges as a list (asked once per value: cached per mapping)."""
+    try:
+        return _merges_cached(fm)
+    except TypeError:  # a mapping whose custom policy is not hashable
+        return _merges(fm.policy)
 
 
 def misfit(fm: FieldMap, name: str, value: Any, info: Mapping[str, Any] | None) -> str | None:

@@ -33,20 +33,17 @@ from ._connector import (
     describe,
     list_page,
     read_batch,
-    write_batch,
+    write_batch_or_failures,
 )
-from ._drift import INVALID_VALUE_CATEGORY
+from ._drift import INVALID_VALUE_CATEGORY, misfit, storable_problem
 from ._exceptions import (
     ConfigurationError,
     ConnectorBugError,
-    ConnectorError,
     CycleHaltedError,
     InvalidRecordError,
     LeaseHeldError,
     LeaseLostError,
     PermanentError,
-    StorageError,
-    TransientError,
 )
 from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
@@ -619,8 +616,6 @@ class _Cycle:
         Raw values are kept for the right side's mapped fields (a re-read compares them) and
         for the natural key field of either side (a create copies it).
         """
-        from ._drift import misfit, storable_problem
-
         proj: dict[str, Any] = {}
         raw: dict[str, Any] = {}
         bad: dict[str, str] = {}
@@ -1560,25 +1555,8 @@ class _Cycle:
         )
 
     def _write(self, connector: AnyConnector, changes: list[Change]) -> list[WriteResult]:
-        try:
-            return write_batch(self.caller, connector, changes)
-        except (ConnectorError, StorageError) as exc:
-            # A whole batch failed (after retries for transient errors): every item stays
-            # queued. A connector's own bug is permanent and logged with what it was writing.
-            retryable = isinstance(exc, TransientError)
-            if not retryable:
-                log.error(
-                    "%s.write_records failed for %s: %s",
-                    connector.name,
-                    ", ".join(c.key or f"create {c.ref}" for c in changes[:10])
-                    + (" ..." if len(changes) > 10 else ""),
-                    exc,
-                    exc_info=isinstance(exc, ConnectorBugError),
-                )
-            return [
-                WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=retryable)
-                for c in changes
-            ]
+        # A whole batch that failed leaves every item queued (retryable only if transient).
+        return write_batch_or_failures(self.caller, connector, changes)
 
     def _resolve(self, step: Step, row: tuple[Any, ...]) -> None:
         """A planned fix landed: update bases and close its queue items."""

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from .._clock import utc
+from .._exceptions import LeaseLostError
 from .._models import Side
 from .._retention import Retention
 
@@ -325,6 +326,25 @@ class Step:
             or self.cycle
             or self.counters
         )
+
+
+def lease_lost(name: str, owner: str, holder: str | None) -> LeaseLostError:
+    """The error a backend raises when a commit's :attr:`Step.fence` no longer holds."""
+    return LeaseLostError(
+        f"the lease {name!r} is no longer held by {owner!r}"
+        f" ({'released' if holder is None else 'taken by ' + repr(holder)}); nothing was committed",
+        name=name,
+        owner=holder,
+    )
+
+
+def claim_lost(owner: str, lost: int, total: int) -> LeaseLostError:
+    """The error a backend raises when a commit's :attr:`Step.claim_owner` lost its events."""
+    return LeaseLostError(
+        f"{lost} of {total} events are no longer claimed by {owner!r} (their claim expired and"
+        " another worker took them); nothing was committed",
+        owner=owner,
+    )
 
 
 @runtime_checkable

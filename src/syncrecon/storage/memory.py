@@ -12,7 +12,7 @@ import attrs
 
 from .. import _codec
 from .._clock import utc
-from .._exceptions import LeaseLostError, StorageError
+from .._exceptions import StorageError
 from .._models import Side
 from .._retention import Retention
 from ._base import (
@@ -28,6 +28,8 @@ from ._base import (
     Status,
     Step,
     SyncState,
+    claim_lost,
+    lease_lost,
 )
 
 __all__ = ["MemoryStorage"]
@@ -124,13 +126,7 @@ class MemoryStorage:
         name, owner = step.fence
         held = self._leases.get(name)
         if held is None or held[0] != owner:
-            raise LeaseLostError(
-                f"the lease {name!r} is no longer held by {owner!r}"
-                f" ({'released' if held is None else 'taken by ' + repr(held[0])});"
-                " nothing was committed",
-                name=name,
-                owner=None if held is None else held[0],
-            )
+            raise lease_lost(name, owner, None if held is None else held[0])
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
         with self._lock:
@@ -374,12 +370,7 @@ class MemoryStorage:
                 or (inbox_leases.get(event_id) or ("", None))[0] != step.claim_owner
             ]
             if lost:
-                raise LeaseLostError(
-                    f"{len(lost)} of {len(step.events_done)} events are no longer claimed by"
-                    f" {step.claim_owner!r} (their claim expired and another worker took"
-                    " them); nothing was committed",
-                    owner=step.claim_owner,
-                )
+                raise claim_lost(step.claim_owner, len(lost), len(step.events_done))
         for event_id, outcome, note in step.events_done:
             if event_id in inbox:
                 inbox[event_id] = attrs.evolve(

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import _codec
 from .._clock import utc
-from .._exceptions import LeaseLostError, SchemaVersionError, StorageError
+from .._exceptions import SchemaVersionError, StorageError
 from .._models import Side
 from .._retention import Retention
 from ._base import (
@@ -36,6 +36,8 @@ from ._base import (
     Status,
     Step,
     SyncState,
+    claim_lost,
+    lease_lost,
 )
 
 __all__ = ["SQLiteStorage"]
@@ -300,13 +302,7 @@ class SQLiteStorage:
         name, owner = step.fence
         row = db.execute("SELECT owner FROM leases WHERE name = ?", (name,)).fetchone()
         if row is None or row["owner"] != owner:
-            raise LeaseLostError(
-                f"the lease {name!r} is no longer held by {owner!r}"
-                f" ({'released' if row is None else 'taken by ' + repr(row['owner'])});"
-                " nothing was committed",
-                name=name,
-                owner=None if row is None else row["owner"],
-            )
+            raise lease_lost(name, owner, None if row is None else row["owner"])
 
     # -- links -------------------------------------------------------------------------------
 
@@ -605,12 +601,7 @@ class SQLiteStorage:
                         (*chunk, step.claim_owner),
                     ).fetchone()[0]
                 if lost:
-                    raise LeaseLostError(
-                        f"{lost} of {len(ids)} events are no longer claimed by"
-                        f" {step.claim_owner!r} (their claim expired and another worker took"
-                        " them); nothing was committed",
-                        owner=step.claim_owner,
-                    )
+                    raise claim_lost(step.claim_owner, lost, len(ids))
             db.executemany(
                 "UPDATE inbox SET status = 'done', outcome = ?, note = ?, done_at = ?,"
                 " lease_owner = NULL, lease_until = NULL WHERE id = ?",
@@ -750,16 +741,19 @@ class SQLiteStorage:
     def get_field_times(
         self, sync: str, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], datetime]:
+        # One query per chunk of records (the cycle asks for a whole batch of pairs at once).
+        wanted = set(keys)
         found: dict[tuple[str, str], datetime] = {}
         with self._read() as db:
-            for left_key, field in keys:
-                row = db.execute(
-                    "SELECT source_time FROM field_times WHERE sync = ? AND left_key = ?"
-                    " AND field = ?",
-                    (sync, left_key, field),
-                ).fetchone()
-                if row is not None:
-                    found[(left_key, field)] = parse_ts(row[0])
+            for chunk in _chunks(sorted({k for k, _ in wanted})):
+                marks = ",".join("?" * len(chunk))
+                for left_key, field, when in db.execute(
+                    "SELECT left_key, field, source_time FROM field_times"  # noqa: S608
+                    f" WHERE sync = ? AND left_key IN ({marks})",
+                    (sync, *chunk),
+                ):
+                    if (left_key, field) in wanted:
+                        found[(left_key, field)] = parse_ts(when)
         return found
 
     def find_echo(

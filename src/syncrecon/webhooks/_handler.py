@@ -25,16 +25,20 @@ import anyio.to_thread
 import attrs
 
 from .._clock import Clock, SystemClock
-from .._connector import Caller, RetrySettings, read_batch, write_batch
+from .._connector import (
+    Caller,
+    RetrySettings,
+    read_batch,
+    write_batch,
+    write_batch_or_failures,
+)
 from .._drift import SCHEMA_DRIFT_CATEGORY, fits
 from .._exceptions import (
-    ConnectorBugError,
     ConnectorError,
     MalformedPayloadError,
     MethodNotAllowedError,
     PayloadTooLargeError,
     StorageError,
-    TransientError,
     UnknownSourceError,
     WebhookError,
 )
@@ -844,24 +848,9 @@ class _Batch:
             sent[key] = ok
         if not changes:
             return
-        try:
-            results = write_batch(self.caller, connector, changes)
-        except (ConnectorError, StorageError) as exc:
-            # After retries: a transient failure goes to the outbox; a permanent one (a
-            # connector's own bug included) is never retried as if it were the network.
-            retryable = isinstance(exc, TransientError)
-            if not retryable:
-                log.error(
-                    "%s.write_records failed for %s: %s",
-                    connector.name,
-                    ", ".join(str(c.key) for c in changes[:10]),
-                    exc,
-                    exc_info=isinstance(exc, ConnectorBugError),
-                )
-            results = [
-                WriteResult.failure(c, f"{type(exc).__name__}: {exc}", retryable=retryable)
-                for c in changes
-            ]
+        # After retries: a transient failure goes to the outbox; a permanent one (a
+        # connector's own bug included) is never retried as if it were the network.
+        results = write_batch_or_failures(self.caller, connector, changes)
         for change, result in zip(changes, results, strict=True):
             assert change.key is not None
             for p in sent[change.key]:
