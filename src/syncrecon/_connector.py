@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from ._exceptions import (
+    ConfigurationError,
     ConnectorBugError,
     ConnectorError,
     InvalidRecordError,
@@ -52,6 +53,10 @@ class Connector(Protocol):
     Implement it for your own system in a few lines; see :class:`AsyncConnector` for the same
     protocol with ``async def`` methods. Raise :class:`~syncrecon.TransientError` (or
     :class:`~syncrecon.RateLimitedError`) for failures worth retrying.
+
+    Optional: ``find_created(idempotency_keys) -> Mapping[str, Record]``, the records this
+    connector created with those :attr:`~syncrecon.Change.idempotency_key` values (kept in an
+    external id or unique property); declare it with ``Capabilities(finds_created=True)``.
     """
 
     name: str
@@ -189,15 +194,25 @@ class Caller:
     def _sleep(self, seconds: float) -> None:
         self._retry.sleep(seconds)
 
-    def call(self, system: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(
+        self,
+        system: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        attempts: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Call ``fn`` (a connector method of ``system``), retrying transient errors.
+
+        ``attempts`` overrides the retry settings' number of tries (1: no retry, for a call
+        that is not safe to repeat, such as a create without an idempotency guarantee).
 
         An exception that is not a :class:`~syncrecon.SyncReconError` (a ``TypeError`` in the
         connector, say) is a bug, not a network failure: it is raised at once as
         :class:`~syncrecon.ConnectorBugError` naming the system and method, never retried.
         """
         retrying = Retrying(
-            stop=stop_after_attempt(self._retry.attempts),
+            stop=stop_after_attempt(attempts or self._retry.attempts),
             wait=self._retry.wait,
             retry=retry_if_exception_type(TransientError),
             sleep=self._sleep,
@@ -295,10 +310,16 @@ def read_batch(
 
 
 def write_batch(
-    caller: Caller, connector: AnyConnector, changes: Sequence[Change]
+    caller: Caller,
+    connector: AnyConnector,
+    changes: Sequence[Change],
+    *,
+    attempts: int | None = None,
 ) -> list[WriteResult]:
     """One batch write; a missing result for a change counts as a retryable failure."""
-    results = list(caller.call(connector.name, connector.write_records, list(changes)))
+    results = list(
+        caller.call(connector.name, connector.write_records, list(changes), attempts=attempts)
+    )
     by_ref = {r.ref: r for r in results}
     return [
         by_ref.get(c.ref)
@@ -307,6 +328,23 @@ def write_batch(
         )
         for c in changes
     ]
+
+
+def find_created(
+    caller: Caller, connector: AnyConnector, idempotency_keys: Sequence[str]
+) -> dict[str, Record]:
+    """The records ``connector`` created with these idempotency keys (``finds_created``)."""
+    method = getattr(connector, "find_created", None)
+    if method is None:
+        raise ConfigurationError(
+            f"{connector.name} declares finds_created but has no find_created() method"
+        )
+    found = caller.call(connector.name, method, list(idempotency_keys))
+    return {
+        str(k): r
+        for k, r in dict(found).items()
+        if k in idempotency_keys and _problem(r) is None and not r.deleted
+    }
 
 
 def write_batch_or_failures(

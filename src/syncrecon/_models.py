@@ -120,12 +120,19 @@ class Change:
     ``key`` is the record's key for updates and deletes and ``None`` for creates. ``fields``
     holds the target system's field names and values. ``ref`` is an opaque reference that
     syncrecon uses to match a :class:`WriteResult` to its change; connectors copy it back.
+
+    ``idempotency_key`` is set on creates: it is recorded (a *create intent*) before the call
+    and stays the same across retries and crashes. A connector passes it on as the provider's
+    idempotency key where one exists (Stripe's ``Idempotency-Key``) or stores it in an external
+    id / unique property (Salesforce, HubSpot), so that a create whose answer was lost is never
+    made twice (see :attr:`Capabilities.idempotent_creates` and ``finds_created``).
     """
 
     op: ChangeOp = attrs.field(converter=ChangeOp)
     key: str | None = None
     fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
     ref: str = ""
+    idempotency_key: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.op is not ChangeOp.CREATE and not self.key:
@@ -176,6 +183,13 @@ class Capabilities:
     records carry per-field modification times; ``describes_fields`` says
     :meth:`Connector.describe_fields` is worth calling (schema-drift detection uses it on every
     cycle).
+
+    Creates: ``idempotent_creates`` says the provider de-duplicates creates by
+    :attr:`Change.idempotency_key` (a repeated create returns the first record), so a create
+    call may be retried after a lost answer; ``finds_created`` says the connector implements
+    ``find_created(idempotency_keys)`` (the records it created with those keys, by key), so
+    syncrecon looks a create up before trying it again. With neither, a create whose answer was
+    lost is not retried in that cycle: the next full sweep links it by its natural key.
     """
 
     page_size: int = attrs.field(default=100, validator=_positive)
@@ -184,6 +198,8 @@ class Capabilities:
     incremental: bool = False
     field_timestamps: bool = False
     describes_fields: bool = True
+    idempotent_creates: bool = False
+    finds_created: bool = False
 
 
 def _opt_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:

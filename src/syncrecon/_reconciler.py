@@ -31,19 +31,25 @@ from ._connector import (
     Caller,
     RetrySettings,
     describe,
+    find_created,
     list_page,
     read_batch,
+    write_batch,
     write_batch_or_failures,
 )
 from ._drift import INVALID_VALUE_CATEGORY, misfit, storable_problem
 from ._exceptions import (
     ConfigurationError,
     ConnectorBugError,
+    ConnectorError,
     CycleHaltedError,
     InvalidRecordError,
     LeaseHeldError,
     LeaseLostError,
     PermanentError,
+    RateLimitedError,
+    StorageError,
+    TransientError,
 )
 from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
@@ -54,6 +60,7 @@ from .storage._base import (
     RECORD_FIELD,
     BaseUpdate,
     Counter,
+    CreateIntent,
     CycleRecord,
     Discrepancy,
     Echo,
@@ -1141,6 +1148,12 @@ class _Cycle:
             step.links.append(
                 Link(sync=self.sync.name, left_key=lkey, right_key=rkey, natural_key=nat)
             )
+            if self.sync.create_on:
+                # Matched by natural key: a create an earlier cycle may have made is found.
+                step.intents_settled += [
+                    (self.sync.name, Side.RIGHT, lkey),
+                    (self.sync.name, Side.LEFT, rkey),
+                ]
             # The records are now matched one to one: earlier duplicate doubts are settled.
             for key in (
                 (self.sync.name, lkey, "", RECORD_FIELD),
@@ -1605,11 +1618,40 @@ class _Cycle:
     def _write_creates(
         self, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
     ) -> None:
-        changes = [
-            Change(op=ChangeOp.CREATE, fields=_codec.loads(r[5]), ref=str(r[0])) for r in rows
-        ]
-        results = self._write(connector, changes)
+        """Create records on ``side``, never twice (invariant 2).
+
+        Each create is recorded with a stable idempotency key before the call (a create
+        intent, committed first). A create is retried after a lost answer only where that is
+        safe: the provider de-duplicates by the key (``idempotent_creates``), or the connector
+        can look up what it created (``finds_created``, asked before every retry and before
+        creating again what an earlier cycle may have created). Otherwise the intent stays and
+        the next full sweep links the record by its natural key.
+        """
+        source_of = {row[0]: (row[2] if side is Side.RIGHT else row[3]) for row in rows}
+        before = self.storage.get_intents(self.sync.name, side, list(source_of.values()))
+        now = self.clock.now()
+        keys: dict[int, str] = {}
+        fresh: list[CreateIntent] = []
+        for row in rows:
+            intent = before.get(source_of[row[0]])
+            if intent is None:
+                intent = CreateIntent(
+                    sync=self.sync.name,
+                    side=side,
+                    source_key=source_of[row[0]],
+                    idempotency_key=f"syncrecon-{uuid.uuid4().hex}",
+                    created_at=now,
+                )
+                fresh.append(intent)
+            keys[row[0]] = intent.idempotency_key
+        self._commit(Step(at=now, intents=fresh))
+        by_id, ambiguous = self._create(connector, rows, keys, earlier=set(before))
+        results = [by_id[row[0]] for row in rows]
         step = Step(at=self.clock.now())
+        for row, res in zip(rows, results, strict=True):
+            if res.ok or row[0] not in ambiguous:
+                # Linked below, or definitely not created: the intent is done with.
+                step.intents_settled.append((self.sync.name, side, source_of[row[0]]))
         returned = [r.key for r in results if r.ok and r.key]
         taken = self.storage.get_links(self.sync.name, side, returned) if returned else {}
         for row, res in zip(rows, results, strict=True):
@@ -1657,6 +1699,102 @@ class _Cycle:
                 )
             )
         self._commit(step)
+
+    def _create(
+        self,
+        connector: AnyConnector,
+        rows: list[tuple[Any, ...]],
+        keys: Mapping[int, str],
+        *,
+        earlier: set[str],
+    ) -> tuple[dict[int, WriteResult], set[int]]:
+        """Results of creating ``rows`` by plan id, and the ids whose outcome is unknown."""
+        caps = connector.capabilities
+        results: dict[int, WriteResult] = {}
+        ambiguous: set[int] = set()
+        todo = rows
+        side_key = 2 if connector is self.sync.right else 3
+        if earlier and caps.finds_created:
+            # An earlier attempt may have landed (a lost answer, a crash): look it up first.
+            maybe = [row for row in rows if row[side_key] in earlier]
+            found, failed = self._look_up(connector, maybe, keys)
+            results.update(found)
+            ambiguous |= failed
+            for row_id in failed:
+                results[row_id] = WriteResult(
+                    ref=str(row_id), ok=False, error="looking up an earlier create failed"
+                )
+            todo = [row for row in rows if row[0] not in results]
+        tries = self.rec.retry.attempts if caps.finds_created else 1
+        while todo:
+            changes = [
+                Change(
+                    op=ChangeOp.CREATE,
+                    fields=_codec.loads(row[5]),
+                    ref=str(row[0]),
+                    idempotency_key=keys[row[0]],
+                )
+                for row in todo
+            ]
+            tries -= 1
+            try:
+                # The provider de-duplicates by the key: the call itself may be retried.
+                out = write_batch(
+                    self.caller, connector, changes, attempts=None if caps.idempotent_creates else 1
+                )
+            except TransientError as exc:
+                if tries > 0:
+                    if isinstance(exc, RateLimitedError) and exc.retry_after:
+                        self.rec.retry.sleep(min(exc.retry_after, self.rec.retry.maximum))
+                    found, failed = self._look_up(connector, todo, keys)
+                    if not failed:
+                        results.update(found)
+                        todo = [row for row in todo if row[0] not in found]
+                        continue
+                error = (
+                    f"the answer to the create was lost ({type(exc).__name__}: {exc}); the next"
+                    " cycle links the record if it was created, or creates it with the same key"
+                )
+                for row in todo:
+                    results[row[0]] = WriteResult(
+                        ref=str(row[0]), ok=False, error=error, retryable=True
+                    )
+                    ambiguous.add(row[0])
+                break
+            except (ConnectorError, StorageError) as exc:
+                # A refusal (4xx) created nothing; a connector's own bug may have, after the call.
+                unknown = isinstance(exc, ConnectorBugError | StorageError)
+                if unknown:
+                    log.error("%s: creating failed: %s", connector.name, exc, exc_info=True)
+                for row in todo:
+                    results[row[0]] = WriteResult(
+                        ref=str(row[0]), ok=False, error=f"{type(exc).__name__}: {exc}"
+                    )
+                    if unknown:
+                        ambiguous.add(row[0])
+                break
+            results.update({int(res.ref): res for res in out})
+            break
+        return results, ambiguous
+
+    def _look_up(
+        self, connector: AnyConnector, rows: list[tuple[Any, ...]], keys: Mapping[int, str]
+    ) -> tuple[dict[int, WriteResult], set[int]]:
+        """Records ``connector`` already created for ``rows`` (by idempotency key), as results;
+        and the ids that could not be looked up."""
+        if not rows:
+            return {}, set()
+        try:
+            found = find_created(self.caller, connector, [keys[row[0]] for row in rows])
+        except (ConnectorError, StorageError) as exc:
+            log.warning("%s: looking up earlier creates failed: %s", connector.name, exc)
+            return {}, {row[0] for row in rows}
+        out = {}
+        for row in rows:
+            record = found.get(keys[row[0]])
+            if record is not None:
+                out[row[0]] = WriteResult(ref=str(row[0]), ok=True, key=record.key)
+        return out, set()
 
     def _finish_shared(self, stash: Stash) -> None:
         """Links written on both sides: their bases move only once both writes landed."""

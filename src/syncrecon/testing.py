@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from ._clock import Clock, utc
-from ._exceptions import PermanentError, RateLimitedError
+from ._exceptions import PermanentError, RateLimitedError, TransientError
 from ._models import Capabilities, Change, ChangeOp, FieldInfo, Page, Record, WriteResult
 
 __all__ = [
@@ -82,6 +82,8 @@ class _Faults:
         self.rejected: dict[str, str] = {}
         self.truncate_after: int | None = None
         self.hooks: dict[str, list[Callable[[Any], None]]] = {}
+        self.lost_responses: dict[str, int] = {}
+        self.hidden_from_listing: set[str] = set()
 
 
 class SimulatedSystem:
@@ -91,6 +93,12 @@ class SimulatedSystem:
     ``field_timestamps=True`` keeps per-field modification times (like HubSpot's property
     history); ``incremental=True`` honours ``since`` in listings. Records' keys are
     ``f"{key_prefix}{n}"``.
+
+    Creates: ``idempotent_creates=True`` behaves like Stripe's ``Idempotency-Key`` (a create
+    repeated with the same :attr:`~syncrecon.Change.idempotency_key` returns the first record);
+    ``finds_created=True`` keeps each create's key in an external id that
+    :meth:`find_created` looks up (like a Salesforce external id field).
+    ``lose_response_next()`` applies a call and then fails it as a read timeout would.
     """
 
     def __init__(
@@ -105,6 +113,8 @@ class SimulatedSystem:
         field_timestamps: bool = False,
         key_prefix: str | None = None,
         fields: Sequence[FieldInfo] = (),
+        idempotent_creates: bool = False,
+        finds_created: bool = False,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -115,7 +125,10 @@ class SimulatedSystem:
             incremental=incremental,
             field_timestamps=field_timestamps,
             describes_fields=bool(fields),
+            idempotent_creates=idempotent_creates,
+            finds_created=finds_created,
         )
+        self._created_by: dict[str, str] = {}  # idempotency key -> record key
         self.key_prefix = key_prefix if key_prefix is not None else f"{name[:2]}-"
         self._records: dict[str, Record] = {}
         self._order: list[str] | None = None
@@ -197,6 +210,32 @@ class SimulatedSystem:
         """End every listing after ``after`` records (a partial fetch); ``None`` undoes it."""
         self.faults.truncate_after = after
 
+    def lose_response_next(self, method: str, times: int = 1) -> None:
+        """Apply the next ``times`` calls of ``method``, then fail each with a read timeout
+        (:class:`~syncrecon.TransientError`): the answer is lost, the effect is not."""
+        self.faults.lost_responses[method] = self.faults.lost_responses.get(method, 0) + times
+
+    def hide_from_listing(self, *keys: str) -> None:
+        """Leave these records out of listings (a search index that has not caught up)."""
+        self.faults.hidden_from_listing.update(keys)
+
+    def _lose(self, method: str) -> None:
+        if self.faults.lost_responses.get(method):
+            self.faults.lost_responses[method] -= 1
+            raise TransientError(
+                f"{self.name}: read timeout (the call was applied)", system=self.name
+            )
+
+    def find_created(self, idempotency_keys: Sequence[str]) -> dict[str, Record]:
+        """The records created with these idempotency keys (an external id lookup)."""
+        self._enter("find_created", list(idempotency_keys))
+        out = {}
+        for key in idempotency_keys:
+            record_key = self._created_by.get(key)
+            if record_key is not None and record_key in self._records:
+                out[key] = self._records[record_key]
+        return out
+
     def on_call(self, method: str, hook: Callable[[Any], None]) -> None:
         """Run ``hook(argument)`` at the start of each call of ``method`` (before it reads)."""
         self.faults.hooks.setdefault(method, []).append(hook)
@@ -224,7 +263,7 @@ class SimulatedSystem:
     def _listing(self, since: datetime | None) -> Iterator[Record]:
         for key in self._ordered():
             record = self._records.get(key)
-            if record is None:
+            if record is None or key in self.faults.hidden_from_listing:
                 continue
             if since is not None and record.modified_at is not None and record.modified_at < since:
                 continue
@@ -264,6 +303,14 @@ class SimulatedSystem:
             if change.op is not ChangeOp.CREATE and old is None:
                 results.append(WriteResult.failure(change, "no such record"))
                 continue
+            earlier = (
+                self._created_by.get(change.idempotency_key)
+                if change.op is ChangeOp.CREATE and change.idempotency_key
+                else None
+            )
+            if earlier is not None and self.capabilities.idempotent_creates:
+                results.append(WriteResult.success(change, earlier))  # the first answer again
+                continue
             if change.op is ChangeOp.DELETE:
                 assert key is not None
                 assert old is not None
@@ -276,10 +323,13 @@ class SimulatedSystem:
             if old is None:
                 self._records[record.key] = record
                 self._order = None
+                if change.idempotency_key:
+                    self._created_by[change.idempotency_key] = record.key
             else:
                 self._records[record.key] = record
             self._log(change.op, record.key, change.fields, old)
             results.append(WriteResult.success(change, record.key, modified_at=record.modified_at))
+        self._lose("write_records")
         return results
 
     def _log(self, op: ChangeOp, key: str, fields: Mapping[str, Any], old: Record | None) -> None:

@@ -7,6 +7,7 @@ embedded default) and ``syncrecon.storage.memory.MemoryStorage``.
 from ._base import (
     BaseUpdate,
     Counter,
+    CreateIntent,
     CycleRecord,
     Discrepancy,
     Echo,
@@ -27,6 +28,7 @@ from .sqlite import SQLiteStorage
 __all__ = [
     "BaseUpdate",
     "Counter",
+    "CreateIntent",
     "CycleRecord",
     "Discrepancy",
     "Echo",

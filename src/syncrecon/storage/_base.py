@@ -23,6 +23,7 @@ from .._retention import Retention
 __all__ = [
     "BaseUpdate",
     "Counter",
+    "CreateIntent",
     "CycleRecord",
     "Discrepancy",
     "Echo",
@@ -274,6 +275,20 @@ class OutboxUpdate:
     last_error: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class CreateIntent:
+    """A create recorded before its call: the record of ``source_key`` (on the other side) is
+    being created on ``side`` with ``idempotency_key``. It is settled in the transaction that
+    stores the new link (or forgotten when the system definitely refused the create); one
+    still there means an earlier attempt may have landed: look it up before creating again."""
+
+    sync: str
+    side: Side = attrs.field(converter=Side)
+    source_key: str
+    idempotency_key: str
+    created_at: datetime = attrs.field(converter=_utc)
+
+
 @attrs.define(kw_only=True)
 class Step:
     """Everything one logical step changes, applied by :meth:`Storage.commit` in one transaction.
@@ -299,6 +314,9 @@ class Step:
     outbox_add: list[OutboxEntry] = attrs.field(factory=list)
     outbox_update: list[OutboxUpdate] = attrs.field(factory=list)
     schemas: list[FieldSchema] = attrs.field(factory=list)
+    intents: list[CreateIntent] = attrs.field(factory=list)
+    intents_settled: list[tuple[str, Side, str]] = attrs.field(factory=list)
+    """``(sync, side, source key)`` of create intents that are done with."""
     claim_owner: str | None = None
     """The worker that claimed ``events_done``: commit only while it still holds their claim,
     else raise :class:`~syncrecon.LeaseLostError` and change nothing."""
@@ -309,7 +327,9 @@ class Step:
     def is_empty(self) -> bool:
         """Whether the step changes nothing."""
         return not (
-            self.schemas
+            self.intents
+            or self.intents_settled
+            or self.schemas
             or self.events_done
             or self.field_times
             or self.echoes
@@ -498,6 +518,12 @@ class Storage(Protocol):
         and active items are never removed. Backends remove rows in bounded batches
         (``retention.batch`` per transaction), so a big prune never holds writers up for long.
         """
+        ...
+
+    def get_intents(
+        self, sync: str, side: Side, source_keys: Sequence[str]
+    ) -> dict[str, CreateIntent]:
+        """The unsettled create intents on ``side`` for these source keys, by source key."""
         ...
 
     def get_schemas(self, sync: str) -> list[FieldSchema]:

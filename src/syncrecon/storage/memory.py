@@ -17,6 +17,7 @@ from .._models import Side
 from .._retention import Retention
 from ._base import (
     Counter,
+    CreateIntent,
     CycleRecord,
     Discrepancy,
     Echo,
@@ -83,6 +84,7 @@ class MemoryStorage:
         self._outbox_leases: dict[int, datetime] = {}
         self._serial = 1
         self._schemas: dict[tuple[str, Side, str], FieldSchema] = {}
+        self._intents: dict[tuple[str, Side, str], CreateIntent] = {}
 
     def __repr__(self) -> str:
         return "MemoryStorage()"
@@ -350,6 +352,10 @@ class MemoryStorage:
                 self._cycles[cycle.id] = cycle
             for key3, amount in counts:
                 self._counters[key3] = self._counters.get(key3, 0) + amount
+            for intent in step.intents:
+                self._intents[(intent.sync, Side(intent.side), intent.source_key)] = intent
+            for sync_name, side, source_key in step.intents_settled:
+                self._intents.pop((sync_name, Side(side), source_key), None)
             for schema in step.schemas:
                 self._schemas[(schema.sync, Side(schema.side), schema.field)] = attrs.evolve(
                     schema, info=_copy(dict(schema.info)), updated_at=step.at
@@ -501,6 +507,13 @@ class MemoryStorage:
                 if len(out) >= limit:
                     break
             return out
+
+    def get_intents(
+        self, sync: str, side: Side, source_keys: Sequence[str]
+    ) -> dict[str, CreateIntent]:
+        with self._lock:
+            found = {k: self._intents.get((sync, Side(side), k)) for k in source_keys}
+            return {k: v for k, v in found.items() if v is not None}
 
     def get_schemas(self, sync: str) -> list[FieldSchema]:
         with self._lock:

@@ -26,6 +26,7 @@ from .._models import Side
 from .._retention import Retention
 from ._base import (
     Counter,
+    CreateIntent,
     CycleRecord,
     Discrepancy,
     FieldSchema,
@@ -588,6 +589,20 @@ class SQLiteStorage:
                     for f in step.schemas
                 ],
             )
+        if step.intents:
+            db.executemany(
+                "INSERT OR REPLACE INTO create_intents (sync, side, source_key, idempotency_key,"
+                " created_at) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (i.sync, Side(i.side).value, i.source_key, i.idempotency_key, ts(i.created_at))
+                    for i in step.intents
+                ],
+            )
+        if step.intents_settled:
+            db.executemany(
+                "DELETE FROM create_intents WHERE sync = ? AND side = ? AND source_key = ?",
+                [(sync, Side(side).value, key) for sync, side, key in step.intents_settled],
+            )
         if step.events_done:
             if step.claim_owner is not None:
                 ids = [event_id for event_id, _, _ in step.events_done]
@@ -800,6 +815,27 @@ class SQLiteStorage:
             )
             for r in rows
         ]
+
+    def get_intents(
+        self, sync: str, side: Side, source_keys: Sequence[str]
+    ) -> dict[str, CreateIntent]:
+        found: dict[str, CreateIntent] = {}
+        with self._read() as db:
+            for chunk in _chunks(list(source_keys)):
+                marks = ",".join("?" * len(chunk))
+                for row in db.execute(
+                    "SELECT * FROM create_intents WHERE sync = ? AND side = ?"  # noqa: S608
+                    f" AND source_key IN ({marks})",
+                    (sync, Side(side).value, *chunk),
+                ):
+                    found[row["source_key"]] = CreateIntent(
+                        sync=row["sync"],
+                        side=Side(row["side"]),
+                        source_key=row["source_key"],
+                        idempotency_key=row["idempotency_key"],
+                        created_at=parse_ts(row["created_at"]),
+                    )
+        return found
 
     def get_schemas(self, sync: str) -> list[FieldSchema]:
         with self._read() as db:
