@@ -132,7 +132,9 @@ def test_a_field_absent_from_a_listing_is_read_again_by_key_once(
     report = rec.run_cycle()
     assert right.get("r2").fields["stage"] == "won"  # decided on the re-read value
     assert right.get("r1").fields["notes"] == "n0"
-    assert left.calls["read_records"] - calls_before == 1  # one batch for the three records
+    # One batch re-reads the three partial records; one more re-reads the source of the
+    # write to the right just before it (verify_source).
+    assert left.calls["read_records"] - calls_before == 2
     assert report.unknown_fields == 0
     assert report.partial_records == {}
 
@@ -316,3 +318,30 @@ def test_unknown_and_invalid_fields_leave_sides_untouched_in_both_directions(
     (item,) = _escalations(storage, "invalid_value")
     assert "billing record 'r3'" in item.explanation
     assert report.writes == {"left": 0, "right": 0}
+
+
+# -- the slow loop beside the fast loop: the source moves on after the cycle read it ----------
+
+
+@pytest.mark.parametrize("field", ["notes", "stage"])  # recency, and a source of truth
+def test_a_cycle_never_writes_a_value_whose_source_moved_on_after_it_was_read(
+    storage: Storage, clock: ManualClock, field: str
+) -> None:
+    left, right, rec = _linked_pair(clock, storage)
+    clock.advance(60)
+    left.edit("l1", **{field: "read by the cycle"})
+
+    def edit_after_the_read(_: object) -> None:
+        # Between the cycle's listing and its write: a user (or a fast-loop worker) changes
+        # the source again; its webhook may be late or lost.
+        if left.get("l1").fields[field] == "read by the cycle":
+            clock.advance(1)
+            left.edit("l1", **{field: "newer"})
+
+    right.on_call("read_records", edit_after_the_read)  # the target's re-read before writing
+    report = rec.run_cycle()
+    assert right.get("r1").fields[field] != "read by the cycle"  # no old value written
+    assert report.skipped_changed == 1
+    clock.advance(60)
+    rec.run_cycle()
+    assert right.get("r1").fields[field] == "newer"

@@ -638,9 +638,10 @@ def test_transient_errors_and_rate_limits_are_retried_and_counted(storage: Stora
 
     assert world.right.get(keys[0][1]).fields["Stage"] == "Closed Won"
     assert report.write_failures == 0
-    # left: 2 listing attempts; right: listing, 2 re-read attempts, 3 write attempts.
-    assert report.api_calls == {"hubspot": 2, "salesforce": 6}
-    assert world.left.total_calls - calls_before[0] == 2
+    # left: 2 listing attempts and the source re-read before the write; right: listing,
+    # 2 re-read attempts, 3 write attempts.
+    assert report.api_calls == {"hubspot": 3, "salesforce": 6}
+    assert world.left.total_calls - calls_before[0] == 3
     assert world.right.total_calls - calls_before[1] == 6
     # Retry-After is honoured exactly; the 503 backs off with jitter within the first step.
     assert len(world.sleeps) == 4
@@ -800,12 +801,14 @@ def test_api_calls_are_the_listing_floor_plus_rereads_plus_writes(
 
     report = world.run()
 
-    def per_side(pages: int, fixes: int) -> int:
-        return math.ceil(n / pages) + 2 * math.ceil(fixes / batch)  # listing + re-read + write
+    def per_side(pages: int, fixes: int, sourced: int) -> int:
+        # listing + re-read + write of its own fixes + a re-read of the sources of the other
+        # side's fixes (verify_source), one batch each
+        return math.ceil(n / pages) + 2 * math.ceil(fixes / batch) + math.ceil(sourced / batch)
 
     expected = {
-        "hubspot": per_side(page_left, fixes_left),
-        "salesforce": per_side(page_right, fixes_right),
+        "hubspot": per_side(page_left, fixes_left, fixes_right),
+        "salesforce": per_side(page_right, fixes_right, fixes_left),
     }
     assert report.api_calls == expected
     assert world.left.total_calls - before[0] == expected["hubspot"]

@@ -216,6 +216,16 @@ class _Tally:
     timings: dict[str, float] = attrs.field(factory=dict)
 
 
+def _source_holds(record: Record | None, accepted: Mapping[str, list[Any]]) -> bool:
+    """Whether a re-read source record still holds, for every field, one accepted value."""
+    if record is None or record.deleted:
+        return False
+    return all(
+        name in record.fields and any(_same(record.fields[name], v) for v in values)
+        for name, values in accepted.items()
+    )
+
+
 def _source_time(decision: Decision, state: FieldState) -> datetime | None:
     """The source time of the value a decision settles on: the winning side's for a take, the
     later of the two for an agreement or a merge (``None`` when no time is known)."""
@@ -243,6 +253,11 @@ class Reconciler:
     ttl. Every commit of a cycle is fenced by its lease: a cycle that lost it commits nothing.
     Every value a cycle writes is remembered for ``echo_ttl`` in the echo ledger, so the fast
     loop recognizes the webhook that write causes and does not write it back.
+
+    Before writing, each batch re-reads its target records, and (``verify_source=True``, the
+    default) the source records the values came from, in one more batch call: a value whose
+    source moved on since it was read (a user's edit, a fast-loop write while the cycle ran) is
+    not written; the next cycle decides again.
     """
 
     def __init__(
@@ -260,6 +275,7 @@ class Reconciler:
         scratch_dir: str | None = None,
         batch_size: int = 2000,
         echo_ttl: timedelta = timedelta(minutes=15),
+        verify_source: bool = True,
     ) -> None:
         if not 0 <= max_delete_fraction <= 1:
             raise ConfigurationError("max_delete_fraction must be between 0 and 1")
@@ -280,6 +296,7 @@ class Reconciler:
         self.scratch_dir = scratch_dir
         self.batch_size = batch_size
         self.echo_ttl = echo_ttl
+        self.verify_source = verify_source
         self.owner = f"reconciler-{uuid.uuid4().hex[:12]}"
         self.storage.setup()
 
@@ -1163,6 +1180,7 @@ class _Cycle:
         base_values: dict[str, Any] = {}
         writes: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}
         expect: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}
+        source: dict[Side, dict[str, list[Any]]] = {Side.LEFT: {}, Side.RIGHT: {}}
         pending_base: dict[str, Any] = {}
         fixes: list[tuple[Decision, Discrepancy]] = []
         for fm in self._fields:
@@ -1271,9 +1289,16 @@ class _Cycle:
             if decision.writes_right:
                 writes[Side.RIGHT][fm.right] = fm.transform.to_right(decision.value)
                 expect[Side.RIGHT][fm.right] = right_raw.get(fm.right)
+                # The source (left) must still hold what was read, or what this cycle writes
+                # to it too (a merge): re-read with the target before writing.
+                source[Side.RIGHT][fm.left] = [state.left, decision.value]
             if decision.writes_left:
                 writes[Side.LEFT][fm.left] = decision.value
                 expect[Side.LEFT][fm.left] = state.left
+                source[Side.LEFT][fm.right] = [
+                    right_raw.get(fm.right),
+                    fm.transform.to_right(decision.value),
+                ]
         if base_values and not is_new:
             step.bases.append(BaseUpdate(sync=self.sync.name, left_key=lkey, values=base_values))
         elif is_new:
@@ -1304,6 +1329,7 @@ class _Cycle:
                     _codec.dumps(pending_base),
                     _codec.dumps(rules),
                     shared,
+                    _codec.dumps(source[side]),
                 )
             )
             plan_items.append(items)
@@ -1377,6 +1403,7 @@ class _Cycle:
                     base_text,
                     _codec.dumps(["delete_from"]),
                     0,
+                    None,
                 )
             )
             plan_items.append([item])
@@ -1470,6 +1497,7 @@ class _Cycle:
                     "[]",
                     _codec.dumps(["create_on"]),
                     0,
+                    None,
                 )
             )
         stash.plan(rows)
@@ -1497,6 +1525,7 @@ class _Cycle:
     ) -> None:
         keyed = {(r[2] if side is Side.LEFT else r[3]): r for r in rows}
         current = {r.key: r for r in read_batch(self.caller, connector, list(keyed))}
+        sources = self._reread_sources(side, rows)
         changes: list[Change] = []
         skipped: list[tuple[Any, ...]] = []
         for key, row in keyed.items():
@@ -1504,6 +1533,17 @@ class _Cycle:
             expect_text, expect_mod = row[6], row[7]
             now_rec = current.get(key)
             if now_rec is None or now_rec.deleted:
+                skipped.append(row)
+                continue
+            if (
+                sources is not None
+                and row[12]
+                and not _source_holds(
+                    sources.get(row[3] if side is Side.LEFT else row[2]), _codec.loads(row[12])
+                )
+            ):
+                # The source moved on after it was read (a user, or the fast loop): the value
+                # decided from it is old. Never write it; the next cycle decides again.
                 skipped.append(row)
                 continue
             if op == ChangeOp.DELETE.value:
@@ -1549,6 +1589,23 @@ class _Cycle:
                         self._resolve(step, row)
             stash.mark_done(ok_ids, 1)
         self._commit(step)
+
+    def _reread_sources(self, side: Side, rows: list[tuple[Any, ...]]) -> dict[str, Record] | None:
+        """The source records of the updates planned to ``side``, read again in one batch next
+        to the targets (``verify_source``); ``None`` when not asked for or nothing to check."""
+        if not self.rec.verify_source:
+            return None
+        wanted = sorted({(r[3] if side is Side.LEFT else r[2]) for r in rows if r[12]})
+        if not wanted:
+            return None
+        connector = self.sync.connector(side.other)
+        size = connector.capabilities.max_read_batch
+        found: dict[str, Record] = {}
+        for i in range(0, len(wanted), size):
+            found.update(
+                (r.key, r) for r in read_batch(self.caller, connector, wanted[i : i + size])
+            )
+        return found
 
     def _remember_writes(self, step: Step, side: Side, change: Change) -> None:
         """Echo-ledger entries, so the webhooks this write causes are recognized as ours."""

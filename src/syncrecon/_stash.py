@@ -55,6 +55,7 @@ CREATE TABLE plan (
     items     TEXT,
     rules     TEXT,
     shared    INTEGER NOT NULL DEFAULT 0,
+    src       TEXT,
     done      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX plan_target ON plan (target, op, id);
@@ -232,10 +233,11 @@ class Stash:
 
     def plan(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Plan writes: (target, op, left_key, right_key, nat, fields, expect, expect_mod, base,
-        items, rules, shared)."""
+        items, rules, shared, src); ``src`` holds, per source field, the values the source may
+        still hold for the write to go ahead."""
         self.db.executemany(
             "INSERT INTO plan (target, op, left_key, right_key, nat, fields, expect, expect_mod,"
-            " base, items, rules, shared) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " base, items, rules, shared, src) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -246,7 +248,7 @@ class Stash:
         while True:
             rows = self.db.execute(
                 "SELECT id, op, left_key, right_key, nat, fields, expect, expect_mod, base,"  # noqa: S608
-                f" items, rules, shared FROM plan WHERE target = ? AND op IN ({marks})"
+                f" items, rules, shared, src FROM plan WHERE target = ? AND op IN ({marks})"
                 " AND id > ? ORDER BY id LIMIT ?",
                 (target, *ops, last, batch),
             ).fetchall()
