@@ -226,7 +226,7 @@ def _merges_cached(fm: FieldMap) -> bool:
     return _merges(fm.policy)
 
 
-def _expects_list(fm: FieldMap) -> bool:
+def merges_as_list(fm: FieldMap) -> bool:
     """Whether the field merges as a list (asked once per value: cached per mapping)."""
     try:
         return _merges_cached(fm)
@@ -234,19 +234,29 @@ def _expects_list(fm: FieldMap) -> bool:
         return _merges(fm.policy)
 
 
-def misfit(fm: FieldMap, name: str, value: Any, info: Mapping[str, Any] | None) -> str | None:
+def misfit(
+    fm: FieldMap,
+    name: str,
+    value: Any,
+    info: Mapping[str, Any] | None,
+    *,
+    expects_list: bool | None = None,
+) -> str | None:
     """Why ``value`` (of the side's field ``name``) does not fit the field, or ``None``.
 
     Checked before any decision: the value must be storable, a list field (one that merges)
     must hold a list (or nothing), and the value must fit the type and options the connector
-    described for the field (``info``, when it described one).
+    described for the field (``info``, when it described one). ``expects_list`` is
+    ``merges_as_list(fm)`` when the caller has it at hand (a cycle works it out once).
     """
     problem = storable_problem(value)
     if problem is not None:
         return f"field {name!r} holds {problem}, which cannot be stored"
     if value is None:
         return None
-    if _expects_list(fm) and not isinstance(value, list | tuple | set | frozenset):
+    if expects_list is None:
+        expects_list = merges_as_list(fm)
+    if expects_list and not isinstance(value, list | tuple | set | frozenset):
         shown = repr(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
         return f"field {name!r} holds a {type(value).__name__} ({shown}), but it merges as a list"

@@ -37,7 +37,7 @@ from ._connector import (
     write_batch,
     write_batch_or_failures,
 )
-from ._drift import INVALID_VALUE_CATEGORY, misfit, storable_problem
+from ._drift import INVALID_VALUE_CATEGORY, merges_as_list, misfit, storable_problem
 from ._exceptions import (
     ConfigurationError,
     ConnectorBugError,
@@ -419,6 +419,7 @@ class _Cycle:
         self.quarantined: frozenset[str] = frozenset()
         self.side_step = Step(at=rec.clock.now())
         self.field_info: dict[Side, dict[str, Mapping[str, Any]]] = {}
+        self._lists = {fm.left: merges_as_list(fm) for fm in self._fields}
         self._names: dict[Side, frozenset[str]] = {
             Side.LEFT: frozenset(fm.left for fm in self._fields),
             Side.RIGHT: frozenset(fm.right for fm in self._fields),
@@ -650,7 +651,7 @@ class _Cycle:
             if name not in values:
                 continue
             value = values[name]
-            problem = misfit(fm, name, value, infos.get(name))
+            problem = misfit(fm, name, value, infos.get(name), expects_list=self._lists[fm.left])
             if problem is not None:
                 bad[fm.left] = problem
                 continue
