@@ -522,7 +522,7 @@ def test_multiworker_chaos(tmp_path: Path, workers: int, seed: int) -> None:
     print(f"\nmulti-worker chaos seed={seed} workers={workers}:")
     for what, value in lines.items():
         print(f"  {what}: {value}")
-    # Known and open (about 1 run in 8 here, one case): a cycle that reads a record between a
+    # Known and open (5 of 32 runs here, one case each): a cycle that reads a record between a
     # fast-loop write and that write's commit sees the value syncrecon just wrote with the
     # system's time of the write (not of the edit it copies), and recency can then prefer it
     # over a newer edit on the other side. Counted apart and reported as an expected failure
