@@ -21,9 +21,9 @@ from typing import Any
 
 import attrs
 
-from ._clock import Clock, utc
-from ._exceptions import PermanentError, RateLimitedError, TransientError
-from ._models import Capabilities, Change, ChangeOp, FieldInfo, Page, Record, WriteResult
+from .._clock import Clock, utc
+from .._exceptions import PermanentError, RateLimitedError, TransientError
+from .._models import Capabilities, Change, ChangeOp, FieldInfo, Page, Record, WriteResult
 
 __all__ = [
     "Delivery",
@@ -485,7 +485,7 @@ from typing import TYPE_CHECKING  # noqa: E402 (the helpers below are appended t
 if TYPE_CHECKING:
     import random
 
-    from .webhooks import WebhookRequest
+    from ..webhooks import WebhookRequest
 
 
 def _json_value(value: Any) -> Any:
@@ -636,7 +636,7 @@ class WebhookEmitter:
         import hashlib
         import hmac
 
-        from .webhooks import WebhookRequest
+        from ..webhooks import WebhookRequest
 
         stamp = str(int(utc(at or self.clock.now()).timestamp()))
         signed = f"{message.id}.{stamp}.".encode() + message.body
