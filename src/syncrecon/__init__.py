@@ -8,6 +8,7 @@ from ._clock import Clock, SystemClock
 from ._connector import AsyncConnector, Connector, RetrySettings
 from ._exceptions import (
     AppLoadError,
+    AuthenticationError,
     ConfigurationError,
     ConnectorBugError,
     ConnectorError,
@@ -66,6 +67,7 @@ __all__ = [
     "MISSING",
     "AppLoadError",
     "AsyncConnector",
+    "AuthenticationError",
     "Capabilities",
     "Change",
     "ChangeOp",

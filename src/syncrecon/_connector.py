@@ -38,6 +38,7 @@ from ._exceptions import (
     TransientError,
 )
 from ._models import Capabilities, Change, FieldInfo, Page, Record, WriteResult
+from .http._meter import RequestMeter, metering
 
 __all__ = ["AsyncConnector", "Connector", "RetrySettings"]
 
@@ -159,7 +160,12 @@ class Caller:
         self._in_worker_thread = in_worker_thread
         self._stack = contextlib.ExitStack()
         self._portal: Any = None
+        self._meter: RequestMeter | None = None
+        #: Calls per system: one per method call, or, for a connector that counts its HTTP
+        #: requests (``Capabilities.retries_requests``), the requests it sent.
         self.calls: dict[str, int] = {}
+        #: HTTP requests per system and endpoint (connectors built on :mod:`syncrecon.http`).
+        self.requests: dict[str, dict[str, int]] = {}
 
     def __enter__(self) -> Caller:
         return self
@@ -168,8 +174,13 @@ class Caller:
         self._stack.close()
 
     def _run_async(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        meter = self._meter
+
         async def call() -> T:
-            return await fn(*args, **kwargs)
+            if meter is None:
+                return await fn(*args, **kwargs)
+            with metering(meter):  # the event loop's task has a context of its own
+                return await fn(*args, **kwargs)
 
         if self._in_worker_thread:
             return anyio.from_thread.run(call)
@@ -211,6 +222,11 @@ class Caller:
         connector, say) is a bug, not a network failure: it is raised at once as
         :class:`~syncrecon.ConnectorBugError` naming the system and method, never retried.
         """
+        owner = getattr(fn, "__self__", None)
+        caps = getattr(owner, "capabilities", None)
+        counts_requests = bool(getattr(caps, "retries_requests", False))
+        if counts_requests:
+            attempts = 1  # the connector retries each request: never multiply its retries
         retrying = Retrying(
             stop=stop_after_attempt(attempts or self._retry.attempts),
             wait=self._retry.wait,
@@ -220,9 +236,11 @@ class Caller:
         )
         for attempt in retrying:
             with attempt:
-                self.calls[system] = self.calls.get(system, 0) + 1
+                meter = RequestMeter()
+                self._meter = meter
                 try:
-                    return self._once(fn, *args, **kwargs)
+                    with metering(meter):
+                        return self._once(fn, *args, **kwargs)
                 except SyncReconError:
                     raise
                 except Exception as exc:
@@ -233,7 +251,18 @@ class Caller:
                         system=system,
                         method=method,
                     ) from exc
+                finally:
+                    self._meter = None
+                    self._count(system, meter, counts_requests)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _count(self, system: str, meter: RequestMeter, counts_requests: bool) -> None:
+        if meter.counts:
+            by_endpoint = self.requests.setdefault(system, {})
+            for endpoint, n in meter.counts.items():
+                by_endpoint[endpoint] = by_endpoint.get(endpoint, 0) + n
+        n = meter.total if counts_requests else 1
+        self.calls[system] = self.calls.get(system, 0) + n
 
 
 def _problem(item: Any) -> str | None:

@@ -11,6 +11,7 @@ Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
     │   ├── TransientError                    worth retrying (5xx, timeouts, dropped connections)
     │   │   └── RateLimitedError              429 or quota; carries ``retry_after`` seconds
     │   └── PermanentError                    not worth retrying (4xx other than 429)
+    │       ├── AuthenticationError               credentials refused (401, a refused token)
     │       ├── ConnectorBugError                 the connector itself failed (TypeError, ...)
     │       └── InvalidRecordError                the connector returned something not a Record
     ├── StorageError                          the storage backend failed
@@ -33,6 +34,7 @@ from datetime import datetime
 
 __all__ = [
     "AppLoadError",
+    "AuthenticationError",
     "ConfigurationError",
     "ConnectorBugError",
     "ConnectorError",
@@ -72,9 +74,23 @@ class ConnectorError(SyncReconError):
     raised by a connector is treated as permanent.
     """
 
-    def __init__(self, message: str, *, system: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        system: str | None = None,
+        status: int | None = None,
+        endpoint: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.system = system
+        #: The HTTP status of the answer, when the failure was one (``None`` otherwise).
+        self.status = status
+        #: The endpoint label of the request (``"POST /crm/v3/objects/deals/search"``).
+        self.endpoint = endpoint
+        #: The provider's own error code (``"REQUEST_LIMIT_EXCEEDED"``), when it sent one.
+        self.code = code
 
 
 class TransientError(ConnectorError):
@@ -88,14 +104,28 @@ class RateLimitedError(TransientError):
     """
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, system: str | None = None
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        system: str | None = None,
+        status: int | None = None,
+        endpoint: str | None = None,
+        code: str | None = None,
     ) -> None:
-        super().__init__(message, system=system)
+        super().__init__(message, system=system, status=status, endpoint=endpoint, code=code)
         self.retry_after = retry_after
 
 
 class PermanentError(ConnectorError):
     """A failure that retrying will not fix (a 4xx answer other than 429)."""
+
+
+class AuthenticationError(PermanentError):
+    """The system refused the credentials: a 401 answer, or a token request turned down.
+
+    The message names the system and endpoint, never the credentials.
+    """
 
 
 class ConnectorBugError(PermanentError):

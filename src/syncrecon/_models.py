@@ -190,6 +190,10 @@ class Capabilities:
     ``find_created(idempotency_keys)`` (the records it created with those keys, by key), so
     syncrecon looks a create up before trying it again. With neither, a create whose answer was
     lost is not retried in that cycle: the next full sweep links it by its natural key.
+
+    ``retries_requests`` says the connector retries each HTTP request itself (every connector
+    built on :mod:`syncrecon.http` does): syncrecon then calls each method once, so retries are
+    never multiplied, and counts the HTTP requests the call made instead of one per call.
     """
 
     page_size: int = attrs.field(default=100, validator=_positive)
@@ -200,6 +204,7 @@ class Capabilities:
     describes_fields: bool = True
     idempotent_creates: bool = False
     finds_created: bool = False
+    retries_requests: bool = False
 
 
 def _opt_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:

@@ -1,0 +1,312 @@
+"""One HTTP API account: the host's httpx client, auth, rate limiter, retries and metering.
+
+:class:`HttpApi` sends one request at a time through the same steps, from the sync door
+(:meth:`HttpApi.send`, over an ``httpx.Client``) or the async one (:meth:`HttpApi.asend`, over an
+``httpx.AsyncClient``):
+
+1. wait for the rate limiter (one per account, shared by both loops);
+2. send, with the auth's headers (tokens fetched or renewed on the way);
+3. count the request, by endpoint, into the caller's meter;
+4. classify the answer (the provider's signals first, then :func:`classify`) and feed the
+   limiter what the provider said about its limits;
+5. retry what is worth it, per request, with tenacity: a paginated read that meets a 429 on
+   page 2 repeats page 2, never page 1.
+
+Connector methods are written once, as *operations*: generators that yield the requests they
+need and get the answers back (:data:`Op`). :meth:`HttpApi.run` drives one from the sync door
+and :meth:`HttpApi.arun` from the async one, so a connector has one implementation of its logic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, TypeAlias, TypeVar
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from .._clock import Clock, SystemClock
+from .._exceptions import ConfigurationError, ConnectorError, TransientError
+from ._limits import RateLimiter, SystemTimer, Timer
+from ._meter import count_request
+from ._retry import (
+    ENDPOINT,
+    IDEMPOTENT,
+    Classifier,
+    HttpRetry,
+    Verdict,
+    classify,
+    endpoint_of,
+    is_idempotent,
+)
+
+__all__ = ["HttpApi", "Op"]
+
+T = TypeVar("T")
+
+#: A connector operation: yields requests, receives their answers, returns its result.
+Op: TypeAlias = Generator[httpx.Request, httpx.Response, T]
+
+Observer = Callable[[httpx.Response, RateLimiter], None]
+
+log = logging.getLogger("syncrecon.http")
+
+
+class _Failed(Exception):
+    """One failed attempt: the typed error, and whether (and after how long) to retry."""
+
+    def __init__(self, error: ConnectorError, retry: bool, wait: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry = retry
+        self.wait = wait
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _Failed) and exc.retry
+
+
+class HttpApi:
+    """One account of one HTTP API, over the host's httpx client.
+
+    :param client: an ``httpx.Client`` (sync door) or ``httpx.AsyncClient`` (async door), made
+        and closed by the host, with its own proxies, certificates and timeouts. syncrecon never
+        makes a client of its own per call.
+    :param system: the connector's name, used in errors and logs.
+    :param base_url: where relative paths go (``"https://api.hubapi.com"``).
+    :param auth: an ``httpx.Auth`` (see :class:`BearerToken` and the OAuth flows).
+    :param limiter: the account's :class:`RateLimiter` (share one per account).
+    :param retry: how each request is retried (:class:`HttpRetry`).
+    :param classifier: the provider's own reading of an answer, asked first; ``None`` from
+        it falls back to :func:`classify`.
+    :param observe: feeds the limiter what an answer's headers say about the limits.
+    :param timer: the time the limiter and the retries wait on (virtual in tests).
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client | httpx.AsyncClient,
+        *,
+        system: str,
+        base_url: str,
+        auth: httpx.Auth | None = None,
+        limiter: RateLimiter | None = None,
+        retry: HttpRetry | None = None,
+        classifier: Classifier | None = None,
+        observe: Observer | None = None,
+        timer: Timer | None = None,
+        clock: Clock | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(client, httpx.Client | httpx.AsyncClient):
+            raise ConfigurationError(
+                f"{system}: client must be an httpx.Client or httpx.AsyncClient,"
+                f" not {type(client).__name__}"
+            )
+        self.client = client
+        self.system = system
+        self.base_url = httpx.URL(base_url)
+        self.auth = auth
+        self.limiter = limiter
+        self.retry = retry or HttpRetry()
+        self.classifier = classifier
+        self.observe = observe
+        self.timer: Timer = timer or (limiter.timer if limiter is not None else SystemTimer())
+        self.clock: Clock = clock or SystemClock()
+        self.headers = dict(headers or {})
+        #: Requests sent through this API over its life, by endpoint (retries included).
+        self.requests: dict[str, int] = {}
+        #: Answers that asked us to slow down (429 and the providers' own signals).
+        self.throttled = 0
+
+    @property
+    def is_async(self) -> bool:
+        return isinstance(self.client, httpx.AsyncClient)
+
+    def __repr__(self) -> str:
+        door = "async" if self.is_async else "sync"
+        return f"HttpApi({self.system!r}, {str(self.base_url)!r}, {door})"
+
+    # -- building requests -----------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        endpoint: str | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Request:
+        """A request to ``path`` (relative to ``base_url``, or a full URL).
+
+        ``endpoint`` labels it for counting (default: the method and the path); ``idempotent``
+        says whether it may be repeated after an answer that leaves its effect unknown (default:
+        by method, see :func:`is_idempotent`).
+        """
+        url = self.base_url.join(path) if not path.startswith(("http://", "https://")) else path
+        merged = {**self.headers, **(headers or {})}
+        request = self.client.build_request(
+            method, url, params=params, json=json, data=data, headers=merged
+        )
+        request.extensions[ENDPOINT] = endpoint or f"{method.upper()} {httpx.URL(url).path}"
+        if idempotent is not None:
+            request.extensions[IDEMPOTENT] = idempotent
+        return request
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def _verdict(self, request: httpx.Request, response: httpx.Response) -> Verdict:
+        if self.limiter is not None and self.observe is not None:
+            self.observe(response, self.limiter)
+        verdict = None
+        if self.classifier is not None:
+            verdict = self.classifier(request, response)
+        if verdict is None:
+            verdict = classify(self.system, request, response, now=self.clock.now())
+        if verdict.error is not None and verdict.safe:
+            self.throttled += 1
+        return verdict
+
+    def _counted(self, request: httpx.Request) -> None:
+        label = endpoint_of(request)
+        self.requests[label] = self.requests.get(label, 0) + 1
+        count_request(label)
+
+    def _transport_failure(self, request: httpx.Request, exc: httpx.TransportError) -> _Failed:
+        label = endpoint_of(request)
+        # A connection that never opened sent nothing: always safe to repeat. Otherwise the
+        # request may have been applied: repeat it only if doing so twice is harmless.
+        unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        error = TransientError(
+            f"{self.system}: {label} failed: {type(exc).__name__}"
+            + ("" if unsent else " (the request may have been applied)"),
+            system=self.system,
+            endpoint=label,
+        )
+        return _Failed(error, unsent or is_idempotent(request), None)
+
+    def _judge(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        verdict = self._verdict(request, response)
+        if verdict.error is None:
+            return response
+        retry = verdict.retry and (verdict.safe or is_idempotent(request))
+        if verdict.wait is not None and verdict.wait > self.retry.maximum:
+            retry = False  # not worth waiting for here (a daily limit): the error goes up
+        raise _Failed(verdict.error, retry, verdict.wait)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Failed) and exc.wait is not None:
+            return min(exc.wait, self.retry.maximum)
+        return self.retry.backoff(state.attempt_number)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Failed):
+            log.info(
+                "%s (attempt %d, retrying in %.2fs)",
+                exc.error,
+                state.attempt_number,
+                state.upcoming_sleep,
+            )
+
+    def _attempt_sync(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(self.client, httpx.Client)
+        if self.limiter is not None:
+            self.limiter.acquire()
+        self._counted(request)
+        try:
+            response = self.client.send(request, auth=self.auth or httpx.USE_CLIENT_DEFAULT)
+        except httpx.TransportError as exc:
+            raise self._transport_failure(request, exc) from exc
+        return self._judge(request, response)
+
+    async def _attempt_async(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(self.client, httpx.AsyncClient)
+        if self.limiter is not None:
+            await self.limiter.aacquire()
+        self._counted(request)
+        try:
+            response = await self.client.send(request, auth=self.auth or httpx.USE_CLIENT_DEFAULT)
+        except httpx.TransportError as exc:
+            raise self._transport_failure(request, exc) from exc
+        return self._judge(request, response)
+
+    # -- the doors ---------------------------------------------------------------------------
+
+    def send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (sync door), retried per the settings; raise a typed error."""
+        if self.is_async:
+            raise ConfigurationError(f"{self.system}: send() needs an httpx.Client")
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            sleep=self.timer.sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            result: httpx.Response = retrying(self._attempt_sync, request)
+        except _Failed as failed:
+            raise failed.error from failed.__cause__
+        return result
+
+    async def asend(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (async door); see :meth:`send`."""
+        if not self.is_async:
+            raise ConfigurationError(f"{self.system}: asend() needs an httpx.AsyncClient")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            sleep=self.timer.asleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            result: httpx.Response = await retrying(self._attempt_async, request)
+        except _Failed as failed:
+            raise failed.error from failed.__cause__
+        return result
+
+    def run(self, op: Op[T]) -> T:
+        """Drive an operation from the sync door: send each request it yields."""
+        try:
+            request = next(op)
+            while True:
+                try:
+                    response = self.send(request)
+                except ConnectorError as exc:
+                    request = op.throw(exc)  # the operation may handle it (a 404, say)
+                else:
+                    request = op.send(response)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def arun(self, op: Op[T]) -> T:
+        """Drive an operation from the async door."""
+        try:
+            request = next(op)
+            while True:
+                try:
+                    response = await self.asend(request)
+                except ConnectorError as exc:
+                    request = op.throw(exc)
+                else:
+                    request = op.send(response)
+        except StopIteration as done:
+            result: T = done.value
+            return result
