@@ -59,6 +59,15 @@ Observer = Callable[[httpx.Response, RateLimiter], None]
 log = logging.getLogger("syncrecon.http")
 
 
+_SENDER = "syncrecon.api"
+
+
+def _sender(request: httpx.Request, default: HttpApi) -> HttpApi:
+    """The API a request was built by (its limiter and counts), else ``default``."""
+    api = request.extensions.get(_SENDER)
+    return api if isinstance(api, HttpApi) else default
+
+
 class _Failed(Exception):
     """One failed attempt: the typed error, and whether (and after how long) to retry."""
 
@@ -160,6 +169,7 @@ class HttpApi:
             method, url, params=params, json=json, data=data, headers=merged
         )
         request.extensions[ENDPOINT] = endpoint or f"{method.upper()} {httpx.URL(url).path}"
+        request.extensions[_SENDER] = self  # run() sends it through the API that built it
         if idempotent is not None:
             request.extensions[IDEMPOTENT] = idempotent
         return request
@@ -282,12 +292,16 @@ class HttpApi:
         return result
 
     def run(self, op: Op[T]) -> T:
-        """Drive an operation from the sync door: send each request it yields."""
+        """Drive an operation from the sync door: send each request it yields.
+
+        A request goes through the :class:`HttpApi` that built it, so one operation can use
+        APIs with different limiters (HubSpot's search has its own).
+        """
         try:
             request = next(op)
             while True:
                 try:
-                    response = self.send(request)
+                    response = _sender(request, self).send(request)
                 except ConnectorError as exc:
                     request = op.throw(exc)  # the operation may handle it (a 404, say)
                 else:
@@ -302,7 +316,7 @@ class HttpApi:
             request = next(op)
             while True:
                 try:
-                    response = await self.asend(request)
+                    response = await _sender(request, self).asend(request)
                 except ConnectorError as exc:
                     request = op.throw(exc)
                 else:
