@@ -99,6 +99,8 @@ QUERY_PAGE = 2000
 READ_BATCH = 2000
 WRITE_BATCH = 200
 DAY = 86_400.0
+#: getDeleted covers 15 days at most (less once the recycle bin is emptied); a day's margin.
+DELETED_WINDOW = timedelta(days=14)
 RETRYABLE_CODES = frozenset(
     {"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT"}
 )
@@ -459,37 +461,57 @@ class _Salesforce(HttpOperations):
 
     def _deleted(self, since: datetime) -> Op[Page]:
         now = self.clock.now()
-        path = self._data(f"/sobjects/{self.sobject}/deleted/")
-        query = urlencode({"start": soql_datetime(since), "end": soql_datetime(now)})
-        reply = yield self.api.request("GET", f"{path}?{query}", endpoint=f"GET {path.rstrip('/')}")
-        body = reply.json()
-        earliest = body.get("earliestDateAvailable")
-        if isinstance(earliest, str) and earliest and parse_datetime(earliest) > since:
-            # getDeleted no longer covers the window: what the recycle bin still holds comes
-            # from queryAll; what was purged before is for the next full sweep to find.
-            self.deletion_gap = (since, parse_datetime(earliest))
-            log.warning(
-                "%s: deletions since %s are beyond getDeleted's window (earliest %s);"
-                " reading IsDeleted rows with queryAll, the next full sweep finds the rest",
-                self.name,
-                since.isoformat(),
-                earliest,
-            )
-            request = self._query(
-                f"SELECT Id, SystemModstamp FROM {self.sobject} WHERE IsDeleted = true"  # noqa: S608
-                f" AND SystemModstamp >= {soql_datetime(since)} ORDER BY SystemModstamp, Id",
-                all_rows=True,
-            )
-            reply = yield request
-            answer = reply.json()
-            rows = [r for r in answer.get("records", []) if isinstance(r, Mapping)]
-            records = [
-                Record(key=str(r["Id"]), deleted=True, modified_at=self._stamp(r)) for r in rows
-            ]
-            following = answer.get("nextRecordsUrl")
-            if not answer.get("done", True) and following:
-                return Page(records=records, next_cursor=f"q:{following}")
-            return Page(records=records)
+        # getDeleted takes whole minutes, a window of at least one, starting no more than
+        # 15 days back; an earlier start only reads more, never less.
+        start = min(since, now - timedelta(minutes=2))
+        earliest: datetime | None = None
+        body: Mapping[str, Any] = {}
+        if start < now - DELETED_WINDOW:
+            earliest = now - DELETED_WINDOW
+        else:
+            path = self._data(f"/sobjects/{self.sobject}/deleted/")
+            query = urlencode({"start": soql_datetime(start), "end": soql_datetime(now)})
+            try:
+                reply = yield self.api.request(
+                    "GET", f"{path}?{query}", endpoint=f"GET {path.rstrip('/')}"
+                )
+            except PermanentError as exc:
+                if exc.code != "INVALID_REPLICATION_DATE":
+                    raise
+                earliest = now - DELETED_WINDOW
+            else:
+                body = reply.json()
+                stated = body.get("earliestDateAvailable")
+                if isinstance(stated, str) and stated and parse_datetime(stated) > start:
+                    earliest = parse_datetime(stated)
+        if earliest is None:
+            return self._deleted_page(body)
+        # getDeleted no longer covers the window: what the recycle bin still holds comes
+        # from queryAll; what was purged before is for the next full sweep to find.
+        self.deletion_gap = (since, earliest)
+        log.warning(
+            "%s: deletions since %s are beyond getDeleted's window (earliest %s);"
+            " reading IsDeleted rows with queryAll, the next full sweep finds the rest",
+            self.name,
+            since.isoformat(),
+            earliest.isoformat(),
+        )
+        request = self._query(
+            f"SELECT Id, SystemModstamp FROM {self.sobject} WHERE IsDeleted = true"  # noqa: S608
+            f" AND SystemModstamp >= {soql_datetime(since)} ORDER BY SystemModstamp, Id",
+            all_rows=True,
+        )
+        reply = yield request
+        answer = reply.json()
+        rows = [r for r in answer.get("records", []) if isinstance(r, Mapping)]
+        records = [Record(key=str(r["Id"]), deleted=True, modified_at=self._stamp(r)) for r in rows]
+        following = answer.get("nextRecordsUrl")
+        if not answer.get("done", True) and following:
+            return Page(records=records, next_cursor=f"q:{following}")
+        return Page(records=records)
+
+    @staticmethod
+    def _deleted_page(body: Mapping[str, Any]) -> Page:
         records = [
             Record(
                 key=str(d["id"]),

@@ -33,7 +33,7 @@ from tenacity import (
 )
 
 from .._clock import Clock, SystemClock
-from .._exceptions import ConfigurationError, ConnectorError, TransientError
+from .._exceptions import ConfigurationError, ConnectorError, RateLimitedError, TransientError
 from ._limits import RateLimiter, SystemTimer, Timer
 from ._meter import count_request
 from ._retry import (
@@ -231,10 +231,28 @@ class HttpApi:
                 state.upcoming_sleep,
             )
 
+    def _slot(self, request: httpx.Request) -> float:
+        """Reserve the limiter's next slot; a slot too far away is an error, not a wait."""
+        if self.limiter is None:
+            return 0.0
+        wait = self.limiter.reserve(max_wait=self.retry.maximum)
+        if wait < 0:
+            label = endpoint_of(request)
+            error = RateLimitedError(
+                f"{self.system}: {label} not sent: the rate limit ({self.limiter!r}) has no"
+                f" room for {-wait:.0f}s",
+                retry_after=-wait,
+                system=self.system,
+                endpoint=label,
+            )
+            raise _Failed(error, False, -wait)
+        return wait
+
     def _attempt_sync(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(self.client, httpx.Client)
-        if self.limiter is not None:
-            self.limiter.acquire()
+        wait = self._slot(request)
+        if wait > 0 and self.limiter is not None:
+            self.limiter.timer.sleep(wait)
         self._counted(request)
         try:
             response = self.client.send(request, auth=self.auth or httpx.USE_CLIENT_DEFAULT)
@@ -244,8 +262,9 @@ class HttpApi:
 
     async def _attempt_async(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(self.client, httpx.AsyncClient)
-        if self.limiter is not None:
-            await self.limiter.aacquire()
+        wait = self._slot(request)
+        if wait > 0 and self.limiter is not None:
+            await self.limiter.timer.asleep(wait)
         self._counted(request)
         try:
             response = await self.client.send(request, auth=self.auth or httpx.USE_CLIENT_DEFAULT)

@@ -176,8 +176,12 @@ class RateLimiter:
         label = f"{self.name!r}, " if self.name else ""
         return f"RateLimiter({label}{shown})"
 
-    def reserve(self) -> float:
-        """Reserve the next slot and return the seconds to wait for it (0.0: go now)."""
+    def reserve(self, max_wait: float | None = None) -> float:
+        """Reserve the next slot and return the seconds to wait for it (0.0: go now).
+
+        With ``max_wait``, a slot further away than that is not reserved: the seconds to it
+        are returned as a negative number (a daily allocation used up is not waited for).
+        """
         with self._lock:
             now = self.timer.monotonic()
             for log in self._logs:
@@ -191,10 +195,12 @@ class RateLimiter:
                 if moved == at:
                     break
                 at = moved
+            wait = at - now
+            if max_wait is not None and wait > max_wait:
+                return -wait
             for log in self._logs:
                 log.times.append(at)
             self.acquired += 1
-            wait = at - now
             self.waited += wait
             return wait
 

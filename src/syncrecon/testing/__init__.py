@@ -24,16 +24,35 @@ import attrs
 from .._clock import Clock, utc
 from .._exceptions import PermanentError, RateLimitedError, TransientError
 from .._models import Capabilities, Change, ChangeOp, FieldInfo, Page, Record, WriteResult
+from ._hubspot import HubSpotEmulator, HubSpotOption, HubSpotProperty, HubSpotRequest
+from ._salesforce import (
+    SalesforceEmulator,
+    SalesforceField,
+    SalesforceRequest,
+    default_salesforce_objects,
+    make_jwt_assertion,
+    make_test_key_pair,
+)
 
 __all__ = [
     "Delivery",
     "FlakyNetwork",
     "GeneratedSystem",
+    "HubSpotEmulator",
+    "HubSpotOption",
+    "HubSpotProperty",
+    "HubSpotRequest",
     "ManualClock",
+    "SalesforceEmulator",
+    "SalesforceField",
+    "SalesforceRequest",
     "SimulatedSystem",
     "WebhookEmitter",
     "WebhookMessage",
     "WriteLogEntry",
+    "default_salesforce_objects",
+    "make_jwt_assertion",
+    "make_test_key_pair",
 ]
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
