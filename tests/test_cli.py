@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import subprocess
 import sys
@@ -89,6 +90,13 @@ def test_bench_small_run_reports_its_figures() -> None:
     assert out["api_calls"] >= out["api_call_floor"] > 0
     assert out["converged_rerun_writes"] == 0
     assert out["discrepancies_found"] > 0
+    # The connectors over httpx against the emulators: a full pass is its listing pages plus
+    # the one describe call, and the rate limiter earns no 429.
+    assert out["hubspot_full_pass_requests"] == math.ceil(3000 / 100) + 1
+    assert out["salesforce_full_pass_requests"] == math.ceil(3000 / 2000) + 1
+    assert out["hubspot_records_listed"] == out["salesforce_records_listed"] == 3000
+    assert out["rate_limited_429s"] == 0
+    assert out["connector_cpu_us_per_record"] > 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -121,8 +121,9 @@ def run_bench(
     deepdiff_sample: int = 2000,
     compare_sample: int = 20_000,
     webhooks: bool = True,
+    connectors: bool = True,
 ) -> dict[str, Any]:
-    """Run the benchmark and return its figures."""
+    """Run the benchmark and return its figures (see also :mod:`syncrecon._bench_http`)."""
     rng = random.Random(seed)
     clock = ManualClock()
     left, right = generated_pair(records, seed, clock)
@@ -193,8 +194,15 @@ def run_bench(
         else None,
         "converged_rerun_writes": again.total_writes,
         **(run_webhook_bench() if webhooks else {}),
+        **(_connector_figures(records) if connectors else {}),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def _connector_figures(records: int) -> dict[str, Any]:
+    from ._bench_http import run_connector_bench
+
+    return run_connector_bench(records)
 
 
 def _signed_requests(
