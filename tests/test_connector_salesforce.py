@@ -151,6 +151,25 @@ def test_deletions_past_getdeleted_fall_back_to_queryall(world: World) -> None:
     assert world.emu.calls["queryAll"] == 1
 
 
+def test_more_than_a_page_of_deleted_rows_from_queryall_stay_deleted_and_end(world: World) -> None:
+    ids = world.emu.bulk_add(
+        "Opportunity",
+        2500,
+        lambda i: {"Name": f"O{i}", "StageName": "Prospecting", "CloseDate": "2026-06-30"},
+    )
+    since = world.clock.now()
+    world.clock.advance(timedelta(days=5))
+    for key in ids:
+        world.emu.delete("Opportunity", key)
+    world.clock.advance(timedelta(days=10))
+    conn = world.connector()
+    records = [r for p in world.pages(conn, since) for r in p.records]
+    assert conn.deletion_gap is not None
+    assert len(records) == 2500
+    assert all(r.deleted for r in records)
+    assert sorted(r.key for r in records) == sorted(ids)
+
+
 def test_writes_in_input_order_with_per_record_errors(world: World) -> None:
     a, b, c = world.opp(), world.opp(), world.opp()
     conn = world.connector()

@@ -465,14 +465,16 @@ def test_query_all_keeps_deleted_rows_until_purged(
     assert [r["Id"] for r in soql(api, q, all_rows=True)["records"]] == [keep]
 
 
-def test_query_all_pages_through_query_all_locators(
+def test_query_all_locators_say_query_and_keep_deleted_rows(
     sf: SalesforceEmulator, api: httpx.Client
 ) -> None:
     ids = sf.bulk_add("Opportunity", 2100, opp)
     for record_id in ids[:150]:
         sf.delete("Opportunity", record_id)
     first = soql(api, "SELECT Id FROM Opportunity", all_rows=True)
-    assert "/queryAll/" in first["nextRecordsUrl"]
+    # "QueryAll More Results": the locator's URL says query, yet it goes on with the
+    # queryAll's rows (deleted ones included).
+    assert "/query/" in first["nextRecordsUrl"]
     assert sum(len(p["records"]) for p in every_page(api, first)) == 2100
     assert soql(api, "SELECT COUNT() FROM Opportunity")["totalSize"] == 1950
 

@@ -422,15 +422,16 @@ class _Salesforce(HttpOperations):
                     f"{soql_datetime(since)} ORDER BY SystemModstamp, Id"
                 )
             return (yield from self._page(request, since))
-        if cursor.startswith("q:"):
-            path = cursor[2:]
+        if cursor.startswith(("q:", "x:")):
+            # "x:" continues the deleted rows of a queryAll: its nextRecordsUrl says "query"
+            # like any other (the REST API guide), so the mode travels in the cursor.
             request = self.api.request(
                 "GET",
-                path,
+                cursor[2:],
                 headers={"Sforce-Query-Options": f"batchSize={QUERY_PAGE}"},
                 endpoint=f"GET {self._data('/query')}/{{locator}}",
             )
-            return (yield from self._page(request, since, deleted_rows="queryAll" in path))
+            return (yield from self._page(request, since, deleted_rows=cursor[0] == "x"))
         if cursor == "d:" and since is not None:
             return (yield from self._deleted(since))
         raise ConfigurationError(f"{self.name}: not a cursor of this connector: {cursor!r}")
@@ -449,7 +450,7 @@ class _Salesforce(HttpOperations):
             records = [self._record(r) for r in rows]
         following = body.get("nextRecordsUrl")
         if not body.get("done", True) and following:
-            return Page(records=records, next_cursor=f"q:{following}")
+            return Page(records=records, next_cursor=f"{'x' if deleted_rows else 'q'}:{following}")
         if since is not None and not deleted_rows and self.capabilities.incremental:
             return Page(records=records, next_cursor="d:")  # then the deletions
         return Page(records=records)
@@ -507,7 +508,7 @@ class _Salesforce(HttpOperations):
         records = [Record(key=str(r["Id"]), deleted=True, modified_at=self._stamp(r)) for r in rows]
         following = answer.get("nextRecordsUrl")
         if not answer.get("done", True) and following:
-            return Page(records=records, next_cursor=f"q:{following}")
+            return Page(records=records, next_cursor=f"x:{following}")
         return Page(records=records)
 
     @staticmethod

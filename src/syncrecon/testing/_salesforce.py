@@ -1875,7 +1875,9 @@ class SalesforceEmulator:
         body: dict[str, Any] = {"totalSize": len(cursor.ids), "done": end >= len(cursor.ids)}
         if end < len(cursor.ids):
             self._cursors[cursor.locator] = cursor
-            kind = "queryAll" if cursor.all_rows else "query"
+            # As the REST API guide says (QueryAll More Results): a queryAll locator's
+            # nextRecordsUrl says ``query``, not ``queryAll``.
+            kind = "query"
             body["nextRecordsUrl"] = f"/services/data/v{version}/{kind}/{cursor.locator}-{end}"
         else:
             self._cursors.pop(cursor.locator, None)
