@@ -434,3 +434,49 @@ async def test_the_async_connector_does_the_same(world: World) -> None:
     assert second.next_cursor is None
     assert results[0].ok
     await anyio.sleep(0)
+
+
+def oauth_connector(world: World, saved: list[Any] | None = None) -> HubSpotConnector:
+    auth = OAuth2RefreshToken(
+        "https://api.hubapi.com/oauth/v1/token",
+        client_id=world.emu.client_id,
+        client_secret=world.emu.client_secret,
+        refresh_token=str(world.emu.refresh_token),
+        on_token=(saved.append if saved is not None else None),
+        clock=world.clock,
+    )
+    return HubSpotConnector(
+        world.client,
+        object_type="deals",
+        properties=PROPS,
+        auth=auth,
+        timer=world.timer,
+        clock=world.clock,
+    )
+
+
+def test_a_token_endpoint_that_is_down_is_retried_and_the_request_then_sent() -> None:
+    world = World()
+    key = world.deal()
+    conn = oauth_connector(world)
+    world.emu.fail_next(503, path_contains="/oauth/v1/token")
+    (record,) = conn.read_records([key])
+    assert record.key == key
+    assert world.emu.request_count("oauth/token") == 2
+    world.clock.advance(3600)  # the access token expired: a new one is needed
+    world.emu.lose_response_next(1, path_contains="/oauth/v1/token")  # its answer is lost
+    conn.read_records([key])
+    assert world.emu.request_count("oauth/token") == 4
+    assert world.emu.request_count("batch/read") == 2  # each read sent once
+
+
+def test_refused_credentials_fail_a_write_as_a_whole_with_one_token_request() -> None:
+    world = World()
+    keys = [world.deal() for _ in range(40)]
+    conn = oauth_connector(world)
+    world.emu.revoke_refresh_tokens()
+    changes = [Change(op=ChangeOp.UPDATE, key=k, fields={"dealname": "x"}, ref=k) for k in keys]
+    with pytest.raises(AuthenticationError, match="BAD_REFRESH_TOKEN|refresh"):
+        conn.write_records(changes)
+    assert world.emu.request_count("oauth/token") == 1
+    assert world.emu.request_count("batch/update") == 0

@@ -56,7 +56,13 @@ from typing import Any
 import httpx
 
 from .._clock import Clock, SystemClock
-from .._exceptions import ConfigurationError, PermanentError, RateLimitedError
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+)
 from .._models import Capabilities, Change, ChangeOp, FieldInfo, Page, Record, WriteResult
 from ..http import (
     AsyncHttpConnector,
@@ -587,8 +593,14 @@ class _HubSpot(HttpOperations):
         )
         try:
             reply = yield request
+        except AuthenticationError:
+            raise  # credentials refused: the whole call fails, not each record
         except PermanentError as exc:
-            if exc.status in (400, 409, 422) and len(indexes) > 1:
+            if (
+                exc.status in (400, 409, 422)
+                and exc.endpoint == f"POST {path}"
+                and len(indexes) > 1
+            ):
                 # Refused as a whole: halve it until the bad input is alone.
                 half = len(indexes) // 2
                 yield from self._write_group(op, indexes[:half], changes, results)
@@ -656,11 +668,16 @@ class _HubSpot(HttpOperations):
             # An answer without trace ids: HubSpot keeps the input order.
             for index, item in zip(pending, unmatched, strict=True):
                 results.ok(index, key=str(item["id"]))
-        elif op is ChangeOp.CREATE:
-            for index in pending:
-                # A create with no word in the answer: unknown, so not repeated blindly
-                # (syncrecon's create intent looks it up first).
-                results.fail(index, "the answer has no result for this create", retryable=False)
+        elif op is ChangeOp.CREATE and pending:
+            # A create the answer says nothing about may have been made: its outcome is
+            # unknown, which syncrecon's create intents handle (looked up, never repeated
+            # blindly); a plain failure would claim it was not made.
+            raise TransientError(
+                f"{self.name}: POST {self._path('/batch/create')} answered no result for"
+                f" {len(pending)} of {len(indexes)} creates (the request may have been applied)",
+                system=self.name,
+                endpoint=f"POST {self._path('/batch/create')}",
+            )
 
     # -- webhooks ------------------------------------------------------------------------------
 

@@ -50,7 +50,13 @@ from urllib.parse import urlencode
 import httpx
 
 from .._clock import Clock, SystemClock
-from .._exceptions import ConfigurationError, PermanentError, RateLimitedError, TransientError
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+)
 from .._models import Capabilities, Change, ChangeOp, FieldInfo, Page, Record, WriteResult
 from ..http import (
     AsyncHttpConnector,
@@ -620,6 +626,8 @@ class _Salesforce(HttpOperations):
                     )
                 try:
                     reply = yield request
+                except AuthenticationError:
+                    raise  # credentials refused: the whole call fails, not each record
                 except PermanentError as exc:
                     for i in batch:
                         results.fail(i, str(exc), retryable=False)
@@ -648,15 +656,17 @@ class _Salesforce(HttpOperations):
                 for e in errors
             )
             results.fail(index, text or "rejected", retryable=bool(set(codes) & RETRYABLE_CODES))
-        # No result for a create: its outcome is unknown, so it is not repeated blindly.
-        results_missing_retryable = op is not ChangeOp.CREATE
-        for index in batch:
-            if index in results.pending():
-                results.fail(
-                    index,
-                    "the answer has no result for this record",
-                    retryable=results_missing_retryable,
-                )
+        missing = [index for index in batch if index in set(results.pending())]
+        if missing and op is ChangeOp.CREATE:
+            # A create the answer says nothing about may have been made: its outcome is
+            # unknown (syncrecon's create intents look it up), not a failure.
+            raise TransientError(
+                f"{self.name}: the answer has no result for {len(missing)} of {len(batch)}"
+                " creates (the request may have been applied)",
+                system=self.name,
+            )
+        for index in missing:
+            results.fail(index, "the answer has no result for this record", retryable=True)
 
 
 class SalesforceConnector(_Salesforce, HttpConnector):

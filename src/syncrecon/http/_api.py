@@ -33,9 +33,15 @@ from tenacity import (
 )
 
 from .._clock import Clock, SystemClock
-from .._exceptions import ConfigurationError, ConnectorError, RateLimitedError, TransientError
+from .._exceptions import (
+    ConfigurationError,
+    ConnectorError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+)
 from ._limits import RateLimiter, SystemTimer, Timer
-from ._meter import count_request
+from ._meter import SendState, count_request, sending
 from ._retry import (
     ENDPOINT,
     IDEMPOTENT,
@@ -193,8 +199,25 @@ class HttpApi:
         self.requests[label] = self.requests.get(label, 0) + 1
         count_request(label)
 
-    def _transport_failure(self, request: httpx.Request, exc: httpx.TransportError) -> _Failed:
+    def _transport_failure(
+        self, request: httpx.Request, exc: httpx.RequestError, state: SendState
+    ) -> _Failed:
         label = endpoint_of(request)
+        if isinstance(exc, httpx.TooManyRedirects):
+            error: ConnectorError = PermanentError(
+                f"{self.system}: {label} failed: too many redirects",
+                system=self.system,
+                endpoint=label,
+            )
+            return _Failed(error, False, None)
+        if state.token_request:
+            error = TransientError(
+                f"{self.system}: the token request before {label} failed:"
+                f" {type(exc).__name__} (the request was not sent)",
+                system=self.system,
+                endpoint=label,
+            )
+            return _Failed(error, True, None)
         # A connection that never opened sent nothing: always safe to repeat. Otherwise the
         # request may have been applied: repeat it only if doing so twice is harmless.
         unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
@@ -254,10 +277,16 @@ class HttpApi:
         if wait > 0 and self.limiter is not None:
             self.limiter.timer.sleep(wait)
         self._counted(request)
+        state = SendState()
+        token = sending.set(state)
         try:
             response = self.client.send(request, auth=self.auth or httpx.USE_CLIENT_DEFAULT)
-        except httpx.TransportError as exc:
-            raise self._transport_failure(request, exc) from exc
+        except httpx.RequestError as exc:
+            raise self._transport_failure(request, exc, state) from exc
+        except TransientError as exc:  # the auth's token endpoint: the request was not sent
+            raise _Failed(exc, True, getattr(exc, "retry_after", None)) from exc
+        finally:
+            sending.reset(token)
         return self._judge(request, response)
 
     async def _attempt_async(self, request: httpx.Request) -> httpx.Response:
@@ -266,10 +295,16 @@ class HttpApi:
         if wait > 0 and self.limiter is not None:
             await self.limiter.timer.asleep(wait)
         self._counted(request)
+        state = SendState()
+        token = sending.set(state)
         try:
             response = await self.client.send(request, auth=self.auth or httpx.USE_CLIENT_DEFAULT)
-        except httpx.TransportError as exc:
-            raise self._transport_failure(request, exc) from exc
+        except httpx.RequestError as exc:
+            raise self._transport_failure(request, exc, state) from exc
+        except TransientError as exc:  # the auth's token endpoint: the request was not sent
+            raise _Failed(exc, True, getattr(exc, "retry_after", None)) from exc
+        finally:
+            sending.reset(token)
         return self._judge(request, response)
 
     # -- the doors ---------------------------------------------------------------------------

@@ -5,8 +5,10 @@ as httpx's auth generator) and keeps its secrets in :class:`Secret`, which never
 value in a ``repr``, a log line or an exception. Token requests are counted as API requests
 (endpoint ``"POST <token path>"``) in the calling context's meter.
 
-Refreshing is serialised per auth object: two threads or tasks that find the token expired
-make one token request, which matters where a provider rotates refresh tokens (HubSpot).
+Refreshing is serialised per auth object, across threads, tasks and both doors: two callers
+that find the token expired make one token request, which matters where a provider rotates
+refresh tokens. A token endpoint that is down (5xx, 429, a dropped connection) is a
+:class:`~syncrecon.TransientError`: the data request was not sent, so it is retried.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ import attrs
 import httpx
 
 from .._clock import Clock, SystemClock
-from .._exceptions import AuthenticationError, ConfigurationError
-from ._meter import count_request
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    RateLimitedError,
+    TransientError,
+)
+from ._meter import count_request, sending
 from ._retry import body_json, error_detail
 
 __all__ = [
@@ -137,7 +144,6 @@ class _TokenAuth(httpx.Auth):
         self.rebase_host = rebase_host
         self.token: TokenSet | None = token
         self._lock = threading.Lock()
-        self._alock: anyio.Lock | None = None
         self.refreshes = 0
         self._endpoint = f"POST {httpx.URL(token_url).path}"
 
@@ -179,11 +185,19 @@ class _TokenAuth(httpx.Auth):
     def _take(self, response: httpx.Response) -> None:
         count_request(self._endpoint)
         body = body_json(response)
-        if (
-            response.status_code >= 400
-            or not isinstance(body, dict)
-            or not body.get("access_token")
-        ):
+        status = response.status_code
+        if status in (408, 429) or status >= 500:
+            code, message = error_detail(body)
+            # The token endpoint is down or busy: the data request was never sent.
+            kind = RateLimitedError if status == 429 else TransientError
+            raise kind(
+                f"{self._endpoint} answered {status}{' ' + code if code else ''}"
+                f"{': ' + message if message else ''} (the request was not sent)",
+                status=status,
+                endpoint=self._endpoint,
+                code=code,
+            )
+        if status >= 400 or not isinstance(body, dict) or not body.get("access_token"):
             code, message = error_detail(body)
             raise AuthenticationError(
                 f"{self._endpoint} refused the {type(self).__name__} grant"
@@ -215,12 +229,23 @@ class _TokenAuth(httpx.Auth):
             request.headers["Host"] = target.netloc.decode("ascii")
         return token
 
+    def _fetch(self) -> Generator[object, httpx.Response | None, httpx.Response]:
+        """Send the token request, marked so a transport failure is not blamed on the data
+        request (which was not sent)."""
+        state = sending.get()
+        if state is not None:
+            state.token_request = True
+        answer = yield self._token_request()
+        if state is not None:
+            state.token_request = False
+        assert answer is not None
+        return answer
+
     def _steps(self, request: httpx.Request) -> Generator[object, httpx.Response | None, None]:
         """The flow, once for both doors: yields requests, and _LOCK/_UNLOCK marks."""
         yield _LOCK
         if self.token is None or self.token.expired(self.clock.now(), self.skew):
-            answer = yield self._token_request()
-            assert answer is not None
+            answer = yield from self._fetch()
             self._take(answer)
         used = self._sign(request)
         yield _UNLOCK
@@ -230,8 +255,7 @@ class _TokenAuth(httpx.Auth):
         # A stale session: renew once (unless another request renewed it meanwhile).
         yield _LOCK
         if self.token is used:
-            answer = yield self._token_request()
-            assert answer is not None
+            answer = yield from self._fetch()
             self._take(answer)
         self._sign(request)
         yield _UNLOCK
@@ -267,16 +291,15 @@ class _TokenAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if self._alock is None:
-            self._alock = anyio.Lock()
-        lock = self._alock
+        lock = self._lock  # the same lock as the sync door: one refresh, whichever door
         steps = self._steps(request)
         held = False
         try:
             step = next(steps)
             while True:
                 if step is _LOCK:
-                    await lock.acquire()
+                    while not lock.acquire(blocking=False):
+                        await anyio.sleep(0.005)  # held by a thread or task mid-refresh
                     held = True
                     step = next(steps)
                 elif step is _UNLOCK:

@@ -13,7 +13,7 @@ import contextvars
 import threading
 from collections.abc import Iterator
 
-__all__ = ["RequestMeter", "count_request", "metering"]
+__all__ = ["RequestMeter", "SendState", "count_request", "metering", "sending"]
 
 
 class RequestMeter:
@@ -55,3 +55,19 @@ def count_request(endpoint: str) -> None:
     meter = _current.get()
     if meter is not None:
         meter.add(endpoint)
+
+
+class SendState:
+    """What happened while one request was being sent (set by the auth flow)."""
+
+    __slots__ = ("token_request",)
+
+    def __init__(self) -> None:
+        #: A token request is on the wire (a transport failure now is the token's, not the
+        #: data request's, which was not sent).
+        self.token_request = False
+
+
+sending: contextvars.ContextVar[SendState | None] = contextvars.ContextVar(
+    "syncrecon_sending", default=None
+)
