@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from collections.abc import Iterator
@@ -480,3 +481,39 @@ def test_refused_credentials_fail_a_write_as_a_whole_with_one_token_request() ->
         conn.write_records(changes)
     assert world.emu.request_count("oauth/token") == 1
     assert world.emu.request_count("batch/update") == 0
+
+
+def test_webhook_values_are_typed_in_a_process_that_never_listed(world: World) -> None:
+    from syncrecon import FieldMap, SyncDefinition, merge, recency
+    from syncrecon.testing import SimulatedSystem
+
+    conn = world.connector()  # fresh: has read nothing yet
+    other = SimulatedSystem("other", clock=world.clock)
+    sync = SyncDefinition(
+        name="s",
+        left=conn,
+        right=other,
+        fields=[
+            FieldMap(left="tags", right="tags", policy=merge()),
+            FieldMap(left="amount", right="amount", policy=recency()),
+        ],
+    )
+    source = conn.webhook_source(sync, "left", client_secrets=["secret"])
+    body = json.dumps(
+        [
+            {
+                "eventId": i,
+                "subscriptionId": 1,
+                "portalId": 1,
+                "occurredAt": 1,
+                "subscriptionType": "deal.propertyChange",
+                "objectId": 1001,
+                "propertyName": name,
+                "propertyValue": value,
+                "attemptNumber": 0,
+            }
+            for i, (name, value) in enumerate([("tags", "vip;renewal"), ("amount", "1200")])
+        ]
+    ).encode()
+    events = source.parser.parse(body, {})
+    assert [e.value for e in events] == [["vip", "renewal"], 1200]

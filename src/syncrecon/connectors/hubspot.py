@@ -48,7 +48,6 @@ What it does with HubSpot's API (facts from HubSpot's documentation):
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -308,8 +307,6 @@ class _HubSpot(HttpOperations):
         self.idempotency_property = idempotency_property
         self.modified_property = _modified_property(object_type)
         self.clock: Clock = clock or SystemClock()
-        if account is None and token is not None:
-            account = hashlib.sha256(token.encode()).hexdigest()[:16]
         per_10s = TIERS[tier]
         if limiter is None:
 
@@ -695,9 +692,21 @@ class _HubSpot(HttpOperations):
         HubSpot's v3 signature is checked with the app's client secrets (several during a
         rotation), the notifications are parsed by :class:`~syncrecon.webhooks.HubSpotParser`
         and each ``propertyValue`` is typed like the connector types what it reads (a number
-        property's ``"1200"`` is ``1200``), so both loops see the same values.
+        property's ``"1200"`` is ``1200``), so both loops see the same values. A connector that
+        does not know its property types yet describes them here (one request); an async one
+        must have awaited ``describe_fields()`` first (or been given ``types=``).
         """
         from ..webhooks import HubSpotParser, HubSpotV3Verifier, WebhookSource
+
+        if self._types is None:
+            # The front door types values as the connector reads them: it needs the property
+            # types before the first webhook, in a process that may never list or read.
+            if self.api.is_async:
+                raise ConfigurationError(
+                    f"{self.name}: await describe_fields() (or pass types=) before"
+                    " webhook_source(), so webhook values are typed like the records read"
+                )
+            self.api.run(self.describe_op())
 
         singular = {"deals": "deal", "contacts": "contact", "companies": "company"}
         kind = STANDARD_TYPES.get(self.object_type, self.object_type)
@@ -749,7 +758,9 @@ class HubSpotConnector(_HubSpot, HttpConnector):
     :param token: a private app's access token, or ``auth``: any ``httpx.Auth``, such as
         :class:`~syncrecon.http.OAuth2RefreshToken` for a public app.
     :param tier: the account's subscription, for the default rate limits.
-    :param account: the account (portal) id: connectors of one account share one limiter.
+    :param account: the account (portal) id: connectors of one account in this process then
+        share one limiter (and one for search); without it each connector has its own (the
+        fast loop and the cycles share a connector, so they share its limiter).
     :param field_history: read per-field modification times (``propertiesWithHistory``).
     :param lookback: how far before ``since`` an incremental listing starts (search lags).
     :param idempotency_property: a unique text property that records each create's

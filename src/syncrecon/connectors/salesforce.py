@@ -679,7 +679,8 @@ class SalesforceConnector(_Salesforce, HttpConnector):
         ``access_token`` with ``instance_url`` for a session you already have.
     :param api_version: the REST API version (``"61.0"``).
     :param daily_limit: the org's daily API allocation, until ``Sforce-Limit-Info`` says.
-    :param account: the org id: connectors of one org share one limiter.
+    :param account: the org id: connectors of one org in this process then share one
+        limiter; without it each connector has its own.
     :param external_id_field: an External ID field that keeps each create's idempotency key.
     """
 
