@@ -477,7 +477,7 @@ def test_refused_credentials_fail_a_write_as_a_whole_with_one_token_request() ->
     conn = oauth_connector(world)
     world.emu.revoke_refresh_tokens()
     changes = [Change(op=ChangeOp.UPDATE, key=k, fields={"dealname": "x"}, ref=k) for k in keys]
-    with pytest.raises(AuthenticationError, match="BAD_REFRESH_TOKEN|refresh"):
+    with pytest.raises(AuthenticationError, match="BAD_REFRESH_TOKEN"):
         conn.write_records(changes)
     assert world.emu.request_count("oauth/token") == 1
     assert world.emu.request_count("batch/update") == 0
