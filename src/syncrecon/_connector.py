@@ -8,10 +8,11 @@ raise :class:`~syncrecon.TransientError`.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import inspect
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -146,20 +147,40 @@ class RetrySettings:
         return float(wait_random_exponential(multiplier=self.initial, max=self.maximum)(state))
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _connector_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop for async connector methods called from the sync door.
+
+    It runs on a daemon thread for the life of the process (it never keeps it from exiting).
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="syncrecon-async-connectors", daemon=True
+            )
+            thread.start()
+            _loop = loop
+        return _loop
+
+
 class Caller:
     """Calls connector methods, sync or async, with retries and an API-call count.
 
     The reconciliation engine is plain blocking code. Under :meth:`Reconciler.arun_cycle` it
     runs in a worker thread and ``async def`` methods are sent back to the host's event loop;
-    under the sync front door they run on a private event loop thread (a blocking portal),
+    under the sync front door they run on one event loop thread the process keeps for them
+    (the same loop for every call, so an ``httpx.AsyncClient`` keeps working across cycles),
     which also works inside a notebook whose loop is already running.
     """
 
     def __init__(self, retry: RetrySettings, *, in_worker_thread: bool = False) -> None:
         self._retry = retry
         self._in_worker_thread = in_worker_thread
-        self._stack = contextlib.ExitStack()
-        self._portal: Any = None
         self._meter: RequestMeter | None = None
         #: Calls per system: one per method call, or, for a connector that counts its HTTP
         #: requests (``Capabilities.retries_requests``), the requests it sent.
@@ -171,7 +192,7 @@ class Caller:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+        return None
 
     def _run_async(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         meter = self._meter
@@ -184,9 +205,11 @@ class Caller:
 
         if self._in_worker_thread:
             return anyio.from_thread.run(call)
-        if self._portal is None:
-            self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
-        result: T = self._portal.call(call)
+        # The sync door runs async connector methods on one event loop per process, not one
+        # per call: a host's httpx.AsyncClient keeps its pooled connections on the loop that
+        # opened them, so every call of every cycle must come back to the same loop.
+        future = asyncio.run_coroutine_threadsafe(call(), _connector_loop())
+        result: T = future.result()
         return result
 
     def _once(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
