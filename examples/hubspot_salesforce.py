@@ -382,11 +382,20 @@ def disagreements(deals: Deals) -> set[tuple[str, str]]:
     links = [link for batch in deals.storage.iter_links(deals.sync.name) for link in batch]
     left = {r.key: r.fields for r in deals.hubspot.read_records([k.left_key for k in links])}
     right = {r.key: r.fields for r in deals.salesforce.read_records([k.right_key for k in links])}
+
+    def same(a: Any, b: Any) -> bool:
+        # A multi-select is a set: Salesforce keeps its picklist's order, HubSpot the written one.
+        if isinstance(a, list) and isinstance(b, list):
+            return sorted(a) == sorted(b)
+        return bool(a == b)
+
     return {
         (link.left_key, fm.left)
         for link in links
         for fm in deals.sync.fields
-        if left[link.left_key][fm.left] != fm.transform.to_left(right[link.right_key][fm.right])
+        if not same(
+            left[link.left_key][fm.left], fm.transform.to_left(right[link.right_key][fm.right])
+        )
     }
 
 

@@ -143,7 +143,8 @@ def test_tags_are_merged_on_both_sides(ex: ModuleType, world: Any) -> None:
     # A tag ticked in HubSpot reaches Salesforce through the fast loop, mapped.
     deliver(ex, world, webhook(ex, world, 4, tags="renewal;upsell;enterprise;partner"))
     assert world.deals.handler.process_pending().outcomes == {"applied": 1}
-    assert opp(world, 4)["Tags__c"] == "Renewal;Upsell;Enterprise;Partner"
+    # Salesforce keeps a multi-select in its picklist's order.
+    assert opp(world, 4)["Tags__c"] == "Renewal;Upsell;Partner;Enterprise"
     # One removed in Salesforce stays removed (three-way), on both sides.
     world.salesforce.edit(
         "Opportunity", world.opp_ids[world.deal_ids[4]], Tags__c="Renewal;Partner"

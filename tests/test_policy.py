@@ -777,3 +777,18 @@ def test_taking_a_value_the_target_already_holds_writes_nothing() -> None:
     # Blank and equal-by-value targets need no write.
     assert not _decision(Outcome.TAKE_LEFT, None, left=None, right="").writes_right
     assert not _decision(Outcome.TAKE_RIGHT, [1], left=(1,), right=[1]).writes_left
+
+
+def test_merge_agrees_on_the_same_items_in_another_order() -> None:
+    from syncrecon import FieldState, Outcome, decide, merge
+
+    state = FieldState(
+        field="tags", left=["upsell", "renewal"], right=["renewal", "upsell"], base=["upsell"]
+    )
+    decision = decide(merge(), state)
+    assert decision.outcome is Outcome.AGREE
+    assert not decision.writes_left
+    assert not decision.writes_right
+    # Duplicates count: the same items with another multiplicity still merge.
+    other = decide(merge(), FieldState(field="tags", left=["a", "a"], right=["a", "b"]))
+    assert other.outcome is not Outcome.AGREE

@@ -460,6 +460,21 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+def _same_items(left: list[Any], right: list[Any]) -> bool:
+    """Whether two lists hold the same items, whatever their order (duplicates counted)."""
+    if len(left) != len(right):
+        return False
+    unmatched = list(right)
+    for item in left:
+        for i, other in enumerate(unmatched):
+            if values_equal(item, other):
+                del unmatched[i]
+                break
+        else:
+            return False
+    return True
+
+
 def merge_lists(left: Iterable[Any], right: Iterable[Any], base: Iterable[Any] | None) -> list[Any]:
     """Three-way, order-stable union of two lists.
 
@@ -488,7 +503,9 @@ class Merge(FieldPolicy):
     """List fields (tags, multi-selects, related ids) take the order-stable union.
 
     The merge is three-way: an item that one side removed since the base stays removed
-    instead of being brought back by the union.
+    instead of being brought back by the union. Two lists with the same items in another
+    order agree: the order of a multi-select is the system's (Salesforce returns its picklist's
+    order), so it is never written back and forth.
     """
 
     name: str = attrs.field(default="merge", init=False)
@@ -496,6 +513,17 @@ class Merge(FieldPolicy):
     def __call__(self, state: FieldState) -> Decision | None:
         base = _as_list(state.base) if state.has_base else None
         left, right = _as_list(state.left), _as_list(state.right)
+        if _same_items(left, right):
+            # A list field is a set of items: the order is the system's, not the user's
+            # (Salesforce returns a multi-select in its picklist's order, whatever was
+            # written). Writing the other order would bounce between the systems forever.
+            return Decision(
+                outcome=Outcome.AGREE,
+                state=state,
+                rule=self.name,
+                value=state.left,
+                reason="both lists hold the same items (in another order)",
+            )
         merged = merge_lists(left, right, base)
         how = "three-way union" if base is not None else "union (never synced)"
         if values_equal(merged, left) or values_equal(merged, state.left):

@@ -485,6 +485,13 @@ def _coerce(field: SalesforceField, value: Any) -> Any:
         if isinstance(value, str):
             if kind in ("id", "reference"):
                 return _normal_id(value) or value
+            if kind == "multipicklist" and field.picklist:
+                # Salesforce keeps a multi-select in its picklist's order, not the order
+                # written (knowledge article 000231088); unknown values go last.
+                known = {v: i for i, v in enumerate((*field.picklist, *field.inactive_picklist))}
+                parts = [p for p in value.split(";") if p != ""]
+                parts.sort(key=lambda p: known.get(p, len(known)))
+                return ";".join(dict.fromkeys(parts))
             return value
         raise _Mismatch
     if kind in _NUMBERS:
