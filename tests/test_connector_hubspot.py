@@ -564,3 +564,26 @@ def test_an_async_client_over_real_sockets_serves_call_after_call_from_the_sync_
         asyncio.run_coroutine_threadsafe(client.aclose(), _connector_loop()).result()
         server.should_exit = True
         thread.join(10)
+
+
+def test_the_archived_scan_runs_once_per_interval_and_misses_nothing(world: World) -> None:
+    keys = [world.deal(dealname=f"d{i}") for i in range(5)]
+    conn = world.connector(archived_every=timedelta(hours=1), lookback=timedelta(seconds=30))
+
+    def incremental(since: datetime) -> list[Any]:
+        return [r for p in world.all_pages(conn, since) for r in p.records]
+
+    world.clock.advance(60)
+    first = incremental(world.clock.now() - timedelta(seconds=30))
+    scans = world.emu.calls["list"]
+    assert scans == 1  # the first pass scans the archived records
+    world.emu.archive("deals", keys[0])  # archived between two scans
+    world.clock.advance(600)
+    second = incremental(world.clock.now() - timedelta(seconds=60))
+    assert world.emu.calls["list"] == scans  # not due: no archived listing this pass
+    assert not any(r.deleted for r in second)
+    world.clock.advance(3600)
+    third = incremental(world.clock.now() - timedelta(seconds=60))
+    assert world.emu.calls["list"] == scans + 1  # due: one page of archived records
+    assert [r.key for r in third if r.deleted] == [keys[0]]  # reached back to the last scan
+    assert not any(r.deleted for r in first)

@@ -23,8 +23,9 @@ What it does with HubSpot's API (facts from HubSpot's documentation):
   (never by ``after``), 200 per page. Each page is a fresh query from offset 0, so search's
   10,000-result cap is never reached and 10,000 records sharing one timestamp cannot make it
   loop. ``lookback`` (5 minutes) catches records search had not indexed yet. Search has its
-  own limit (5 requests per second per account) and its own limiter. Then the archived listing
-  (``?archived=true``) reports records archived since then as deleted.
+  own limit (5 requests per second per account) and its own limiter. Then, once per
+  ``archived_every`` (an hour), the archived listing (``?archived=true``, no time filter: one
+  request per 100 archived records) reports the records archived since the previous scan.
 - **Batches** of 100: ``batch/read``, ``batch/update``, ``batch/create`` (each input with a
   unique ``objectWriteTraceId``, so a 207 multi-status answer names each failed input) and
   ``batch/archive`` (204, no per-record result: every archived record is reported done). A
@@ -287,6 +288,7 @@ class _HubSpot(HttpOperations):
         retry: HttpRetry | None = None,
         field_history: bool = False,
         lookback: timedelta = timedelta(minutes=5),
+        archived_every: timedelta | None = timedelta(hours=1),
         incremental: bool = True,
         idempotency_property: str | None = None,
         types: Mapping[str, str] | None = None,
@@ -304,6 +306,9 @@ class _HubSpot(HttpOperations):
         self.properties = list(dict.fromkeys(properties))
         self.field_history = field_history
         self.lookback = lookback
+        self.archived_every = archived_every
+        self._archived_scan: datetime | None = None  # when the last full archived scan began
+        self._scan_started: datetime | None = None
         self.idempotency_property = idempotency_property
         self.modified_property = _modified_property(object_type)
         self.clock: Clock = clock or SystemClock()
@@ -477,11 +482,23 @@ class _HubSpot(HttpOperations):
         else:
             records = [self._record(i) for i in items]
         if len(items) < SEARCH_PAGE:
-            return Page(records=records, next_cursor="a:")  # then the archived ones
+            # Then the archived ones, when a scan is due: the archived listing has no time
+            # filter, so each scan reads every archived record (see archived_every).
+            now = self.clock.now()
+            due = (
+                self.archived_every is None
+                or self._archived_scan is None
+                or now - self._archived_scan >= self.archived_every
+            )
+            return Page(records=records, next_cursor="a:" if due else None)
         return Page(records=records, next_cursor=f"s:{max(int(i['id']) for i in items)}")
 
     def _archived(self, since: datetime, after: str | None) -> Op[Page]:
-        floor = since - self.lookback
+        # Everything archived since the previous scan began (or since ``since``, if earlier).
+        if after is None:
+            self._scan_started = self.clock.now()
+        start = since if self._archived_scan is None else min(since, self._archived_scan)
+        floor = start - self.lookback
         params: dict[str, Any] = {"limit": PAGE, "archived": "true", "properties": "hs_object_id"}
         if after:
             params["after"] = after
@@ -496,6 +513,8 @@ class _HubSpot(HttpOperations):
             if when is None or when >= floor:
                 records.append(Record(key=str(item["id"]), deleted=True, modified_at=when))
         nxt = ((body.get("paging") or {}).get("next") or {}).get("after")
+        if not nxt:
+            self._archived_scan = self._scan_started
         return Page(records=records, next_cursor=f"a:{nxt}" if nxt else None)
 
     # -- reading -----------------------------------------------------------------------------
@@ -763,6 +782,10 @@ class HubSpotConnector(_HubSpot, HttpConnector):
         fast loop and the cycles share a connector, so they share its limiter).
     :param field_history: read per-field modification times (``propertiesWithHistory``).
     :param lookback: how far before ``since`` an incremental listing starts (search lags).
+    :param archived_every: how often an incremental listing also scans the archived records
+        for deletions (``None``: every time). The archived listing has no time filter, so a
+        scan costs one request per 100 archived records; between scans an archival waits,
+        and the next scan reaches back to where the previous one began.
     :param idempotency_property: a unique text property that records each create's
         idempotency key, so a create whose answer was lost is found, not repeated.
     :param timer: the time the limiter and retries wait on (a virtual one in tests).
