@@ -657,3 +657,29 @@ def test_a_sync_api_refuses_the_async_door_and_the_reverse() -> None:
         anyio.run(api.asend, api.request("GET", "/x"))
     with pytest.raises(ConfigurationError, match=r"httpx\.Client or httpx\.AsyncClient"):
         HttpApi(object(), system="x", base_url=BASE)  # type: ignore[arg-type]
+
+
+def test_slow_requests_do_not_leave_the_window_early() -> None:
+    """The provider counts a request when it arrives; a slow one must not free its slot in our
+    books before it has arrived, or the next request lands inside the provider's window."""
+    clock = ManualClock()
+    arrivals: list[float] = []
+    answers: list[int] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        n = len(arrivals)
+        clock.advance(0.8 if n % 7 == 0 else 0.02)  # the uplink: some requests are slow
+        now = clock.now().timestamp()
+        arrivals.append(now)
+        inside = sum(1 for t in arrivals if t > now - 1.0)
+        status = 429 if inside > 5 else 200
+        answers.append(status)
+        return httpx.Response(status, json={})
+
+    limiter = RateLimiter([Window(5, 1.0)], timer=VirtualTimer(clock))
+    client = httpx.Client(transport=httpx.MockTransport(provider))
+    api = HttpApi(client, system="api", base_url=BASE, limiter=limiter, timer=VirtualTimer(clock))
+    for _ in range(120):
+        api.send(api.request("GET", "/r"))
+    assert answers.count(429) == 0
+    assert len(answers) == 120

@@ -66,7 +66,7 @@ def number_text(value: Any) -> str:
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
-        return repr(value)
+        return format(Decimal(repr(value)), "f")  # 1e+16 -> 10000000000000000, no exponent
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, str):

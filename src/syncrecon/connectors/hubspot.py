@@ -136,7 +136,7 @@ def field_info(prop: Mapping[str, Any]) -> FieldInfo:
     """A HubSpot property (from the properties API) as a :class:`~syncrecon.FieldInfo`.
 
     A multi-checkbox enumeration becomes type ``multi_enumeration``; options are the values
-    of the options that are not hidden.
+    of all options, hidden ones included (HubSpot still accepts them).
     """
     kind = str(prop.get("type") or "string")
     field_type = str(prop.get("fieldType") or "")
@@ -144,11 +144,9 @@ def field_info(prop: Mapping[str, Any]) -> FieldInfo:
         kind = "multi_enumeration"
     options = None
     if kind in ("enumeration", "multi_enumeration"):
-        options = [
-            str(o.get("value"))
-            for o in prop.get("options") or ()
-            if isinstance(o, Mapping) and not o.get("hidden")
-        ]
+        # Hidden options included: HubSpot still takes them, and a record may hold one (to
+        # drift detection, hiding an option must not look like removing it).
+        options = [str(o.get("value")) for o in prop.get("options") or () if isinstance(o, Mapping)]
     return FieldInfo(name=str(prop["name"]), type=kind, options=options)
 
 

@@ -254,11 +254,12 @@ class HttpApi:
                 state.upcoming_sleep,
             )
 
-    def _slot(self, request: httpx.Request) -> float:
-        """Reserve the limiter's next slot; a slot too far away is an error, not a wait."""
+    def _slot(self, request: httpx.Request) -> tuple[float, float]:
+        """Reserve the limiter's next slot: (seconds to wait, the slot's time). A slot too far
+        away is an error, not a wait."""
         if self.limiter is None:
-            return 0.0
-        wait = self.limiter.reserve(max_wait=self.retry.maximum)
+            return 0.0, 0.0
+        wait, at = self.limiter.reserve_slot(max_wait=self.retry.max_limiter_wait)
         if wait < 0:
             label = endpoint_of(request)
             error = RateLimitedError(
@@ -269,11 +270,15 @@ class HttpApi:
                 endpoint=label,
             )
             raise _Failed(error, False, -wait)
-        return wait
+        return wait, at
+
+    def _settle(self, at: float) -> None:
+        if self.limiter is not None:
+            self.limiter.settle(at, self.limiter.timer.monotonic())
 
     def _attempt_sync(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(self.client, httpx.Client)
-        wait = self._slot(request)
+        wait, at = self._slot(request)
         if wait > 0 and self.limiter is not None:
             self.limiter.timer.sleep(wait)
         self._counted(request)
@@ -287,11 +292,12 @@ class HttpApi:
             raise _Failed(exc, True, getattr(exc, "retry_after", None)) from exc
         finally:
             sending.reset(token)
+            self._settle(at)
         return self._judge(request, response)
 
     async def _attempt_async(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(self.client, httpx.AsyncClient)
-        wait = self._slot(request)
+        wait, at = self._slot(request)
         if wait > 0 and self.limiter is not None:
             await self.limiter.timer.asleep(wait)
         self._counted(request)
@@ -305,6 +311,7 @@ class HttpApi:
             raise _Failed(exc, True, getattr(exc, "retry_after", None)) from exc
         finally:
             sending.reset(token)
+            self._settle(at)
         return self._judge(request, response)
 
     # -- the doors ---------------------------------------------------------------------------

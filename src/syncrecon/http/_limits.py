@@ -12,6 +12,7 @@ time (:class:`VirtualTimer`) and never wait.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -182,6 +183,10 @@ class RateLimiter:
         With ``max_wait``, a slot further away than that is not reserved: the seconds to it
         are returned as a negative number (a daily allocation used up is not waited for).
         """
+        return self.reserve_slot(max_wait)[0]
+
+    def reserve_slot(self, max_wait: float | None = None) -> tuple[float, float]:
+        """:meth:`reserve`, also returning the slot's time (for :meth:`settle`)."""
         with self._lock:
             now = self.timer.monotonic()
             for log in self._logs:
@@ -197,12 +202,36 @@ class RateLimiter:
                 at = moved
             wait = at - now
             if max_wait is not None and wait > max_wait:
-                return -wait
+                return -wait, at
             for log in self._logs:
-                log.times.append(at)
+                if not log.times or log.times[-1] <= at:
+                    log.times.append(at)
+                else:
+                    bisect.insort(log.times, at)
             self.acquired += 1
             self.waited += wait
-            return wait
+            return wait, at
+
+    def settle(self, at: float, done: float) -> None:
+        """Count the request reserved for ``at`` as sent at ``done`` instead (when its answer
+        came: the latest the provider can have counted it).
+
+        A provider counts a request when it arrives, not when we reserved its slot; a slow
+        request would otherwise leave its window early in our books and the next one could
+        land inside the provider's window. Done for short windows (a minute or less), where a
+        request's latency matters.
+        """
+        if done <= at:
+            return
+        with self._lock:
+            for log in self._logs:
+                if log.window.seconds > 60:
+                    continue
+                times = log.times
+                i = bisect.bisect_left(times, at)
+                if i < len(times) and times[i] == at:
+                    del times[i]
+                    bisect.insort(times, done)
 
     def acquire(self) -> float:
         """Wait (blocking) until one more request may go; return the seconds waited."""

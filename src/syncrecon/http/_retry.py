@@ -51,13 +51,16 @@ class HttpRetry:
     jitter between them, or what the provider asked (``Retry-After``). A provider asking for a
     longer wait than ``maximum`` (HubSpot's daily limit, say) is not retried: the error goes up
     at once with its ``retry_after``, and syncrecon's outbox or next cycle takes it from there.
-    ``rng`` makes the jitter reproducible.
+    ``rng`` makes the jitter reproducible. ``max_limiter_wait`` is the longest a request
+    waits for the rate limiter's next slot; a slot further away (a daily allocation used up)
+    is a :class:`~syncrecon.RateLimitedError` with its ``retry_after`` instead.
     """
 
     attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     initial: float = 0.5
     maximum: float = 60.0
     rng: random.Random | None = None
+    max_limiter_wait: float = 120.0
 
     def backoff(self, attempt: int) -> float:
         """The jittered wait after failed attempt number ``attempt`` (1-based)."""
