@@ -266,12 +266,16 @@ class RateLimiter:
                     continue
                 log.trim(now)
                 used = log.window.limit - max(remaining, 0)
-                ours = sum(1 for t in log.times if t <= now)
+                ours = bisect.bisect_right(log.times, now)  # the log is kept sorted
                 if used > ours:
                     # When the others sent theirs is unknown: counted as sent now, the safe
                     # side (they leave our window no sooner than they leave the provider's).
-                    log.times.extend([now] * (used - ours))
-                    log.times = deque(sorted(log.times))
+                    if ours == len(log.times):
+                        log.times.extend([now] * (used - ours))
+                    else:  # reservations in the future stay after them
+                        later = [log.times.pop() for _ in range(len(log.times) - ours)]
+                        log.times.extend([now] * (used - ours))
+                        log.times.extend(reversed(later))
 
 
 _shared: dict[str, RateLimiter] = {}
