@@ -678,6 +678,7 @@ def test_to_dict_is_json_with_the_five_numbers(board: Dashboard) -> None:
         "escalated",
         "time_to_resolution",
         "signals",
+        "api_requests",
     ]
     assert data["window"]["start"] == "2026-02-22T12:00:00+00:00"
     assert data["window"]["end"] == "2026-03-01T12:00:00+00:00"
@@ -804,3 +805,36 @@ def test_cli_without_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_cli_rejects_bad_arguments(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         cli(*(["--db", "x.sqlite"] if argv else []), *argv)
+
+
+def test_api_requests_by_system_and_endpoint(storage: Storage) -> None:
+    at = NOW - timedelta(hours=3)
+    rows = [
+        ({"sync": "deals", "system": "hubspot", "endpoint": "GET /crm/v3/objects/deals"}, 10),
+        (
+            {"sync": "deals", "system": "hubspot", "endpoint": "POST /crm/v3/objects/deals/search"},
+            4,
+        ),
+        (
+            {"sync": "deals", "system": "salesforce", "endpoint": "GET /services/data/v61.0/query"},
+            2,
+        ),
+        ({"sync": "other", "system": "zendesk", "endpoint": "GET /api/v2/tickets"}, 7),
+    ]
+    storage.commit(
+        Step(
+            at=at,
+            counters=[
+                Counter(metric="api_requests", labels=labels, amount=n) for labels, n in rows
+            ],
+        )
+    )
+    board = build_dashboard(storage, now=NOW, sync="deals")
+    assert board.api_requests == {
+        "hubspot": {"GET /crm/v3/objects/deals": 10, "POST /crm/v3/objects/deals/search": 4},
+        "salesforce": {"GET /services/data/v61.0/query": 2},
+    }
+    assert board.to_dict()["api_requests"]["hubspot"]["GET /crm/v3/objects/deals"] == 10
+    assert "POST /crm/v3/objects/deals/search" in board.to_text()
+    assert "GET /services/data/v61.0/query" in board.to_html()
+    assert "zendesk" not in board.to_html()

@@ -474,6 +474,9 @@ class Dashboard:
     escalated: Mapping[str, int] = attrs.field(converter=_as_map)
     time_to_resolution: TimeToResolution
     signals: Signals
+    #: API requests in the window by system and endpoint, both loops (what providers bill and
+    #: limit; HTTP connectors count each request, others each call under ``"calls"``).
+    api_requests: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
 
     # -- JSON -----------------------------------------------------------------------------------
 
@@ -567,6 +570,7 @@ class Dashboard:
                 "spike_rule": {"factor": sig.spike_factor, "min": sig.spike_min},
                 "fast_loop_outcomes": dict(sig.fast_loop_outcomes),
             },
+            "api_requests": {system: dict(n) for system, n in self.api_requests.items()},
         }
 
     # -- text -----------------------------------------------------------------------------------
@@ -647,6 +651,25 @@ def _counters(
     """Totals per label set; a label set without ``sync`` is kept whatever ``sync`` is."""
     rows = storage.counter_totals(metric, since=since, until=until)
     return [(labels, n) for labels, n in rows if sync is None or labels.get("sync", sync) == sync]
+
+
+def _api_requests(
+    storage: Storage, start: datetime, end: datetime, sync: str | None
+) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for labels, n in _counters(storage, "api_requests", start, end, sync):
+        by_endpoint = out.setdefault(labels.get("system", ""), {})
+        endpoint = labels.get("endpoint", "calls")
+        by_endpoint[endpoint] = by_endpoint.get(endpoint, 0) + n
+    return {system: dict(sorted(e.items())) for system, e in sorted(out.items())}
+
+
+def _request_rows(requests: Mapping[str, Mapping[str, int]]) -> list[list[str]]:
+    return [
+        [system, endpoint, str(n)]
+        for system, by_endpoint in requests.items()
+        for endpoint, n in by_endpoint.items()
+    ]
 
 
 def _sum(rows: Iterable[tuple[Mapping[str, str], int]]) -> int:
@@ -936,6 +959,7 @@ def build_dashboard(
         auto_resolved=auto_by_rule,
         escalated=escalated,
         time_to_resolution=_queue(storage, sync, start, end),
+        api_requests=_api_requests(storage, start, end, sync),
         signals=Signals(
             auto_resolution_rate=_rate(sum(auto_by_rule.values()), sum(escalated.values())),
             trend=tuple(trend),
@@ -1058,6 +1082,9 @@ def _render_text(d: Dashboard) -> str:
             ],
         )
 
+    if d.api_requests:
+        out += ["  API requests by system and endpoint:"]
+        out += _table(["system", "endpoint", "requests"], _request_rows(d.api_requests))
     out += ["", f"3. Auto-resolved by rule: {sum(d.auto_resolved.values())}"]
     out += (
         _table(["rule", "count", "share"], _share_rows(d.auto_resolved))
@@ -1508,6 +1535,9 @@ def _render_html(d: Dashboard) -> str:
             ),
         ),
         _cycles_svg(d),
+        _html_table(["system", "endpoint", "API requests"], _request_rows(d.api_requests))
+        if d.api_requests
+        else "",
         _tag("h2", "3. Auto-resolved by rule"),
         _html_table(["rule", "count", "share"], _share_rows(d.auto_resolved))
         if d.auto_resolved
