@@ -41,7 +41,9 @@ only invariants are asserted. About 6 s per parametrization.
 
 At the end there are two small deterministic single-process regressions: a late webhook older
 than a value the cycle already synced (bug (b)), and two workers that both re-read a target
-before either writes (bug (a), forced with two handlers in threads).
+before either writes (bug (a), forced with two handlers in threads). The third kind, a cycle
+that reads a record between a fast-loop write and that write's commit, has its own in
+tests/test_edges_race.py.
 """
 
 from __future__ import annotations
@@ -522,15 +524,10 @@ def test_multiworker_chaos(tmp_path: Path, workers: int, seed: int) -> None:
     print(f"\nmulti-worker chaos seed={seed} workers={workers}:")
     for what, value in lines.items():
         print(f"  {what}: {value}")
-    # Known and open (5 of 32 runs here, one case each): a cycle that reads a record between a
-    # fast-loop write and that write's commit sees the value syncrecon just wrote with the
-    # system's time of the write (not of the edit it copies), and recency can then prefer it
-    # over a newer edit on the other side. Counted apart and reported as an expected failure
-    # until cycles and workers take the same per-record claims; every other check is strict.
-    concurrent = [case for case in audit.stale if case.startswith("[cycle over")]
     failures = {
-        "(1) stale writes": [case for case in audit.stale if case not in concurrent],
+        "(1) stale writes": audit.stale,
         "(2) out-of-order fast-loop writes": audit.out_of_order,
+        "(3) newer user edits overwritten": audit.overwritten,
         "(4) fields disagreeing after one cycle": audit.disagree,
     }
     if second.total_writes:
@@ -541,13 +538,6 @@ def test_multiworker_chaos(tmp_path: Path, workers: int, seed: int) -> None:
         f"{what}: {len(cases)}; first ones:\n  " + "\n  ".join(cases[:5])
         for what, cases in found.items()
     )
-    if concurrent or audit.overwritten:
-        print("  known open cases:\n    " + "\n    ".join([*concurrent, *audit.overwritten][:5]))
-        pytest.xfail(
-            f"known open issue: {len(concurrent)} stale writes by a cycle that read between a"
-            f" fast-loop write and its commit, {len(audit.overwritten)} newer user edits"
-            " overwritten"
-        )
 
 
 # -- deterministic regressions, one process -----------------------------------------------------

@@ -77,6 +77,10 @@ def _same(a: Any, b: Any) -> bool:
     return (_blank(a) and _blank(b)) or a == b
 
 
+def _same_items(a: Any, b: Any) -> bool:
+    return _same(a, b) or sorted(map(repr, _as_list(a))) == sorted(map(repr, _as_list(b)))
+
+
 def _as_list(value: Any) -> list[Any]:
     return [] if _blank(value) else list(value)
 
@@ -113,6 +117,8 @@ def _expect(rule: str, left: Any, right: Any, base: Any, lt: Any, rt: Any) -> tu
             return ("escalate", "unresolved_conflict")
         return ("fix", left if lt > rt else right)
     if rule == "merge":
+        if _same_items(left, right):
+            return ("agree", left)  # the same items in another order: a list is a set
         return ("fix", _merge3(left, right, base))
     return ("escalate", "manual_review")
 
@@ -369,9 +375,11 @@ class Scenario:
                 assert item.status is Status.ESCALATED, f"{where}: {item}"
                 assert item.category == value, f"{where}: {item}"
                 continue
-            assert _same(left, value), f"{where}: left is {left!r}"
-            assert _same(right, value), f"{where}: right is {right!r}"
-            assert _same(link.base.get(name), value), f"{where}: base is {link.base!r}"
+            # A list field is a set of items: each system may keep its own order.
+            same = _same_items if self.rules[self.names.index(name)] == "merge" else _same
+            assert same(left, value), f"{where}: left is {left!r}"
+            assert same(right, value), f"{where}: right is {right!r}"
+            assert same(link.base.get(name), value), f"{where}: base is {link.base!r}"
         assert set(active) == escalations, f"{ctx}: active items {sorted(active)}"
 
     def _check_creates(self, ctx: str, prediction: dict[str, Any]) -> None:

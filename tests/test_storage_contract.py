@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from syncrecon import SchemaVersionError, Side, StorageError
+from syncrecon import Retention, SchemaVersionError, Side, StorageError
 from syncrecon.storage import (
     BaseUpdate,
     Counter,
     CycleRecord,
     Discrepancy,
+    Echo,
     ItemUpdate,
     Link,
     Status,
@@ -913,6 +914,119 @@ def test_lease_owner_may_be_any_string(storage: Storage) -> None:
     assert storage.acquire_lease("l", "w2", TTL, AT)
 
 
+# -- the echo ledger ------------------------------------------------------------------------------
+
+LATER = AT + timedelta(minutes=15)
+
+
+def echo(key: str = "R1", field: str = "notes", fp: str = "f1", **kw: Any) -> Echo:
+    kw.setdefault("sync", SYNC)
+    kw.setdefault("side", Side.RIGHT)
+    kw.setdefault("expires_at", LATER)
+    return Echo(key=key, field=field, fingerprint=fp, **kw)
+
+
+def test_an_echo_matches_its_own_value_until_it_expires(storage: Storage) -> None:
+    commit(storage, echoes=[echo(source_time=AT - timedelta(hours=1)), echo("R2")])
+    found = storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT)
+    assert found is not None
+    assert storage.find_echo(SYNC, Side.RIGHT, "R2", "notes", "f1", AT) not in (None, found)
+    for other in (
+        (SYNC, Side.LEFT, "R1", "notes", "f1"),
+        (SYNC, Side.RIGHT, "R3", "notes", "f1"),
+        (SYNC, Side.RIGHT, "R1", "stage", "f1"),
+        (SYNC, Side.RIGHT, "R1", "notes", "f2"),
+        ("other", Side.RIGHT, "R1", "notes", "f1"),
+    ):
+        assert storage.find_echo(*other, AT) is None, other
+    assert storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", LATER) is None
+
+
+def test_echo_times_of_a_batch_of_records(storage: Storage) -> None:
+    t1, t2, t3 = (AT - timedelta(minutes=m) for m in (30, 20, 10))
+    commit(
+        storage,
+        echoes=[
+            echo("R1", "notes", "a", source_time=t1),
+            echo("R1", "notes", "a", source_time=t3),  # the same value again: the latest counts
+            echo("R1", "notes", "a", source_time=t2),
+            echo("R1", "notes", "b", source_time=t1),  # another value of the same field
+            echo("R1", "stage", "c"),  # no source time: an echo, but it times nothing
+            echo("R2", "notes", "d", source_time=t1, expires_at=AT),  # expired at AT
+            echo("R3", "notes", "e", source_time=t2),  # not asked for
+            echo("L1", "notes", "f", side=Side.LEFT, source_time=t2),
+            echo("R1", "notes", "g", sync="other", source_time=t2),
+        ],
+    )
+    found = storage.echo_times(
+        SYNC, [(Side.RIGHT, "R1"), (Side.RIGHT, "R2"), (Side.LEFT, "L1"), (Side.LEFT, "R1")], AT
+    )
+    assert found == {
+        (Side.RIGHT, "R1", "notes", "a"): t3,
+        (Side.RIGHT, "R1", "notes", "b"): t1,
+        (Side.LEFT, "L1", "notes", "f"): t2,
+    }
+    assert storage.echo_times(SYNC, [], AT) == {}
+    assert storage.echo_times(SYNC, [(Side.RIGHT, "R1")], LATER) == {}  # all expired
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_echo_keys_fields_and_fingerprints_are_data(storage: Storage, text: str) -> None:
+    commit(storage, echoes=[echo(text, text, text, source_time=AT)])
+    assert storage.find_echo(SYNC, Side.RIGHT, text, text, text, AT) is not None
+    assert storage.echo_times(SYNC, [(Side.RIGHT, text)], AT) == {
+        (Side.RIGHT, text, text, text): AT
+    }
+
+
+def test_echo_times_of_many_records_in_one_call(storage: Storage) -> None:
+    keys = [f"R{i}" for i in range(1_200)]
+    commit(
+        storage, echoes=[echo(k, source_time=AT - timedelta(seconds=i)) for i, k in enumerate(keys)]
+    )
+    found = storage.echo_times(SYNC, [(Side.RIGHT, k) for k in keys], AT)
+    assert len(found) == len(keys)
+    assert found[(Side.RIGHT, "R1199", "notes", "f1")] == AT - timedelta(seconds=1199)
+
+
+def test_a_spent_echo_matches_no_webhook_but_keeps_its_time_until_it_expires(
+    storage: Storage,
+) -> None:
+    commit(storage, echoes=[echo("R1", source_time=AT), echo("R1"), echo("R2", source_time=AT)])
+    timed = storage.find_echo(SYNC, Side.RIGHT, "R2", "notes", "f1", AT)
+    first = storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT)
+    assert timed is not None
+    assert first is not None
+    commit(storage, drop_echoes=[timed, first])
+    # One entry recognizes one webhook: R2's is spent, R1 has one left (the untimed one).
+    assert storage.find_echo(SYNC, Side.RIGHT, "R2", "notes", "f1", AT) is None
+    second = storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT)
+    assert second not in (None, first)
+    assert second is not None
+    commit(storage, drop_echoes=[second])
+    assert storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT) is None
+    # The spent entries still time their values, until they expire.
+    wanted = [(Side.RIGHT, "R1"), (Side.RIGHT, "R2")]
+    assert storage.echo_times(SYNC, wanted, AT) == {
+        (Side.RIGHT, "R1", "notes", "f1"): AT,
+        (Side.RIGHT, "R2", "notes", "f1"): AT,
+    }
+    assert storage.echo_times(SYNC, wanted, LATER) == {}
+    # Pruned like every entry, by expiry: the two timed ones are left (the untimed one went
+    # when it was spent).
+    assert dict(storage.prune(Retention(), LATER + timedelta(seconds=1)))["echoes"] == 2
+    assert storage.echo_times(SYNC, wanted, AT) == {}
+
+
+def test_a_failed_step_spends_no_echo(storage: Storage) -> None:
+    commit(storage, echoes=[echo(source_time=AT)], links=[link("L1", "R1")])
+    found = storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT)
+    assert found is not None
+    with pytest.raises(StorageError):
+        commit(storage, drop_echoes=[found], links=[link("L2", "R1")])  # R1 is linked to L1
+    assert storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT) == found
+
+
 # -- naive datetimes mean UTC, whatever the host's time zone ------------------------------------
 
 
@@ -1093,3 +1207,31 @@ def test_sqlite_unopenable_file_is_a_storage_error(tmp_path: Path) -> None:
 def test_sqlite_rejects_unknown_synchronous_mode(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         SQLiteStorage(tmp_path / "x.sqlite", synchronous="sometimes")
+
+
+def test_sqlite_migrates_an_echo_ledger_without_source_times(sqlite_path: Path) -> None:
+    from syncrecon.storage.sqlite import _migrations, _statements
+
+    conn = sqlite3.connect(sqlite_path)
+    for version, script in _migrations():
+        if version <= 8:
+            for statement in _statements(script):
+                conn.execute(statement)
+    conn.execute(
+        "INSERT INTO echoes (sync, side, key, field, fingerprint, expires_at)"
+        " VALUES ('deals', 'right', 'R1', 'notes', 'f1', '2026-01-05T10:30:00.000000Z')"
+    )
+    conn.execute("PRAGMA user_version = 8")
+    conn.commit()
+    conn.close()
+    store = SQLiteStorage(sqlite_path)
+    try:
+        store.setup()
+        assert store.schema_version() >= 9
+        old = store.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT)
+        assert old is not None  # still an echo
+        assert store.echo_times(SYNC, [(Side.RIGHT, "R1")], AT) == {}  # but it times nothing
+        commit(store, drop_echoes=[old])
+        assert store.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT) is None
+    finally:
+        store.close()

@@ -241,6 +241,37 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else ts(value)
 
 
+def _copied_times(state: FieldState, left: datetime | None, right: datetime | None) -> FieldState:
+    """``state`` with each side that holds a value syncrecon wrote timed by the edit that value
+    copies (``left``/``right``, from the echo ledger; ``None``: the side's own time stands).
+
+    A system stamps a written value with the time of the write, which may be later than an edit
+    made on the other side after the edit the value copies; recency compares the edits."""
+    if left is not None:
+        state = attrs.evolve(state, left_modified_at=left, left_per_field=True)
+    if right is not None:
+        state = attrs.evolve(state, right_modified_at=right, right_per_field=True)
+    return state
+
+
+def _plan_source(holds: Mapping[str, list[Any]], times: Mapping[str, str]) -> str:
+    """A planned update's ``src``: per source field, the values the source may still hold for
+    the write to go ahead (``holds``); per target field, the time of the edit the written
+    value copies (``times``, for its echo entry)."""
+    return _codec.dumps({"holds": holds, "times": times})
+
+
+def _settled(row: tuple[Any, ...], active_links: set[tuple[str, str]]) -> bool:
+    """Whether a staged pair needs no decision: nothing changed anywhere (the fast path)."""
+    lkey, rkey, lproj, rproj, base_text = row[:5]
+    return (
+        lproj == rproj == (base_text or "{}")
+        and (lkey, rkey) not in active_links
+        and row[14] is None
+        and row[15] is None
+    )
+
+
 class Reconciler:
     """Runs reconciliation cycles for one :class:`SyncDefinition` over a :class:`Storage`.
 
@@ -252,7 +283,9 @@ class Reconciler:
     every third of it while the cycle runs, so a killed cycle's successor can run within one
     ttl. Every commit of a cycle is fenced by its lease: a cycle that lost it commits nothing.
     Every value a cycle writes is remembered for ``echo_ttl`` in the echo ledger, so the fast
-    loop recognizes the webhook that write causes and does not write it back.
+    loop recognizes the webhook that write causes and does not write it back. An entry also
+    keeps the time of the edit its value copies: a side found holding a value either loop wrote
+    is timed by that edit, not by the write, so recency never prefers an old edit's copy.
 
     Before writing, each batch re-reads its target records, and (``verify_source=True``, the
     default) the source records the values came from, in one more batch call: a value whose
@@ -412,6 +445,10 @@ class _Cycle:
         self.marks: dict[Side, datetime | None] = {Side.LEFT: None, Side.RIGHT: None}
         self.fence: tuple[str, str] | None = None
         self.applied: dict[tuple[str, str], datetime] = {}
+        self.started: datetime | None = None
+        # The batch's echo entries with a source time: (side, key, field, fingerprint) -> time.
+        self.echoed: dict[tuple[Side, str, str, str], datetime] = {}
+        self.echoed_fields: set[tuple[Side, str, str]] = set()
         self.invalid_seen: set[tuple[Side, str]] = set()
         self.lost: LeaseLostError | None = None
         self.incremental = False
@@ -435,6 +472,7 @@ class _Cycle:
 
     def run(self) -> CycleReport:
         started = self.clock.now()
+        self.started = started
         name = self.rec.lease_name
         if not self.storage.acquire_lease(name, self.owner, self.rec.lease_ttl, started):
             held = self.storage.lease_holder(name)
@@ -1100,26 +1138,55 @@ class _Cycle:
                     for fm in self._fields
                 ],
             )
+            self._load_echoes(
+                [
+                    row
+                    for row in rows
+                    if not (row[11] or row[12])
+                    and row[2] is not None
+                    and row[3] is not None
+                    and not _settled(row, active_links)
+                ]
+            )
             for row in rows:
-                lkey, rkey, lproj, rproj, base_text = row[:5]
+                lproj, rproj = row[2], row[3]
                 ldel, rdel = row[11], row[12]
                 if ldel or rdel:
                     self._gone(step, plans, plan_items, row)
                     continue
                 if lproj is None or rproj is None:
                     continue  # held back: a value does not map (escalated)
-                base_text = base_text or "{}"
-                if (
-                    lproj == rproj == base_text
-                    and (lkey, rkey) not in active_links
-                    and row[14] is None
-                    and row[15] is None
-                ):
+                if _settled(row, active_links):
                     continue  # the fast path: nothing changed anywhere
                 self._decide_pair(step, plans, plan_items, row)
             self._phase("decide", began)
             ids = self._commit(step)
             self._plan(stash, plans, plan_items, step.new_items, ids)
+
+    def _load_echoes(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """The echo entries with a source time of the records about to be decided: one storage
+        call per batch. A side whose field holds such an entry's value holds a value syncrecon
+        wrote (or is writing: the fast loop records before it writes, and commits its base only
+        after), and the entry's time is when the edit it copies happened."""
+        self.echoed = (
+            self.storage.echo_times(
+                self.sync.name,
+                [(side, row[_SIDE_INDEX[side]]) for row in rows for side in Side],
+                self.clock.now(),
+            )
+            if rows
+            else {}
+        )
+        self.echoed_fields = {at[:3] for at in self.echoed}
+
+    def _echo_time(
+        self, side: Side, key: str, name: str, values: Mapping[str, Any]
+    ) -> datetime | None:
+        """The edit time of ``values[name]`` on ``side`` if syncrecon wrote that value there
+        (its fingerprint is in the echo ledger with a source time), else ``None``."""
+        if (side, key, name) not in self.echoed_fields or name not in values:
+            return None
+        return self.echoed.get((side, key, name, fingerprint(values[name])))
 
     def _plan(
         self,
@@ -1182,6 +1249,7 @@ class _Cycle:
         writes: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}
         expect: dict[Side, dict[str, Any]] = {Side.LEFT: {}, Side.RIGHT: {}}
         source: dict[Side, dict[str, list[Any]]] = {Side.LEFT: {}, Side.RIGHT: {}}
+        copies: dict[Side, dict[str, str]] = {Side.LEFT: {}, Side.RIGHT: {}}
         pending_base: dict[str, Any] = {}
         fixes: list[tuple[Decision, Discrepancy]] = []
         for fm in self._fields:
@@ -1193,22 +1261,32 @@ class _Cycle:
             if fm.left not in left or fm.left not in right:
                 self.t.unknown_fields += 1
                 continue  # absent is unknown, not blank: not decided for this record
-            state = self._state(fm, left, right, base, times)
+            state = _copied_times(
+                self._state(fm, left, right, base, times),
+                self._echo_time(Side.LEFT, lkey, fm.left, left),
+                self._echo_time(Side.RIGHT, rkey, fm.right, right_raw),
+            )
             decision = fm.decide(state)
             applied = self.applied.get((lkey, fm.left))
             source_time = _source_time(decision, state)
             if (
                 applied is not None
+                and self.started is not None
+                and applied > self.started
                 and decision.rule == "recency"
                 and decision.outcome is not Outcome.AGREE
                 and source_time is not None
                 and source_time < applied
             ):
                 # The newest change wins, and a change of this field newer than the winning
-                # value was applied (by the fast loop) after this record was read: the value
-                # read is older than the agreed state. Not decided now; the next cycle reads
-                # both sides again. (Other rules do not go by time: a source of truth wins
-                # whatever the other side's times.)
+                # value was made after this cycle began, and applied (by the fast loop), maybe
+                # after this record was read: the value read may be older than the agreed
+                # state. Not decided now; the next cycle reads both sides again. A change
+                # older than the cycle is not waited for: either the reads show it, or the
+                # re-reads before writing catch its late commit, or its value is gone from
+                # both systems (overwritten by a write it raced), and waiting for it would
+                # hold the field forever. (Other rules do not go by time: a source of truth
+                # wins whatever the other side's times.)
                 self.t.skipped += 1
                 continue
             if (
@@ -1293,6 +1371,8 @@ class _Cycle:
                 # The source (left) must still hold what was read, or what this cycle writes
                 # to it too (a merge): re-read with the target before writing.
                 source[Side.RIGHT][fm.left] = [state.left, decision.value]
+                if source_time is not None:
+                    copies[Side.RIGHT][fm.right] = ts(source_time)
             if decision.writes_left:
                 writes[Side.LEFT][fm.left] = decision.value
                 expect[Side.LEFT][fm.left] = state.left
@@ -1300,6 +1380,8 @@ class _Cycle:
                     right_raw.get(fm.right),
                     fm.transform.to_right(decision.value),
                 ]
+                if source_time is not None:
+                    copies[Side.LEFT][fm.left] = ts(source_time)
         if base_values and not is_new:
             step.bases.append(BaseUpdate(sync=self.sync.name, left_key=lkey, values=base_values))
         elif is_new:
@@ -1330,7 +1412,7 @@ class _Cycle:
                     _codec.dumps(pending_base),
                     _codec.dumps(rules),
                     shared,
-                    _codec.dumps(source[side]),
+                    _plan_source(source[side], copies[side]),
                 )
             )
             plan_items.append(items)
@@ -1527,6 +1609,7 @@ class _Cycle:
         keyed = {(r[2] if side is Side.LEFT else r[3]): r for r in rows}
         current = {r.key: r for r in read_batch(self.caller, connector, list(keyed))}
         sources = self._reread_sources(side, rows)
+        plan_src = {r[0]: _codec.loads(r[12]) for r in rows if r[12]}
         changes: list[Change] = []
         skipped: list[tuple[Any, ...]] = []
         for key, row in keyed.items():
@@ -1538,9 +1621,9 @@ class _Cycle:
                 continue
             if (
                 sources is not None
-                and row[12]
+                and row[0] in plan_src
                 and not _source_holds(
-                    sources.get(row[3] if side is Side.LEFT else row[2]), _codec.loads(row[12])
+                    sources.get(row[3] if side is Side.LEFT else row[2]), plan_src[row[0]]["holds"]
                 )
             ):
                 # The source moved on after it was read (a user, or the fast loop): the value
@@ -1585,7 +1668,8 @@ class _Cycle:
                     self._resolve(step, row)
                     self._settle_link(step, row[2], row[3], "the record was deleted")
                 else:
-                    self._remember_writes(step, side, changes_by_id[row[0]])
+                    copied = plan_src.get(row[0], {}).get("times", {})
+                    self._remember_writes(step, side, changes_by_id[row[0]], copied)
                     if not row[11]:
                         self._resolve(step, row)
             stash.mark_done(ok_ids, 1)
@@ -1608,8 +1692,12 @@ class _Cycle:
             )
         return found
 
-    def _remember_writes(self, step: Step, side: Side, change: Change) -> None:
-        """Echo-ledger entries, so the webhooks this write causes are recognized as ours."""
+    def _remember_writes(
+        self, step: Step, side: Side, change: Change, copied: Mapping[str, str]
+    ) -> None:
+        """Echo-ledger entries, so the webhooks this write causes are recognized as ours; each
+        with the time of the edit its value copies (``copied``, by target field), so that a
+        later read of the target compares that edit's time, not the write's."""
         if self.rec.echo_ttl <= timedelta(0) or change.key is None:
             return
         expires = self.clock.now() + self.rec.echo_ttl
@@ -1621,6 +1709,7 @@ class _Cycle:
                 field=name,
                 fingerprint=fingerprint(value),
                 expires_at=expires,
+                source_time=parse_ts(copied[name]) if name in copied else None,
             )
             for name, value in change.fields.items()
         )

@@ -227,7 +227,16 @@ class InboxEntry:
 
 @attrs.frozen(kw_only=True)
 class Echo:
-    """A value syncrecon wrote, remembered until ``expires_at`` so its webhook is recognized."""
+    """A value syncrecon writes, remembered until ``expires_at`` so its webhook is recognized.
+
+    ``field`` is the target side's own field name and ``fingerprint`` the fingerprint of the
+    value sent, in that side's vocabulary. ``source_time`` is when the edit this value copies
+    happened (``None`` when unknown): while the entry lasts, a side that holds this value holds
+    an edit of that time, whenever the write itself landed. The fast loop records its entries
+    before it calls the connector (its base moves only in a later commit), a cycle in the commit
+    that moves the base; an entry whose write then failed says nothing false (*if* the side
+    holds this value, that is its edit's time).
+    """
 
     sync: str
     side: Side = attrs.field(converter=Side)
@@ -235,6 +244,7 @@ class Echo:
     field: str
     fingerprint: str
     expires_at: datetime = attrs.field(converter=_utc)
+    source_time: datetime | None = attrs.field(default=None, converter=_opt_utc)
 
 
 @attrs.frozen(kw_only=True)
@@ -460,8 +470,11 @@ class Storage(Protocol):
 
         ``events_done`` marks inbox entries processed with their outcome; ``field_times``
         keeps, per linked field, the latest source time applied (never moving backwards);
-        ``echoes`` are remembered and ``drop_echoes`` (ids) forgotten; ``outbox_add`` and
-        ``outbox_update`` queue and settle failed fast-loop writes.
+        ``echoes`` are remembered and ``drop_echoes`` (ids) spent: a spent entry never matches
+        :meth:`find_echo` again (one entry recognizes one webhook); one without a source time
+        is forgotten at once, one with a source time still counts in :meth:`echo_times` until
+        it expires. ``outbox_add`` and ``outbox_update`` queue and settle failed fast-loop
+        writes.
         """
         ...
 
@@ -499,7 +512,20 @@ class Storage(Protocol):
     def find_echo(
         self, sync: str, side: Side, key: str, field: str, fingerprint: str, now: datetime
     ) -> int | None:
-        """The id of an unexpired echo entry matching the value, if any."""
+        """The id of an unexpired, unspent echo entry matching the value, if any."""
+        ...
+
+    def echo_times(
+        self, sync: str, records: Sequence[tuple[Side, str]], now: datetime
+    ) -> dict[tuple[Side, str, str, str], datetime]:
+        """The source times of the unexpired echo entries of these ``(side, key)`` records, by
+        ``(side, key, field, fingerprint)``: a side whose field holds the value with that
+        fingerprint holds an edit made at that time (not at the time of syncrecon's write).
+
+        Entries without a source time are left out; spent ones count until they expire. When
+        several entries name one value, the latest time is the one. One call answers a whole
+        batch of records (a cycle asks once per batch of pairs).
+        """
         ...
 
     def claim_outbox(

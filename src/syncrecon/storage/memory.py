@@ -80,6 +80,7 @@ class MemoryStorage:
         self._inbox_leases: dict[int, tuple[str, datetime]] = {}
         self._field_times: dict[tuple[str, str, str], datetime] = {}
         self._echoes: dict[int, Echo] = {}
+        self._spent: frozenset[int] = frozenset()  # echoes kept for their source time only
         self._outbox: dict[int, OutboxEntry] = {}
         self._outbox_leases: dict[int, datetime] = {}
         self._serial = 1
@@ -344,6 +345,7 @@ class MemoryStorage:
                 self._inbox_leases,
                 self._field_times,
                 self._echoes,
+                self._spent,
                 self._outbox,
                 self._outbox_leases,
                 self._serial,
@@ -365,7 +367,7 @@ class MemoryStorage:
     def _fast_loop_step(self, step: Step) -> tuple[Any, ...]:
         """The fast loop's part of ``step``, applied to copies (swapped in by the caller)."""
         inbox, inbox_leases = dict(self._inbox), dict(self._inbox_leases)
-        times, echoes = dict(self._field_times), dict(self._echoes)
+        times, echoes, spent = dict(self._field_times), dict(self._echoes), set(self._spent)
         outbox, outbox_leases, serial = dict(self._outbox), dict(self._outbox_leases), self._serial
         if step.claim_owner is not None:
             lost = [
@@ -390,7 +392,13 @@ class MemoryStorage:
             echoes[serial] = echo
             serial += 1
         for echo_id in step.drop_echoes:
-            echoes.pop(echo_id, None)
+            dropped = echoes.get(echo_id)
+            if dropped is None:
+                continue
+            if dropped.source_time is None:
+                del echoes[echo_id]
+            else:  # spent, but its source time counts until it expires
+                spent.add(echo_id)
         for entry in step.outbox_add:
             created = entry.created_at or step.at
             outbox[serial] = attrs.evolve(
@@ -412,7 +420,7 @@ class MemoryStorage:
                     last_error=upd.last_error,
                 )
                 outbox_leases.pop(upd.id, None)
-        return inbox, inbox_leases, times, echoes, outbox, outbox_leases, serial
+        return inbox, inbox_leases, times, echoes, frozenset(spent), outbox, outbox_leases, serial
 
     # -- the fast loop -------------------------------------------------------------------------
 
@@ -477,15 +485,33 @@ class MemoryStorage:
         with self._lock:
             for echo_id in sorted(self._echoes):
                 e = self._echoes[echo_id]
-                if (e.sync, e.side, e.key, e.field, e.fingerprint) == (
-                    sync,
-                    Side(side),
-                    key,
-                    field,
-                    fingerprint,
-                ) and e.expires_at > now:
+                if (
+                    (e.sync, e.side, e.key, e.field, e.fingerprint)
+                    == (sync, Side(side), key, field, fingerprint)
+                    and e.expires_at > now
+                    and echo_id not in self._spent
+                ):
                     return echo_id
             return None
+
+    def echo_times(
+        self, sync: str, records: Sequence[tuple[Side, str]], now: datetime
+    ) -> dict[tuple[Side, str, str, str], datetime]:
+        now = utc(now)
+        wanted = {(Side(side), key) for side, key in records}
+        found: dict[tuple[Side, str, str, str], datetime] = {}
+        with self._lock:
+            for e in self._echoes.values():
+                if (
+                    e.sync != sync
+                    or e.source_time is None
+                    or e.expires_at <= now
+                    or (e.side, e.key) not in wanted
+                ):
+                    continue
+                at = (e.side, e.key, e.field, e.fingerprint)
+                found[at] = max(found.get(at, e.source_time), e.source_time)
+        return found
 
     def claim_outbox(
         self, owner: str, *, limit: int, now: datetime, lease: timedelta
@@ -539,6 +565,7 @@ class MemoryStorage:
                 expired = [i for i, e in self._echoes.items() if e.expires_at < cut]
                 for echo_id in expired:
                     del self._echoes[echo_id]
+                self._spent = self._spent - set(expired)
                 removed["echoes"] = len(expired)
             if retention.outbox is not None:
                 cut = now - retention.outbox

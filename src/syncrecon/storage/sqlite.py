@@ -631,15 +631,27 @@ class SQLiteStorage:
             )
         if step.echoes:
             db.executemany(
-                "INSERT INTO echoes (sync, side, key, field, fingerprint, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO echoes (sync, side, key, field, fingerprint, expires_at, source_time)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (e.sync, Side(e.side).value, e.key, e.field, e.fingerprint, ts(e.expires_at))
+                    (
+                        e.sync,
+                        Side(e.side).value,
+                        e.key,
+                        e.field,
+                        e.fingerprint,
+                        ts(e.expires_at),
+                        _opt_ts(e.source_time),
+                    )
                     for e in step.echoes
                 ],
             )
         if step.drop_echoes:
-            db.executemany("DELETE FROM echoes WHERE id = ?", [(i,) for i in step.drop_echoes])
+            # Spent: never an echo again. An entry with a source time still tells a cycle when
+            # the value's edit happened, until it expires (then prune removes it).
+            spent = [(i,) for i in step.drop_echoes]
+            db.executemany("DELETE FROM echoes WHERE id = ? AND source_time IS NULL", spent)
+            db.executemany("UPDATE echoes SET spent = 1 WHERE id = ?", spent)
         if step.outbox_add:
             db.executemany(
                 "INSERT INTO outbox (sync, side, key, left_key, right_key, fields, expect, base,"
@@ -777,10 +789,32 @@ class SQLiteStorage:
         with self._read() as db:
             row = db.execute(
                 "SELECT id FROM echoes WHERE sync = ? AND side = ? AND key = ? AND field = ?"
-                " AND fingerprint = ? AND expires_at > ? ORDER BY id LIMIT 1",
+                " AND fingerprint = ? AND expires_at > ? AND spent = 0 ORDER BY id LIMIT 1",
                 (sync, Side(side).value, key, field, fingerprint, ts(now)),
             ).fetchone()
         return None if row is None else int(row[0])
+
+    def echo_times(
+        self, sync: str, records: Sequence[tuple[Side, str]], now: datetime
+    ) -> dict[tuple[Side, str, str, str], datetime]:
+        # One query per side and chunk of keys, over the (sync, side, key, ...) index.
+        keys: dict[Side, set[str]] = {}
+        for side, key in records:
+            keys.setdefault(Side(side), set()).add(key)
+        found: dict[tuple[Side, str, str, str], datetime] = {}
+        with self._read() as db:
+            for side, wanted in sorted(keys.items()):
+                for chunk in _chunks(sorted(wanted)):
+                    marks = ",".join("?" * len(chunk))
+                    for key, field, fp, when in db.execute(
+                        "SELECT key, field, fingerprint, max(source_time) FROM echoes"  # noqa: S608
+                        f" WHERE sync = ? AND side = ? AND key IN ({marks})"
+                        " AND source_time IS NOT NULL AND expires_at > ?"
+                        " GROUP BY key, field, fingerprint",
+                        (sync, side.value, *chunk, ts(now)),
+                    ):
+                        found[(side, key, field, fp)] = parse_ts(when)
+        return found
 
     def claim_outbox(
         self, owner: str, *, limit: int, now: datetime, lease: timedelta

@@ -7,8 +7,9 @@ request -> source (404) -> size (413) -> signature and timestamp (401) -> parse 
 durable inbox, duplicates dropped (2xx only now) -> [deferred: a worker drains the inbox] ->
 per event: mapped field? linked? older than the last applied change (stale)? our own write
 coming back (echo)? equal to the base (no-op)? -> the field's policy decides, exactly as in
-the slow loop -> coalesced batch writes, each target re-read first -> outcome, base, order
-time, echo entry and counters in one transaction. A write that keeps failing goes to the
+the slow loop -> coalesced batch writes, each target re-read first, and the echo entries of
+each write (value and the time of the edit it copies) committed before its call -> outcome,
+base, order time and counters in one transaction. A write that keeps failing goes to the
 outbox; an outbox entry that runs out of tries becomes a queue item. Nothing is dropped.
 """
 
@@ -136,9 +137,11 @@ class WebhookHandler:
     ``inline=False`` (the default) stores each event and answers at once; a worker calls
     :meth:`process_pending` (or runs ``python -m syncrecon worker``) to drain the inbox.
     ``inline=True`` processes right after storing, for simple hosts. ``max_body_bytes`` caps
-    a request's body. ``echo_ttl`` is how long a written value is remembered so the webhook
-    it causes is recognized. Failed writes are retried from the outbox up to
-    ``outbox_attempts`` times with exponential backoff from ``outbox_backoff``.
+    a request's body. ``echo_ttl`` is how long a written value is remembered (recorded before
+    the write, with the time of the edit it copies) so the webhook it causes is recognized and
+    a cycle that reads it compares that edit's time, not the write's. Failed writes are
+    retried from the outbox up to ``outbox_attempts`` times with exponential backoff from
+    ``outbox_backoff``.
 
     ``verify_source=True`` re-reads the events' source records in one batch
     next to the targets' re-read, and drops as ``stale`` an event whose value the source no
@@ -379,6 +382,10 @@ class WebhookHandler:
             )
             self.storage.commit(step)
             return 0, 0
+        # Before the re-read, as in a batch: the entries exist before the value can.
+        times = dict.fromkeys(entry.fields, entry.source_time)
+        echoes = self._echoes(sync, entry.side, entry.key, entry.fields, now, times)
+        self._record_echoes(now, echoes)
         try:
             current = {r.key: r for r in read_batch(caller, connector, [entry.key])}
             record = current.get(entry.key)
@@ -421,7 +428,6 @@ class WebhookHandler:
             step.bases.append(
                 BaseUpdate(sync=entry.sync, left_key=entry.left_key, values=entry.base)
             )
-            step.echoes.extend(self._echoes(sync, entry.side, entry.key, entry.fields, now))
             self.storage.commit(step)
             return 1, 0
         if attempts >= self.outbox_attempts or not result.retryable:
@@ -471,8 +477,16 @@ class WebhookHandler:
         raise LookupError(f"no source of this handler serves sync {name!r}")
 
     def _echoes(
-        self, sync: SyncDefinition, side: Side, key: str, fields: Mapping[str, Any], now: datetime
+        self,
+        sync: SyncDefinition,
+        side: Side,
+        key: str,
+        fields: Mapping[str, Any],
+        now: datetime,
+        source_times: Mapping[str, datetime | None],
     ) -> list[Echo]:
+        """The echo entries of one write: per target field, the value's fingerprint and the
+        time of the edit it copies."""
         return [
             Echo(
                 sync=sync.name,
@@ -481,9 +495,23 @@ class WebhookHandler:
                 field=name,
                 fingerprint=fingerprint(value),
                 expires_at=now + self.echo_ttl,
+                source_time=source_times.get(name),
             )
             for name, value in fields.items()
         ]
+
+    def _record_echoes(self, now: datetime, echoes: list[Echo]) -> None:
+        """Commit a write's echo entries BEFORE its call (invariant 1).
+
+        From the moment the target holds a value syncrecon wrote until the commit that moves
+        the base, a cycle may read the target: the entry tells it the value's edit time (not
+        the time of the write), so recency never prefers the copy of an older edit over a
+        newer one; and a webhook of the write that comes back before that commit is already
+        recognized as an echo. An entry whose write then fails is harmless: it only says that
+        *if* the target holds this value, this is its edit's time.
+        """
+        if echoes:
+            self.storage.commit(Step(at=now, echoes=echoes))
 
 
 def _event_data(event: ChangeEvent) -> dict[str, Any]:
@@ -743,6 +771,25 @@ class _Batch:
                     earlier.entry, earlier.source, EventOutcome.STALE, "superseded in its batch"
                 )
             fields[p.fm.left] = p
+        # Every write this batch may make is in the echo ledger before the first call: the
+        # value, and the time of the edit it copies (its event's). One commit for the batch,
+        # before the re-reads, so the window between a target's re-read and its write is not
+        # widened; an entry whose write is then not made (a conflict, a failure) is harmless.
+        self.h._record_echoes(
+            self.now,
+            [
+                echo
+                for (sync_name, side, key), fields in targets.items()
+                for echo in self.h._echoes(
+                    self.h._sync(sync_name),
+                    side,
+                    key,
+                    {_target_name(side, p.fm): _target_value(side, p) for p in fields.values()},
+                    self.now,
+                    {_target_name(side, p.fm): p.event.occurred_at for p in fields.values()},
+                )
+            ],
+        )
         by_connector: dict[tuple[str, Side], list[tuple[str, dict[str, _Planned]]]] = {}
         for (sync_name, side, key), fields in targets.items():
             by_connector.setdefault((sync_name, side), []).append((key, fields))
@@ -838,12 +885,7 @@ class _Batch:
                 ok.append(p)
             if not ok:
                 continue
-            payload = {
-                (p.fm.right if side is Side.RIGHT else p.fm.left): (
-                    p.fm.transform.to_right(p.value) if side is Side.RIGHT else p.value
-                )
-                for p in ok
-            }
+            payload = {_target_name(side, p.fm): _target_value(side, p) for p in ok}
             changes.append(Change(op=ChangeOp.UPDATE, key=key, fields=payload, ref=key))
             sent[key] = ok
         if not changes:
@@ -862,9 +904,6 @@ class _Batch:
                     self._rejected(sync, side, p, result.error or "rejected")
             if result.ok:
                 self.writes += 1
-                self.step.echoes.extend(
-                    self.h._echoes(sync, side, change.key, change.fields, self.now)
-                )
 
     def _target_value(self, side: Side, fm: FieldMap, record: Record) -> Any:
         if side is Side.LEFT:
@@ -947,6 +986,16 @@ class _Batch:
 
 
 _UNMAPPABLE = object()
+
+
+def _target_name(side: Side, fm: FieldMap) -> str:
+    """The field's own name on the ``side`` written to."""
+    return fm.right if side is Side.RIGHT else fm.left
+
+
+def _target_value(side: Side, p: _Planned) -> Any:
+    """A planned write's value in the vocabulary of the ``side`` written to."""
+    return p.fm.transform.to_right(p.value) if side is Side.RIGHT else p.value
 
 
 def _same_reported(current: Any, reported: Any) -> bool:
