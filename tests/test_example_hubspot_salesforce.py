@@ -353,3 +353,29 @@ def test_without_every_credential_it_stays_on_the_emulators(
     monkeypatch.setattr(ex, "run_live", lambda *a: pytest.fail("went live"))
     ex.main()
     assert "converged: yes" in capsys.readouterr().out
+
+
+def test_requests_are_counted_by_endpoint_in_reports_and_the_dashboard(
+    ex: ModuleType, world: Any
+) -> None:
+    from syncrecon.dashboard import build_dashboard
+
+    report = cycle(world)
+    assert report.api_requests["hubspot"]["GET /crm/v3/objects/deals"] >= 1
+    assert any("/query" in endpoint for endpoint in report.api_requests["salesforce"])
+    # api_calls counts the HTTP requests of HTTP connectors, token requests included.
+    for system, by_endpoint in report.api_requests.items():
+        assert report.api_calls[system] == sum(by_endpoint.values())
+    assert "hubspot requests: " in str(report)
+    # The fast loop counts its requests too (one PATCH of a collection for this webhook).
+    deliver(ex, world, webhook(ex, world, 10, description="Sent the order form"))
+    assert world.deals.handler.process_pending().outcomes == {"applied": 1}
+    fast = {
+        labels["endpoint"]: n
+        for labels, n in world.deals.storage.counter_totals("api_requests")
+        if labels.get("loop") == "fast" and labels["system"] == "salesforce"
+    }
+    assert fast["PATCH /services/data/v61.0/composite/sobjects"] == 1
+    board = build_dashboard(world.deals.storage, now=world.clock.now())
+    assert board.api_requests["hubspot"]["GET /crm/v3/objects/deals"] >= 1
+    assert board.api_requests["salesforce"]["PATCH /services/data/v61.0/composite/sobjects"] >= 1

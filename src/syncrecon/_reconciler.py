@@ -108,7 +108,11 @@ class CycleReport:
     ``discrepancies_found`` counts fields (and records) whose two sides differed.
     ``auto_resolved`` counts, per rule, the discrepancies fixed by a successful write (in a dry
     run: that would be fixed). ``escalated`` counts, per category, what went to an operator.
-    ``api_calls`` counts connector calls per system, retries included. ``records`` counts the
+    ``api_calls`` counts connector calls per system, retries included; for a connector that
+    counts its HTTP requests (``Capabilities.retries_requests``, every connector built on
+    :mod:`syncrecon.http`) it counts those requests, what providers bill and limit.
+    ``api_requests`` breaks the HTTP requests down per system by endpoint
+    (``{"hubspot": {"POST /crm/v3/objects/deals/search": 3, ...}}``). ``records`` counts the
     records each system returned (listed or read by key, tombstones included).
 
     What the sources did wrong, per system: ``listing_missed`` counts linked records a full
@@ -146,6 +150,7 @@ class CycleReport:
     partial_records: Mapping[str, int] = attrs.field(factory=dict)
     unknown_fields: int = 0
     read_failures: Mapping[str, int] = attrs.field(factory=dict)
+    api_requests: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
 
     @property
     def total_api_calls(self) -> int:
@@ -179,6 +184,9 @@ class CycleReport:
             f" skipped (changed since read): {self.skipped_changed}",
             f"  API calls: {dict(self.api_calls)}",
         ]
+        for system, by_endpoint in self.api_requests.items():
+            shown = ", ".join(f"{endpoint} {n}" for endpoint, n in by_endpoint.items())
+            lines.append(f"  {system} requests: {shown}")
         if self.quarantined:
             lines.append(f"  quarantined (schema drift): {', '.join(self.quarantined)}")
         problems = {
@@ -1990,6 +1998,10 @@ class _Cycle:
             partial_records=dict(sorted(t.partial.items())),
             unknown_fields=t.unknown_fields,
             read_failures=dict(sorted(t.read_failures.items())),
+            api_requests={
+                system: dict(sorted(by_endpoint.items()))
+                for system, by_endpoint in sorted(self.caller.requests.items())
+            },
         )
 
     def _counters(self, report: CycleReport) -> list[Counter]:
@@ -2011,5 +2023,14 @@ class _Cycle:
         out += [
             Counter(metric="api_calls", labels={"sync": sync, "system": system}, amount=n)
             for system, n in report.api_calls.items()
+        ]
+        out += [
+            Counter(
+                metric="api_requests",
+                labels={"sync": sync, "system": system, "endpoint": endpoint},
+                amount=n,
+            )
+            for system, by_endpoint in report.api_requests.items()
+            for endpoint, n in by_endpoint.items()
         ]
         return [c for c in out if c.amount]

@@ -320,12 +320,28 @@ class WebhookHandler:
                     outcomes[outcome] = outcomes.get(outcome, 0) + n
             r, x, w = self._retry_outbox(caller)
             retried, exhausted, writes = retried + r, exhausted + x, writes + w
+            self._count_requests(caller)
         return ProcessReport(
             outcomes=dict(sorted(outcomes.items())),
             writes=writes,
             outbox_retried=retried,
             outbox_exhausted=exhausted,
         )
+
+    def _count_requests(self, caller: Caller) -> None:
+        """The HTTP requests this round made, by system and endpoint, for the dashboard."""
+        counters = [
+            Counter(
+                metric="api_requests",
+                labels={"system": system, "endpoint": endpoint, "loop": "fast"},
+                amount=n,
+            )
+            for system, by_endpoint in sorted(caller.requests.items())
+            for endpoint, n in sorted(by_endpoint.items())
+            if n
+        ]
+        if counters:
+            self.storage.commit(Step(at=self.clock.now(), counters=counters))
 
     def _retry_outbox(self, caller: Caller) -> tuple[int, int, int]:
         retried = exhausted = writes = 0
