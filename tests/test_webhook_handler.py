@@ -450,3 +450,25 @@ def test_a_late_update_arriving_before_the_deletion_propagates_does_not_resurrec
     assert "h4" not in w.left.records()
     assert "s4" not in w.right.records()
     assert w.reconciler.run_cycle().total_writes == 0
+
+
+def test_a_value_that_does_not_map_to_the_target_never_fails_its_batch(storage: Storage) -> None:
+    from syncrecon import FieldMap, source_of_truth, value_map
+
+    w = World(storage, inline=False)
+    strict = FieldMap(
+        left="stage",
+        right="StageName",
+        policy=source_of_truth("left"),
+        transform=value_map({"open": "Prospecting", "won": "Closed Won"}, strict=True),
+    )
+    object.__setattr__(w.sync, "fields", (strict, *w.sync.fields[1:]))
+    w.left.edit("h1", stage="platinum")
+    w.right.edit("s2", Notes="call back")
+    w.handler.handle(w.request("hubspot", [w.change("h1", "stage", "platinum")]))
+    w.handler.handle(w.request("salesforce", [w.change("s2", "Notes", "call back")]))
+    report = w.handler.process_pending()  # does not raise
+    assert report.outcomes == {"applied": 1, "deferred": 1}
+    assert w.left.get("h2").fields["notes"] == "call back"  # the other record's event landed
+    assert w.right.get("s1").fields["StageName"] == "Prospecting"  # nothing unmappable written
+    assert w.handler.process_pending().processed == 0  # and nothing is left to fail again

@@ -691,6 +691,23 @@ class _Batch:
             )
             self.done(entry, src, EventOutcome.DEFERRED, f"{decision.rule}: {decision.reason}")
             return
+        if src.side is Side.LEFT:
+            # The write goes right: the value (and the base the target is checked against) must
+            # map there. One that does not is left to the slow loop, which escalates it; it never
+            # fails the batch it came in.
+            try:
+                fm.transform.to_right(value)
+                if base is not MISSING:
+                    fm.transform.to_right(base)
+            except Exception as exc:
+                self.done(
+                    entry,
+                    src,
+                    EventOutcome.DEFERRED,
+                    f"the value does not map to {sync.connector(Side.RIGHT).name}:"
+                    f" {type(exc).__name__}: {exc}",
+                )
+                return
         self.planned.append(
             _Planned(
                 entry=entry,
