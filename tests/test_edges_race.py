@@ -113,9 +113,15 @@ def test_a_cycle_between_a_fast_loop_write_and_its_commit_keeps_the_newer_edit(
     assert race.t2 is not None
     assert race.w.right.get("s1").modified_at > race.t2  # the right's time is the write's
     assert race.cycle is not None
-    # The cycle saw left v2 @ t2 against right v, whose edit is t_e < t2: the newer edit wins.
-    assert dict(race.cycle.writes) == {"left": 0, "right": 1}, race.cycle
+    # The cycle saw left v2 @ t2 against right v, whose edit is t_e < t2: the newer edit wins,
+    # but the worker still holds the record (it has not committed): the cycle leaves it.
+    assert dict(race.cycle.writes) == {"left": 0, "right": 0}, race.cycle
+    assert race.cycle.skipped_changed == 1
     assert race.values_written_to_left() == []  # no stale write of v over v2
+    race.clock.advance(1)
+    after = race.w.reconciler.run_cycle()  # the worker has committed: the next cycle writes
+    assert dict(after.writes) == {"left": 0, "right": 1}, after
+    assert race.values_written_to_left() == []
     assert race.notes() == ("v2", "v2")
     race.clock.advance(1)
     assert race.w.reconciler.run_cycle().total_writes == 0  # a fixed point
@@ -157,7 +163,10 @@ def test_an_echo_that_comes_back_before_the_commit_still_times_the_value(
     race.w.handler.process_pending()
 
     assert race.cycle is not None
-    assert dict(race.cycle.writes) == {"left": 0, "right": 1}, race.cycle
+    assert dict(race.cycle.writes) == {"left": 0, "right": 0}, race.cycle  # the worker holds it
+    assert race.values_written_to_left() == []
+    race.clock.advance(1)
+    assert dict(race.w.reconciler.run_cycle().writes) == {"left": 0, "right": 1}
     assert race.values_written_to_left() == []
     assert race.notes() == ("v2", "v2")
 

@@ -24,6 +24,7 @@ from syncrecon.storage import (
     CycleRecord,
     Discrepancy,
     Echo,
+    InboxEntry,
     ItemUpdate,
     Link,
     Status,
@@ -1235,3 +1236,57 @@ def test_sqlite_migrates_an_echo_ledger_without_source_times(sqlite_path: Path) 
         assert store.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT) is None
     finally:
         store.close()
+
+
+# -- record claims shared by cycles and fast-loop workers -------------------------------------
+
+CLAIM_AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
+CLAIM_LEASE = timedelta(seconds=45)
+
+
+def _record_event(record: str, n: int) -> InboxEntry:
+    return InboxEntry(
+        source="crm",
+        dedupe_key=f"{record}#{n}",
+        event={"n": n},
+        received_at=CLAIM_AT,
+        record=record,
+    )
+
+
+def test_a_cycle_claims_only_records_no_worker_holds(storage: Storage) -> None:
+    storage.enqueue_events(
+        [_record_event("d:left:h1", 1), _record_event("d:left:h2", 1)], [], CLAIM_AT
+    )
+    held = storage.claim_events("worker", limit=1, now=CLAIM_AT, lease=CLAIM_LEASE)
+    assert {e.record for e in held} == {"d:left:h1"}
+    granted = storage.claim_records(
+        "cycle", ["d:left:h1", "d:left:h2", "d:right:s1"], now=CLAIM_AT, lease=CLAIM_LEASE
+    )
+    assert granted == {"d:left:h2", "d:right:s1"}  # h1 is the worker's until it commits
+    # Now the worker gets nothing of the cycle's records, and another cycle nothing at all.
+    assert storage.claim_events("worker", limit=10, now=CLAIM_AT, lease=CLAIM_LEASE) == held
+    assert storage.claim_records("other", ["d:left:h2"], now=CLAIM_AT, lease=CLAIM_LEASE) == set()
+    # Released, the record's events go to a worker again.
+    storage.release_records("cycle", ["d:left:h2", "d:right:s1"])
+    later = storage.claim_events("worker2", limit=10, now=CLAIM_AT, lease=CLAIM_LEASE)
+    assert {e.record for e in later} == {"d:left:h2"}
+
+
+def test_a_record_claim_expires_and_is_only_released_by_its_owner(storage: Storage) -> None:
+    assert storage.claim_records("a", ["r1"], now=CLAIM_AT, lease=CLAIM_LEASE) == {"r1"}
+    storage.release_records("b", ["r1"])  # not b's to release
+    assert storage.claim_records("b", ["r1"], now=CLAIM_AT, lease=CLAIM_LEASE) == set()
+    assert storage.claim_records("a", ["r1"], now=CLAIM_AT, lease=CLAIM_LEASE) == {"r1"}  # renew
+    after = CLAIM_AT + CLAIM_LEASE + timedelta(seconds=1)
+    assert storage.claim_records("b", ["r1"], now=after, lease=CLAIM_LEASE) == {"r1"}
+    assert storage.claim_records("a", [], now=after, lease=CLAIM_LEASE) == set()
+
+
+def test_many_records_claimed_in_one_call(storage: Storage) -> None:
+    records = [f"d:left:k{i}" for i in range(1_200)]
+    assert storage.claim_records("c", records, now=CLAIM_AT, lease=CLAIM_LEASE) == set(records)
+    storage.release_records("c", records)
+    assert storage.claim_records("d", records[:3], now=CLAIM_AT, lease=CLAIM_LEASE) == set(
+        records[:3]
+    )

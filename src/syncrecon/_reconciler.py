@@ -1614,12 +1614,46 @@ class _Cycle:
     def _write_existing(
         self, stash: Stash, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
     ) -> None:
+        # Claim both records of every pair first, as a fast-loop worker claims an event's
+        # record: a worker between its write and its commit holds it, and a worker gets no
+        # events of a record this cycle holds. So a cycle and a worker never write one record
+        # at once (a worker's late write cannot cross the cycle's, and a merge never uses a
+        # base a worker is about to move). A record a worker holds is left to the next cycle.
+        pair_records = {
+            r[0]: (f"{self.sync.name}:left:{r[2]}", f"{self.sync.name}:right:{r[3]}") for r in rows
+        }
+        wanted = sorted({record for pair in pair_records.values() for record in pair})
+        granted = self.storage.claim_records(
+            self.owner, wanted, now=self.clock.now(), lease=self.rec.lease_ttl
+        )
+        try:
+            self._write_claimed(stash, side, connector, rows, pair_records, granted)
+        finally:
+            self.storage.release_records(self.owner, sorted(granted))
+
+    def _write_claimed(
+        self,
+        stash: Stash,
+        side: Side,
+        connector: AnyConnector,
+        rows: list[tuple[Any, ...]],
+        pair_records: Mapping[int, tuple[str, str]],
+        granted: set[str],
+    ) -> None:
+        held = [r for r in rows if not set(pair_records[r[0]]) <= granted]
+        rows = [r for r in rows if set(pair_records[r[0]]) <= granted]
+        if not rows:
+            step = Step(at=self.clock.now())
+            self._skip(step, held)
+            stash.mark_done([r[0] for r in held], -1)
+            self._commit(step)
+            return
         keyed = {(r[2] if side is Side.LEFT else r[3]): r for r in rows}
         current = {r.key: r for r in read_batch(self.caller, connector, list(keyed))}
         sources = self._reread_sources(side, rows)
         plan_src = {r[0]: _codec.loads(r[12]) for r in rows if r[12]}
         changes: list[Change] = []
-        skipped: list[tuple[Any, ...]] = []
+        skipped: list[tuple[Any, ...]] = list(held)
         for key, row in keyed.items():
             _id, op, *_rest = row
             expect_text, expect_mod = row[6], row[7]

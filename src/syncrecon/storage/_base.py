@@ -498,9 +498,28 @@ class Storage(Protocol):
 
         A claim covers every pending event of its record (:attr:`InboxEntry.record`), so the
         events of one record are processed by one worker at a time; events that arrive for a
-        claimed record wait until that claim ends (its events done, or its lease expired).
+        claimed record wait until that claim ends (its events done, or its lease expired). A
+        record claimed with :meth:`claim_records` by another owner is passed over the same way.
         On PostgreSQL the same is a ``SELECT ... FOR UPDATE SKIP LOCKED`` over the records.
         """
+        ...
+
+    def claim_records(
+        self, owner: str, records: Sequence[str], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        """Claim ``records`` (``sync:side:key``, as :attr:`InboxEntry.record`) for ``owner``
+        until ``now + lease``; return the ones granted.
+
+        A record is granted when no other owner holds a live claim on it: neither on its
+        pending events (a fast-loop worker between its claim and its commit) nor by an earlier
+        call of this method. While granted, :meth:`claim_events` gives its events to no other
+        owner. A reconciliation cycle claims the records of each write batch, so a cycle and a
+        worker never write one record at the same time. :meth:`release_records` ends it.
+        """
+        ...
+
+    def release_records(self, owner: str, records: Sequence[str]) -> None:
+        """End ``owner``'s claims on ``records`` (see :meth:`claim_records`)."""
         ...
 
     def get_field_times(

@@ -78,6 +78,7 @@ class MemoryStorage:
         self._inbox: dict[int, InboxEntry] = {}
         self._inbox_keys: dict[tuple[str, str], int] = {}
         self._inbox_leases: dict[int, tuple[str, datetime]] = {}
+        self._record_claims: dict[str, tuple[str, datetime]] = {}
         self._field_times: dict[tuple[str, str, str], datetime] = {}
         self._echoes: dict[int, Echo] = {}
         self._spent: frozenset[int] = frozenset()  # echoes kept for their source time only
@@ -460,6 +461,9 @@ class MemoryStorage:
                 held = self._inbox_leases.get(event_id)
                 if held is not None and held[1] >= now and held[0] != owner:
                     blocked.add(record)
+                claim = self._record_claims.get(record)
+                if claim is not None and claim[1] >= now and claim[0] != owner:
+                    blocked.add(record)
             out = []
             for record in [r for r in pending if r not in blocked][:limit]:
                 for event_id in pending[record]:
@@ -467,6 +471,37 @@ class MemoryStorage:
                     out.append(self._inbox[event_id])
             out.sort(key=lambda e: e.id or 0)
             return out
+
+    def claim_records(
+        self, owner: str, records: Sequence[str], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        now = utc(now)
+        wanted = set(records)
+        with self._lock:
+            busy = {
+                e.record
+                for event_id, e in self._inbox.items()
+                if e.status == "pending"
+                and e.record in wanted
+                and (held := self._inbox_leases.get(event_id)) is not None
+                and held[1] >= now
+                and held[0] != owner
+            }
+            granted = set()
+            for record in wanted - busy:
+                claim = self._record_claims.get(record)
+                if claim is not None and claim[1] >= now and claim[0] != owner:
+                    continue
+                self._record_claims[record] = (owner, now + lease)
+                granted.add(record)
+            return granted
+
+    def release_records(self, owner: str, records: Sequence[str]) -> None:
+        with self._lock:
+            for record in records:
+                claim = self._record_claims.get(record)
+                if claim is not None and claim[0] == owner:
+                    del self._record_claims[record]
 
     def get_field_times(
         self, sync: str, keys: Sequence[tuple[str, str]]

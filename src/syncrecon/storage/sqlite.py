@@ -735,8 +735,10 @@ class SQLiteStorage:
                     " WHERE status = 'pending' GROUP BY rec"
                     " HAVING max(lease_until IS NOT NULL AND lease_until >= ?"
                     " AND lease_owner <> ?) = 0"
+                    " AND rec NOT IN (SELECT record FROM record_claims"
+                    " WHERE until >= ? AND owner <> ?)"
                     " ORDER BY min(id) LIMIT ?",
-                    (at, owner, limit),
+                    (at, owner, at, owner, limit),
                 )
             ]
             rows: list[sqlite3.Row] = []
@@ -764,6 +766,49 @@ class SQLiteStorage:
             )
             for r in rows
         ]
+
+    def claim_records(
+        self, owner: str, records: Sequence[str], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        wanted = sorted(set(records))
+        if not wanted:
+            return set()
+        until, at = ts(now + lease), ts(now)
+        granted: set[str] = set()
+        with self._tx() as db:  # one writer at a time: the check and the claim are atomic
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                busy = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT record FROM inbox WHERE status = 'pending'"  # noqa: S608
+                        f" AND record IN ({marks}) AND lease_until IS NOT NULL"
+                        " AND lease_until >= ? AND lease_owner <> ?"
+                        " UNION SELECT record FROM record_claims"
+                        f" WHERE record IN ({marks}) AND until >= ? AND owner <> ?",
+                        (*chunk, at, owner, *chunk, at, owner),
+                    )
+                }
+                free = [r for r in chunk if r not in busy]
+                db.executemany(
+                    "INSERT INTO record_claims (record, owner, until) VALUES (?, ?, ?)"
+                    " ON CONFLICT (record) DO UPDATE SET owner = excluded.owner,"
+                    " until = excluded.until",
+                    [(r, owner, until) for r in free],
+                )
+                granted.update(free)
+        return granted
+
+    def release_records(self, owner: str, records: Sequence[str]) -> None:
+        if not records:
+            return
+        with self._tx() as db:
+            for chunk in _chunks(sorted(set(records))):
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    f"DELETE FROM record_claims WHERE owner = ? AND record IN ({marks})",  # noqa: S608
+                    (owner, *chunk),
+                )
 
     def get_field_times(
         self, sync: str, keys: Sequence[tuple[str, str]]
