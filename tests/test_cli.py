@@ -289,3 +289,52 @@ def test_the_console_script_imports_from_the_current_directory(tmp_path: Path) -
     proc = _script(tmp_path, "queue", "--db", db, "resolve", "1", "--app", "json:dumps")
     assert proc.returncode == 2
     assert _one_line(proc.stderr).startswith("syncrecon queue: cannot load 'json:dumps': it is")
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``syncrecon queue list --json | head -1``: the reader goes away, no traceback."""
+    from datetime import UTC, datetime
+
+    from syncrecon.storage import Discrepancy, Status, Step
+
+    db = tmp_path / "q.sqlite"
+    storage = SQLiteStorage(db)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    storage.commit(
+        Step(
+            at=at,
+            new_items=[
+                Discrepancy(
+                    sync="deals", field=f"f{i}", status=Status.ESCALATED, detected_at=at,
+                    left_key=f"h{i}", right_key=f"s{i}", left_value="x" * 400, right_value=i,
+                )
+                for i in range(400)
+            ],
+        )
+    )  # fmt: skip
+    storage.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncrecon", "queue", "--db", str(db), "list", "--json",
+         "--limit", "400"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.read(100)
+    assert first.startswith((b"[", b"{")), first  # the listing had begun
+    proc.stdout.close()  # like head: read a little, then go away
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err, err.decode()
+    assert b"BrokenPipeError" not in err
+
+
+def test_bench_names_the_extra_it_needs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import syncrecon.__main__ as cli
+
+    monkeypatch.setattr(cli, "_missing", lambda *modules: ["deepdiff"])
+    assert main(["bench", "--records", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'syncrecon[bench]'" in err
+    assert "deepdiff" in err

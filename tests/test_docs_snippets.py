@@ -86,3 +86,16 @@ def test_pycon_block_output_matches(
     failures: list[str] = []
     runner.run(test, out=failures.append)
     assert runner.failures == 0, "".join(failures)
+
+
+def test_the_quickstart_runs_twice_in_one_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook cell re-run: the second run must not find the first run's state."""
+    page = ROOT / "docs" / "quickstart.md"
+    (body,) = [
+        m["body"] for m in FENCE.finditer(page.read_text("utf-8")) if m["info"].strip() == "python"
+    ][:1]
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        exec(compile(body, str(page), "exec"), {"__name__": "__quickstart__"})

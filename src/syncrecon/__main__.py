@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +14,20 @@ from ._exceptions import AppLoadError, SyncReconError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m syncrecon`` and the ``syncrecon`` script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``... | head``): not an error worth a traceback. Point stdout
+        # at /dev/null so the interpreter's last flush does not fail on it again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="syncrecon",
         description="Keep records in two SaaS systems in agreement, and prove it.",
@@ -30,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="measure a reconciliation at scale")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--records", type=int, default=100_000, help="records per side")
-    bench.add_argument("--seed", type=int, default=1)
+    bench.add_argument("--seed", type=int, default=1, help="make the run reproducible")
     bench.add_argument("--drift", type=float, default=0.01, help="share of records drifted")
     bench.add_argument("--db", help="SQLite path (default: a temporary file)")
     bench.add_argument(
@@ -96,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_demo(seed=args.seed, records=args.records, db=args.db)
         print(json.dumps(summary, sort_keys=True) if args.json else render(summary))
         return 0 if summary["converged"] else 1
+    missing = _missing("deepdiff", "standardwebhooks", "jwt", "cryptography")
+    if missing:
+        print(
+            f"syncrecon bench: needs the bench extra ({', '.join(missing)} missing):"
+            " pip install 'syncrecon[bench]'",
+            file=sys.stderr,
+        )
+        return 2
     from ._bench import run_bench
 
     result = run_bench(
@@ -107,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(json.dumps(result, sort_keys=True, indent=None if args.json else 2))
     return 0
+
+
+def _missing(*modules: str) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 if __name__ == "__main__":
