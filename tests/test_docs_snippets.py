@@ -99,3 +99,17 @@ def test_the_quickstart_runs_twice_in_one_directory(
     monkeypatch.chdir(tmp_path)
     for _ in range(2):
         exec(compile(body, str(page), "exec"), {"__name__": "__quickstart__"})
+
+
+def test_the_storage_skeleton_in_extending_names_every_method() -> None:
+    """``docs/extending.md`` says ``isinstance(MyStorage(...), syncrecon.Storage)`` checks that
+    no method is missing: its own skeleton must pass that check."""
+    from syncrecon.storage import Storage
+
+    text = (ROOT / "docs" / "extending.md").read_text("utf-8")
+    (body,) = [m["body"] for m in FENCE.finditer(text) if "class MyStorage" in m["body"]]
+    namespace: dict[str, object] = {}
+    exec(compile(body, "extending.md", "exec"), namespace)
+    cls = namespace["MyStorage"]
+    assert isinstance(cls, type)
+    assert isinstance(cls.__new__(cls), Storage)
