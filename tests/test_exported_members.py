@@ -76,7 +76,8 @@ def test_all_imports_are_exported() -> None:
         for name, value in vars(syncrecon).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert set(syncrecon.__all__) == public | {"__version__"}
+    # The hosting pieces load lazily (``syncrecon._LAZY``): exported before they are bound.
+    assert set(syncrecon.__all__) == public | {"__version__"} | set(syncrecon._LAZY)
 
 
 def test_star_import_gives_the_public_api() -> None:
@@ -133,14 +134,27 @@ def test_public_names_resolve_to_the_same_object_everywhere() -> None:
         assert getattr(syncrecon, name) is getattr(syncrecon.storage, name), name
 
 
-def test_storage_backends_are_imported_by_path() -> None:
+def test_storage_backends_load_lazily_and_are_one_object_everywhere() -> None:
+    import subprocess
+    import sys
+
     from syncrecon.storage.memory import MemoryStorage
     from syncrecon.storage.sqlite import SQLiteStorage
 
     assert MemoryStorage.__module__ == "syncrecon.storage.memory"
     assert SQLiteStorage.__module__ == "syncrecon.storage.sqlite"
-    assert "MemoryStorage" not in syncrecon.__all__
-    assert "SQLiteStorage" not in syncrecon.__all__
+    assert syncrecon.SQLiteStorage is SQLiteStorage
+    assert syncrecon.MemoryStorage is MemoryStorage
+    # ``import syncrecon`` alone loads no backend, no web, queue or worker module, no HTTP.
+    probe = (
+        "import sys, syncrecon; print(sorted(m for m in sys.modules if m.startswith("
+        "('syncrecon.storage.', 'syncrecon.webhooks', 'syncrecon.queue', 'syncrecon.worker',"
+        " 'syncrecon.http'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "['syncrecon.storage._base']"
 
 
 def test_missing_is_a_singleton_that_survives_pickling() -> None:

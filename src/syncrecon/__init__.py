@@ -1,8 +1,13 @@
 """syncrecon: keep records in two SaaS systems in agreement, and prove it.
 
-The public API lives here; storage backends are imported by their path
-(``syncrecon.storage.sqlite.SQLiteStorage``) and test helpers from ``syncrecon.testing``.
+The public API lives here. The hosting pieces (``WebhookHandler``, ``Worker``, ``OperatorQueue``,
+the schedulers and the storage backends) are exported here too but load when first used, so
+``import syncrecon`` stays light; test helpers come from ``syncrecon.testing``.
 """
+
+import importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._clock import Clock, SystemClock
 from ._connector import AsyncConnector, Connector, RetrySettings
@@ -63,6 +68,41 @@ from ._sync import (
 from ._version import __version__
 from .storage import Discrepancy, Status, Storage
 
+if _TYPE_CHECKING:
+    from .queue import OperatorQueue
+    from .scheduling import IntervalScheduler, Scheduler
+    from .storage.memory import MemoryStorage
+    from .storage.sqlite import SQLiteStorage
+    from .webhooks import WebhookHandler, WebhookSource
+    from .worker import Worker
+
+# The hosting pieces load when first asked for, so ``import syncrecon`` stays light (no web,
+# queue, worker or storage backend modules until a program uses them).
+_LAZY = {
+    "IntervalScheduler": ".scheduling",
+    "MemoryStorage": ".storage.memory",
+    "OperatorQueue": ".queue",
+    "SQLiteStorage": ".storage.sqlite",
+    "Scheduler": ".scheduling",
+    "WebhookHandler": ".webhooks",
+    "WebhookSource": ".webhooks",
+    "Worker": ".worker",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 __all__ = [
     "MISSING",
     "AppLoadError",
@@ -86,14 +126,17 @@ __all__ = [
     "FieldMap",
     "FieldPolicy",
     "FieldState",
+    "IntervalScheduler",
     "InvalidRecordError",
     "LeaseHeldError",
     "LeaseLostError",
     "MalformedPayloadError",
+    "MemoryStorage",
     "Merge",
     "MethodNotAllowedError",
     "NaturalKey",
     "OneSided",
+    "OperatorQueue",
     "Outcome",
     "Page",
     "PayloadTooLargeError",
@@ -104,6 +147,8 @@ __all__ = [
     "Record",
     "Retention",
     "RetrySettings",
+    "SQLiteStorage",
+    "Scheduler",
     "SchemaVersionError",
     "Side",
     "SignatureError",
@@ -119,6 +164,9 @@ __all__ = [
     "TransientError",
     "UnknownSourceError",
     "WebhookError",
+    "WebhookHandler",
+    "WebhookSource",
+    "Worker",
     "WriteResult",
     "__version__",
     "decide",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock", "utc"]
+__all__ = ["Clock", "SystemClock", "parse_ts", "ts", "utc"]
 
 
 @runtime_checkable
@@ -30,3 +30,13 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def ts(value: datetime) -> str:
+    """A UTC timestamp as fixed-width text that sorts in time order (naive means UTC)."""
+    return utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_ts(text: str) -> datetime:
+    """The inverse of :func:`ts`."""
+    return datetime.fromisoformat(text)

@@ -38,8 +38,8 @@ from ._exceptions import (
     SyncReconError,
     TransientError,
 )
+from ._metering import RequestMeter, metering
 from ._models import Capabilities, Change, FieldInfo, Page, Record, WriteResult
-from .http._meter import RequestMeter, metering
 
 __all__ = ["AsyncConnector", "Connector", "RetrySettings"]
 

@@ -25,7 +25,7 @@ import anyio.to_thread
 import attrs
 
 from . import _codec
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, parse_ts, ts
 from ._connector import (
     AnyConnector,
     Caller,
@@ -72,7 +72,6 @@ from .storage._base import (
     Step,
     Storage,
 )
-from .storage.sqlite import parse_ts, ts
 
 
 def _holds(fm: FieldMap, value: Any, right_raw: Mapping[str, Any]) -> bool:

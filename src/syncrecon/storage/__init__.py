@@ -1,8 +1,12 @@
 """Pluggable storage: the :class:`Storage` protocol and its backends.
 
-Backends are imported by their path: ``syncrecon.storage.sqlite.SQLiteStorage`` (the
-embedded default) and ``syncrecon.storage.memory.MemoryStorage``.
+The backends, ``SQLiteStorage`` (the embedded default) and ``MemoryStorage``, load when first
+asked for (``from syncrecon.storage import SQLiteStorage``, or by their own modules' paths).
 """
+
+import importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._base import (
     BaseUpdate,
@@ -22,8 +26,27 @@ from ._base import (
     Storage,
     SyncState,
 )
-from .memory import MemoryStorage
-from .sqlite import SQLiteStorage
+
+if _TYPE_CHECKING:
+    from .memory import MemoryStorage
+    from .sqlite import SQLiteStorage
+
+_BACKENDS = {"MemoryStorage": ".memory", "SQLiteStorage": ".sqlite"}
+
+
+def __getattr__(name: str) -> _Any:
+    # The backends load when first asked for: ``import syncrecon`` loads neither.
+    module = _BACKENDS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_BACKENDS])
+
 
 __all__ = [
     "BaseUpdate",

@@ -20,7 +20,7 @@ from os import PathLike
 from typing import Any
 
 from .. import _codec
-from .._clock import utc
+from .._clock import parse_ts, ts, utc
 from .._exceptions import SchemaVersionError, StorageError
 from .._models import Side
 from .._retention import Retention
@@ -44,16 +44,6 @@ from ._base import (
 __all__ = ["SQLiteStorage"]
 
 _CHUNK = 500  # bound parameters per IN (...) query
-
-
-def ts(value: datetime) -> str:
-    """A UTC timestamp as fixed-width text that sorts in time order (naive means UTC)."""
-    return utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def parse_ts(text: str) -> datetime:
-    """The inverse of :func:`ts`."""
-    return datetime.fromisoformat(text)
 
 
 def _opt_ts(value: datetime | None) -> str | None:
