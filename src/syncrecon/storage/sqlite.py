@@ -299,12 +299,15 @@ class SQLiteStorage:
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
         column = "left_key" if Side(side) is Side.LEFT else "right_key"
+        # Without statistics SQLite prefers the primary key's (sync) prefix for the right side,
+        # a scan of the whole sync (7 ms per 100 keys at 100k links); the index is 50x faster.
+        table = "links" if column == "left_key" else "links INDEXED BY links_right"
         found: dict[str, Link] = {}
         with self._read() as db:
             for chunk in _chunks(list(keys)):
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    f"SELECT * FROM links WHERE sync = ? AND {column} IN ({marks})",  # noqa: S608
+                    f"SELECT * FROM {table} WHERE sync = ? AND {column} IN ({marks})",  # noqa: S608
                     (sync, *chunk),
                 )
                 for row in rows:
