@@ -6,7 +6,7 @@ import copy
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -58,6 +58,65 @@ def _out_item(item: Discrepancy) -> Discrepancy:
         base_value=copy.deepcopy(item.base_value),
         resolution=copy.deepcopy(item.resolution),
     )
+
+
+_GONE: Any = object()
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Overlay(Generic[K, V]):
+    """A transaction over a dict: reads see the changes, the dict changes only on :meth:`apply`.
+
+    A commit works on overlays of the storage's dicts and applies them once nothing can fail
+    any more: all or nothing, at the cost of what the step touches (copying every dict on every
+    commit cost 10-14 ms at 100k links).
+    """
+
+    __slots__ = ("base", "changes")
+
+    def __init__(self, base: dict[K, V]) -> None:
+        self.base = base
+        self.changes: dict[K, V] = {}
+
+    def get(self, key: K, default: Any = None) -> Any:
+        if key in self.changes:
+            value = self.changes[key]
+            return default if value is _GONE else value
+        return self.base.get(key, default)
+
+    def __getitem__(self, key: K) -> V:
+        value = self.get(key, _GONE)
+        if value is _GONE:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key, _GONE) is not _GONE  # type: ignore[arg-type]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.changes[key] = value
+
+    def __delitem__(self, key: K) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.changes[key] = _GONE
+
+    def pop(self, key: K, default: Any = _GONE) -> Any:
+        value = self.get(key, _GONE)
+        if value is _GONE:
+            if default is _GONE:
+                raise KeyError(key)
+            return default
+        self.changes[key] = _GONE
+        return value
+
+    def apply(self) -> None:
+        for key, value in self.changes.items():
+            if value is _GONE:
+                self.base.pop(key, None)
+            else:
+                self.base[key] = value
 
 
 class MemoryStorage:
@@ -229,11 +288,11 @@ class MemoryStorage:
         with self._lock:
             self._check_fence(step)
             # Work on copies and swap them in at the end: all or nothing, like a transaction.
-            links = dict(self._links)
-            by_right = dict(self._by_right)
-            items = dict(self._items)
-            active = dict(self._active)
-            state = dict(self._state)
+            links = _Overlay(self._links)
+            by_right = _Overlay(self._by_right)
+            items = _Overlay(self._items)
+            active = _Overlay(self._active)
+            state = _Overlay(self._state)
             next_id = self._next_id
             ids: list[int] = []
             for link in step.links:
@@ -338,19 +397,12 @@ class MemoryStorage:
             counts = [
                 ((c.metric, _codec.dumps(dict(c.labels)), bucket), c.amount) for c in step.counters
             ]
-            fast = self._fast_loop_step(step)
-            self._links, self._by_right, self._items = links, by_right, items
-            self._active, self._state, self._next_id = active, state, next_id
-            (
-                self._inbox,
-                self._inbox_leases,
-                self._field_times,
-                self._echoes,
-                self._spent,
-                self._outbox,
-                self._outbox_leases,
-                self._serial,
-            ) = fast
+            fast, spent, serial = self._fast_loop_step(step)
+            overlays: list[_Overlay[Any, Any]] = [links, by_right, items, active, state, *fast]
+            for overlay in overlays:
+                overlay.apply()
+            self._next_id = next_id
+            self._spent, self._serial = spent, serial
             if cycle is not None:
                 self._cycles[cycle.id] = cycle
             for key3, amount in counts:
@@ -365,11 +417,15 @@ class MemoryStorage:
                 )
             return ids
 
-    def _fast_loop_step(self, step: Step) -> tuple[Any, ...]:
-        """The fast loop's part of ``step``, applied to copies (swapped in by the caller)."""
-        inbox, inbox_leases = dict(self._inbox), dict(self._inbox_leases)
-        times, echoes, spent = dict(self._field_times), dict(self._echoes), set(self._spent)
-        outbox, outbox_leases, serial = dict(self._outbox), dict(self._outbox_leases), self._serial
+    def _fast_loop_step(
+        self, step: Step
+    ) -> tuple[tuple[_Overlay[Any, Any], ...], frozenset[int], int]:
+        """The fast loop's part of ``step``, on overlays (applied by the caller)."""
+        inbox, inbox_leases = _Overlay(self._inbox), _Overlay(self._inbox_leases)
+        times, echoes = _Overlay(self._field_times), _Overlay(self._echoes)
+        spent = set(self._spent)
+        outbox, outbox_leases = _Overlay(self._outbox), _Overlay(self._outbox_leases)
+        serial = self._serial
         if step.claim_owner is not None:
             lost = [
                 event_id
@@ -421,7 +477,8 @@ class MemoryStorage:
                     last_error=upd.last_error,
                 )
                 outbox_leases.pop(upd.id, None)
-        return inbox, inbox_leases, times, echoes, frozenset(spent), outbox, outbox_leases, serial
+        overlays = (inbox, inbox_leases, times, echoes, outbox, outbox_leases)
+        return overlays, frozenset(spent), serial
 
     # -- the fast loop -------------------------------------------------------------------------
 
