@@ -1290,3 +1290,38 @@ def test_many_records_claimed_in_one_call(storage: Storage) -> None:
     assert storage.claim_records("d", records[:3], now=CLAIM_AT, lease=CLAIM_LEASE) == set(
         records[:3]
     )
+
+
+def test_items_page_by_keyset_and_filter_by_resolution(storage: Storage) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    items = [
+        Discrepancy(
+            sync="d", field=f"f{i}", status=Status.ESCALATED,
+            detected_at=at + timedelta(minutes=i // 2),
+            left_key=f"h{i}", right_key=f"s{i}", left_value=i, right_value=-i,
+        )
+        for i in range(25)
+    ]  # fmt: skip
+    ids = storage.commit(Step(at=at, new_items=items))
+    pages, before = [], None
+    while True:
+        page = storage.list_items(sync="d", limit=7, before=before)
+        pages.append(page)
+        if len(page) < 7:
+            break
+        before = (page[-1].detected_at, page[-1].id)
+    walked = [i.id for page in pages for i in page]
+    assert walked == [i.id for i in storage.list_items(sync="d", limit=100)]
+    assert sorted(walked) == sorted(ids)  # each once, equal detection times included
+    closed_at = at + timedelta(hours=5)
+    storage.commit(
+        Step(
+            at=closed_at,
+            item_updates=[
+                ItemUpdate(id=ids[3], status=Status.RESOLVED, resolved_at=closed_at),
+                ItemUpdate(id=ids[4], status=Status.RESOLVED, resolved_at=at + timedelta(hours=1)),
+            ],
+        )
+    )
+    recent = storage.list_items(sync="d", resolved_since=at + timedelta(hours=2))
+    assert [i.id for i in recent] == [ids[3]]

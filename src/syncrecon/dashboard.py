@@ -685,19 +685,30 @@ def _group(rows: Iterable[tuple[Mapping[str, str], int]], label: str) -> dict[st
 
 
 def _pages(
-    storage: Storage, *, sync: str | None, statuses: Sequence[Status] | None = None
+    storage: Storage,
+    *,
+    sync: str | None,
+    statuses: Sequence[Status] | None = None,
+    resolved_since: datetime | None = None,
 ) -> Iterator[list[Discrepancy]]:
-    """Queue items newest first (by detection), a page at a time, each item once."""
-    seen: set[int] = set()
-    offset = 0
+    """Queue items newest first (by detection), a page at a time, each item once.
+
+    Paged by keyset (the last item's detection time and id), so each page costs the same
+    however much history lies before it.
+    """
+    before: tuple[datetime, int] | None = None
     while True:
-        page = storage.list_items(sync=sync, statuses=statuses, limit=_PAGE, offset=offset)
-        fresh = [i for i in page if i.id is None or i.id not in seen]
-        seen.update(i.id for i in fresh if i.id is not None)
-        yield fresh
-        if len(page) < _PAGE:
+        page = storage.list_items(
+            sync=sync,
+            statuses=statuses,
+            limit=_PAGE,
+            before=before,
+            resolved_since=resolved_since,
+        )
+        yield page
+        if len(page) < _PAGE or page[-1].id is None:
             return
-        offset += _PAGE
+        before = (page[-1].detected_at, page[-1].id)
 
 
 def _detected_since(storage: Storage, sync: str | None, since: datetime) -> list[Discrepancy]:
@@ -770,7 +781,8 @@ def _queue(storage: Storage, sync: str | None, start: datetime, end: datetime) -
     durations: list[timedelta] = []
     resolved = dismissed = 0
     waiting: list[Discrepancy] = []
-    for page in _pages(storage, sync=sync, statuses=_CLOSED_STATUSES):
+    # Only items closed in the window or after it matter here: read no older history.
+    for page in _pages(storage, sync=sync, statuses=_CLOSED_STATUSES, resolved_since=start):
         for item in page:
             if item.resolved_at is None or item.detected_at >= end:
                 continue

@@ -451,8 +451,15 @@ class Storage(Protocol):
         key: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        before: tuple[datetime, int] | None = None,
+        resolved_since: datetime | None = None,
     ) -> list[Discrepancy]:
-        """Queue items, newest first, filtered."""
+        """Queue items, newest first (by ``detected_at``, then ``id``), filtered.
+
+        ``before`` is a keyset cursor: only items older than that ``(detected_at, id)``, the
+        last item of the previous page (paging by ``offset`` rereads every earlier page).
+        ``resolved_since`` keeps only items closed at or after that time.
+        """
         ...
 
     def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:

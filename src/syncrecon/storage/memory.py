@@ -248,6 +248,8 @@ class MemoryStorage:
         key: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        before: tuple[datetime, int] | None = None,
+        resolved_since: datetime | None = None,
     ) -> list[Discrepancy]:
         wanted = None if not statuses else {Status(s) for s in statuses}
         with self._lock:
@@ -259,6 +261,11 @@ class MemoryStorage:
                 and (category is None or i.category == category)
                 and (field is None or i.field == field)
                 and (key is None or key in (i.left_key, i.right_key))
+                and (before is None or (i.detected_at, i.id or 0) < (utc(before[0]), before[1]))
+                and (
+                    resolved_since is None
+                    or (i.resolved_at is not None and i.resolved_at >= utc(resolved_since))
+                )
             ]
         items.sort(key=lambda i: (i.detected_at, i.id or 0), reverse=True)
         return [_out_item(i) for i in items[offset : offset + limit]]

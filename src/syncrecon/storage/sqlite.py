@@ -392,6 +392,8 @@ class SQLiteStorage:
         key: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        before: tuple[datetime, int] | None = None,
+        resolved_since: datetime | None = None,
     ) -> list[Discrepancy]:
         where: list[str] = []
         args: list[Any] = []
@@ -410,6 +412,12 @@ class SQLiteStorage:
         if key is not None:
             where.append("(left_key = ? OR right_key = ?)")
             args.extend((key, key))
+        if before is not None:
+            where.append("(detected_at, id) < (?, ?)")
+            args.extend((ts(before[0]), before[1]))
+        if resolved_since is not None:
+            where.append("resolved_at >= ?")
+            args.append(ts(resolved_since))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._read() as db:
             rows = db.execute(
