@@ -11,13 +11,14 @@ read back as a tag and comes back exactly as it went in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "fingerprint", "loads"]
 
 _encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -122,3 +123,9 @@ def loads(text: str) -> Any:
     if '"$$' in text:
         return _unescaping_decoder.decode(text)
     return _decoder.decode(text)
+
+
+def fingerprint(value: Any) -> str:
+    """A short, stable fingerprint of a value (what the echo ledger remembers), the same for
+    every loop: both loops and the operator queue record and look up echoes with it."""
+    return hashlib.sha256(dumps({"v": value}).encode()).hexdigest()[:24]

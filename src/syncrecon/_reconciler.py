@@ -11,7 +11,6 @@ The engine is plain blocking code; :meth:`Reconciler.run_cycle` and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -26,6 +25,7 @@ import attrs
 
 from . import _codec
 from ._clock import Clock, SystemClock, parse_ts, ts
+from ._codec import fingerprint
 from ._connector import (
     AnyConnector,
     Caller,
@@ -80,11 +80,6 @@ def _holds(fm: FieldMap, value: Any, right_raw: Mapping[str, Any]) -> bool:
         return _same(fm.transform.to_right(value), right_raw.get(fm.right))
     except Exception:
         return False
-
-
-def fingerprint(value: Any) -> str:
-    """A short, stable fingerprint of a value (what the echo ledger remembers)."""
-    return hashlib.sha256(_codec.dumps({"v": value}).encode()).hexdigest()[:24]
 
 
 __all__ = ["CycleReport", "Reconciler"]

@@ -50,12 +50,12 @@ import attrs
 from . import _codec
 from ._app import APP_PATH_FORM, import_app
 from ._clock import Clock, SystemClock
+from ._codec import fingerprint
 from ._connector import Caller, RetrySettings, read_batch, write_batch
 from ._drift import SCHEMA_DRIFT_CATEGORY
 from ._exceptions import AppLoadError, ConfigurationError, LeaseHeldError, SyncReconError
 from ._models import Change, ChangeOp, Record, Side
 from ._policy import values_equal
-from ._reconciler import fingerprint
 from ._sync import FieldMap, SyncDefinition
 from .storage._base import (
     RECORD_FIELD,

@@ -26,6 +26,7 @@ import anyio.to_thread
 import attrs
 
 from .._clock import Clock, SystemClock
+from .._codec import fingerprint
 from .._connector import (
     Caller,
     RetrySettings,
@@ -46,7 +47,6 @@ from .._exceptions import (
 from .._models import Change, ChangeOp, Record, Side, WriteResult
 from .._policy import MISSING, FieldState, values_equal
 from .._policy import Outcome as Decided
-from .._reconciler import fingerprint
 from .._sync import FieldMap, SyncDefinition
 from ..storage._base import (
     BaseUpdate,

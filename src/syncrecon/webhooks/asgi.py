@@ -31,16 +31,25 @@ let the server apply them (uvicorn's ``--proxy-headers``, ``--forwarded-allow-ip
 from __future__ import annotations
 
 import enum
-import http
 import logging
-import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
-from .._exceptions import ConfigurationError
 from ._events import RequestHandler, WebhookRequest, WebhookResponse
+from ._wire import (
+    MalformedLengthError,
+    bad_length,
+    build_url,
+    declared_length,
+    host_header,
+    join_headers,
+    normalize_prefix,
+    request_target,
+    server_error,
+    wire_headers,
+)
 
 __all__ = ["Receive", "Scope", "Send", "WebhookApp", "serve_scope"]
 
@@ -52,134 +61,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 """The ASGI ``receive`` callable."""
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 """The ASGI ``send`` callable."""
-
-# --------------------------------------------------------------------------------------------
-# The no-I/O steps both adapters share (the WSGI adapter imports them from here)
-
-#: Characters left as they are when a decoded path has to be percent-encoded again: RFC 3986's
-#: ``pchar`` and ``/`` (letters, digits and ``_.-~`` are always left alone).
-_PATH_SAFE: Final = "/!$&'()*+,;=:@"
-#: A number with more digits than this is over any cap (and far from ``int()``'s digit limit).
-_MAX_LENGTH_DIGITS: Final = 18
-_TOO_LONG: Final = 10**_MAX_LENGTH_DIGITS
-#: How much of a body the WSGI adapter asks its input stream for at once.
-_READ_CHUNK: Final = 64 * 1024
-
-
-class _MalformedLengthError(ValueError):
-    """A ``Content-Length`` that is not a plain non-negative decimal number."""
-
-
-def _declared_length(value: str | None) -> int | None:
-    """The body length a ``Content-Length`` value declares, or ``None`` when there is none.
-
-    Strict: optional surrounding blanks around ASCII digits and nothing else (no sign, no
-    ``_``, no list of values). A number too long to matter is returned as one over any cap.
-
-    :raises _MalformedLengthError: for any other value.
-    """
-    if value is None:
-        return None
-    digits = value.strip(" \t")
-    if not digits or not digits.isascii() or not digits.isdigit():
-        raise _MalformedLengthError(value)
-    if len(digits) > _MAX_LENGTH_DIGITS:
-        return _TOO_LONG
-    return int(digits)
-
-
-def _normalize_prefix(value: str) -> str:
-    prefix = value.rstrip("/")
-    if prefix and not prefix.startswith("/"):
-        raise ConfigurationError(f"path_prefix must start with '/', got {value!r}")
-    if "?" in prefix or "#" in prefix:
-        raise ConfigurationError(f"path_prefix must be a path, got {value!r}")
-    return prefix
-
-
-def _request_target(path: str, raw_path: str | None, *, encoding: str) -> str:
-    """The path as the client sent it, percent-encoding and all.
-
-    ``path`` is the server's decoded path (including the mount point), ``raw_path`` the raw
-    form when the server keeps it, which may lack a prefix the server or a framework added to
-    ``path`` (a mount point, a configured root path). ``encoding`` is how the server turned
-    percent-decoded bytes into text (UTF-8 for ASGI, Latin-1 for WSGI). When the raw form does
-    not match, ``path`` is encoded again, which gives the sent form for all usual URLs.
-    """
-    if raw_path is not None and raw_path.startswith("/"):
-        decoded = urllib.parse.unquote(raw_path, encoding=encoding, errors="replace")
-        if decoded == path:
-            return raw_path
-        if path.endswith(decoded):
-            mount = path[: len(path) - len(decoded)]
-            return _quote(mount, encoding) + raw_path
-    return _quote(path, encoding) or "/"
-
-
-def _quote(path: str, encoding: str) -> str:
-    return urllib.parse.quote(path, safe=_PATH_SAFE, encoding=encoding, errors="replace")
-
-
-def _url(*, scheme: str, host: str, prefix: str, target: str, query: str) -> str:
-    url = f"{scheme}://{host}{prefix}{target}"
-    return f"{url}?{query}" if query else url
-
-
-def _host(name: str, port: int | None, scheme: str) -> str:
-    """``host[:port]`` from a server address, leaving out the scheme's default port."""
-    if ":" in name and not name.startswith("["):
-        name = f"[{name}]"  # an IPv6 address
-    if port is None or (scheme, port) in {("http", 80), ("https", 443)}:
-        return name
-    return f"{name}:{port}"
-
-
-def _join_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Lower-cased header names; repeated headers joined with ``","`` as WSGI servers do."""
-    headers: dict[str, str] = {}
-    for name, value in pairs:
-        key = name.lower()
-        headers[key] = f"{headers[key]},{value}" if key in headers else value
-    return headers
-
-
-def _bad_length() -> WebhookResponse:
-    return WebhookResponse.json(400, {"error": "malformed Content-Length"})
-
-
-def _incomplete_body() -> WebhookResponse:
-    return WebhookResponse.json(400, {"error": "the body is shorter than its Content-Length"})
-
-
-def _server_error() -> WebhookResponse:
-    return WebhookResponse.json(500, {"error": "internal server error"})
-
-
-def _wire_headers(response: WebhookResponse) -> list[tuple[str, str]]:
-    """The response's headers to send, with a ``content-length`` that matches its body.
-
-    :raises ValueError: for a header that cannot be sent (not Latin-1, or a line break in it).
-    """
-    headers = [
-        (str(name), str(value))
-        for name, value in response.headers.items()
-        if str(name).lower() != "content-length"
-    ]
-    headers.append(("content-length", str(len(response.body))))
-    for name, value in headers:
-        text = name + value
-        if "\r" in text or "\n" in text or "\0" in text:
-            raise ValueError(f"a line break or NUL in the header {name!r}: {value!r}")
-        text.encode("latin-1")  # UnicodeEncodeError, a ValueError, when it cannot be sent
-    return headers
-
-
-def _status_line(status: int) -> str:
-    try:
-        return f"{status} {http.HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
-
 
 # --------------------------------------------------------------------------------------------
 # The ASGI application
@@ -201,7 +82,7 @@ class WebhookApp:
     """
 
     handler: RequestHandler = attrs.field()
-    path_prefix: str = attrs.field(default="", kw_only=True, converter=_normalize_prefix)
+    path_prefix: str = attrs.field(default="", kw_only=True, converter=normalize_prefix)
 
     @handler.validator
     def _check_handler(self, _attribute: object, value: object) -> None:
@@ -218,9 +99,9 @@ class WebhookApp:
         url = _asgi_url(scope, headers, self.path_prefix)
         cap = self.handler.max_body_bytes
         try:
-            declared = _declared_length(headers.get("content-length"))
-        except _MalformedLengthError:
-            await _send_response(send, _bad_length())
+            declared = declared_length(headers.get("content-length"))
+        except MalformedLengthError:
+            await _send_response(send, bad_length())
             return
         body: bytes | _Unread = _Unread.TOO_LARGE
         if declared is None or declared <= cap:
@@ -236,7 +117,7 @@ class WebhookApp:
             start, end = _asgi_messages(response)
         except Exception:
             log.exception("webhook handler failed on %s %s", method, url)
-            start, end = _asgi_messages(_server_error())
+            start, end = _asgi_messages(server_error())
         await send(start)
         await send(end)
 
@@ -253,22 +134,22 @@ def _asgi_url(scope: Scope, headers: Mapping[str, str], prefix: str) -> str:
     host = headers.get("host")
     if not host:
         server = scope.get("server")
-        host = _host(str(server[0]), int(server[1]), scheme) if server else "localhost"
+        host = host_header(str(server[0]), int(server[1]), scheme) if server else "localhost"
     root_path = str(scope.get("root_path") or "")
     path = str(scope.get("path") or "")
     if not path.startswith(root_path):
         path = root_path + path
     raw = scope.get("raw_path")
-    target = _request_target(
+    target = request_target(
         path, bytes(raw).decode("latin-1") if raw is not None else None, encoding="utf-8"
     )
     query = bytes(scope.get("query_string") or b"").decode("latin-1")
-    return _url(scheme=scheme, host=host, prefix=prefix, target=target, query=query)
+    return build_url(scheme=scheme, host=host, prefix=prefix, target=target, query=query)
 
 
 def _asgi_headers(scope: Scope) -> dict[str, str]:
     raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
-    return _join_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+    return join_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
 
 
 class _Unread(enum.Enum):
@@ -325,7 +206,7 @@ def _asgi_messages(
     response: WebhookResponse,
 ) -> tuple[MutableMapping[str, Any], MutableMapping[str, Any]]:
     headers = [
-        (name.encode("latin-1"), value.encode("latin-1")) for name, value in _wire_headers(response)
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in wire_headers(response)
     ]
     return (
         {"type": "http.response.start", "status": response.status, "headers": headers},

@@ -41,20 +41,20 @@ import attrs
 
 from .._exceptions import ConfigurationError
 from ._events import RequestHandler, WebhookRequest, WebhookResponse
-from .asgi import (
-    _READ_CHUNK,
-    _bad_length,
-    _declared_length,
-    _host,
-    _incomplete_body,
-    _join_headers,
-    _MalformedLengthError,
-    _normalize_prefix,
-    _request_target,
-    _server_error,
-    _status_line,
-    _url,
-    _wire_headers,
+from ._wire import (
+    READ_CHUNK,
+    MalformedLengthError,
+    bad_length,
+    build_url,
+    declared_length,
+    host_header,
+    incomplete_body,
+    join_headers,
+    normalize_prefix,
+    request_target,
+    server_error,
+    status_line,
+    wire_headers,
 )
 
 __all__ = ["WebhookWSGI", "django_view", "flask_view"]
@@ -80,7 +80,7 @@ class WebhookWSGI:
     """
 
     handler: RequestHandler = attrs.field()
-    path_prefix: str = attrs.field(default="", kw_only=True, converter=_normalize_prefix)
+    path_prefix: str = attrs.field(default="", kw_only=True, converter=normalize_prefix)
 
     @handler.validator
     def _check_handler(self, _attribute: object, value: object) -> None:
@@ -101,7 +101,7 @@ class WebhookWSGI:
             headers=_environ_headers(environ),
             read=read,
         )
-        start_response(_status_line(response.status), headers)
+        start_response(status_line(response.status), headers)
         return [response.body]
 
 
@@ -117,7 +117,7 @@ def flask_view(handler: RequestHandler, *, path_prefix: str = "") -> Callable[..
     :raises ConfigurationError: when Flask is not installed (``pip install syncrecon[flask]``).
     """
     _check(handler)
-    prefix = _normalize_prefix(path_prefix)
+    prefix = normalize_prefix(path_prefix)
     flask = _import_extra("flask", "flask_view", extra="flask")
 
     def syncrecon_webhook(**_route_values: object) -> Any:
@@ -149,7 +149,7 @@ def django_view(handler: RequestHandler, *, path_prefix: str = "") -> Callable[[
     :raises ConfigurationError: when Django is not installed (``pip install syncrecon[django]``).
     """
     _check(handler)
-    prefix = _normalize_prefix(path_prefix)
+    prefix = normalize_prefix(path_prefix)
     http = _import_extra("django.http", "django_view", extra="django")
     csrf = _import_extra("django.views.decorators.csrf", "django_view", extra="django")
 
@@ -164,11 +164,11 @@ def django_view(handler: RequestHandler, *, path_prefix: str = "") -> Callable[[
             if wsgi
             else str(request.path)
         )
-        url = _url(
+        url = build_url(
             scheme=str(request.scheme),
             host=str(request.get_host()),
             prefix=prefix,
-            target=_request_target(path, _raw_path(meta), encoding="latin-1" if wsgi else "utf-8"),
+            target=request_target(path, _raw_path(meta), encoding="latin-1" if wsgi else "utf-8"),
             query=str(meta.get("QUERY_STRING", "")),
         )
         response, headers = _answer(
@@ -197,27 +197,27 @@ def _answer(
     """
     cap = handler.max_body_bytes
     try:
-        declared = _declared_length(headers.get("content-length"))
-    except _MalformedLengthError:
-        response = _bad_length()
-        return response, _wire_headers(response)
+        declared = declared_length(headers.get("content-length"))
+    except MalformedLengthError:
+        response = bad_length()
+        return response, wire_headers(response)
     body: bytes | None = None
     if declared is None or declared <= cap:
         body = _read_body(read, declared, cap)
         if body is not None and declared is not None and len(body) < declared:
-            response = _incomplete_body()  # the client went away: it reads no answer
-            return response, _wire_headers(response)
+            response = incomplete_body()  # the client went away: it reads no answer
+            return response, wire_headers(response)
     try:
         if body is None:
             response = handler.reject_too_large(method, url)
         else:
             request = WebhookRequest(method=method, url=url, headers=headers, body=body)
             response = handler.handle(request)
-        return response, _wire_headers(response)
+        return response, wire_headers(response)
     except Exception:
         log.exception("webhook handler failed on %s %s", method, url)
-        response = _server_error()
-        return response, _wire_headers(response)
+        response = server_error()
+        return response, wire_headers(response)
 
 
 def _read_body(read: _Read, declared: int | None, cap: int) -> bytes | None:
@@ -229,7 +229,7 @@ def _read_body(read: _Read, declared: int | None, cap: int) -> bytes | None:
     want = cap + 1 if declared is None else declared
     body = bytearray()
     while len(body) < want:
-        size = min(_READ_CHUNK, want - len(body))
+        size = min(READ_CHUNK, want - len(body))
         chunk = read(size)
         if not chunk:
             break
@@ -250,7 +250,7 @@ def _environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
             pairs.append((key.replace("_", "-"), str(environ[key])))
-    return _join_headers(pairs)
+    return join_headers(pairs)
 
 
 def _raw_path(environ: Mapping[str, Any]) -> str | None:
@@ -271,15 +271,15 @@ def _environ_url(environ: Mapping[str, Any], prefix: str) -> str:
     host = environ.get("HTTP_HOST")
     if not host:
         port = str(environ.get("SERVER_PORT") or "")
-        host = _host(
+        host = host_header(
             str(environ.get("SERVER_NAME") or "localhost"),
             int(port) if port.isascii() and port.isdigit() else None,
             scheme,
         )
     path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
-    target = _request_target(path, _raw_path(environ), encoding="latin-1")
+    target = request_target(path, _raw_path(environ), encoding="latin-1")
     query = str(environ.get("QUERY_STRING", ""))
-    return _url(scheme=scheme, host=str(host), prefix=prefix, target=target, query=query)
+    return build_url(scheme=scheme, host=str(host), prefix=prefix, target=target, query=query)
 
 
 def _check(handler: object) -> None:
