@@ -375,3 +375,17 @@ async def test_the_async_connector(world: World) -> None:
         )
     assert len(first.records) + len(second.records) == 2100
     assert results[0].ok
+
+
+def test_the_request_sent_again_after_a_renewed_session_is_counted(world: World) -> None:
+    from syncrecon._connector import Caller, RetrySettings
+
+    key = world.opp()
+    conn = world.connector()
+    conn.read_records([key])
+    world.emu.expire_sessions()
+    with Caller(RetrySettings(sleep=lambda _: None)) as caller:
+        caller.call(conn.name, conn.read_records, [key])
+    endpoint = "POST /services/data/v61.0/composite/sobjects/Opportunity"
+    assert caller.requests["salesforce"][endpoint] == 2  # the 401 and the one sent again
+    assert caller.requests["salesforce"]["POST /services/oauth2/token"] == 1

@@ -30,7 +30,7 @@ from .._exceptions import (
     TransientError,
 )
 from ._meter import count_request, sending
-from ._retry import body_json, error_detail
+from ._retry import body_json, endpoint_of, error_detail
 
 __all__ = [
     "BearerToken",
@@ -259,6 +259,7 @@ class _TokenAuth(httpx.Auth):
             self._take(answer)
         self._sign(request)
         yield _UNLOCK
+        count_request(endpoint_of(request))  # the same request sent again: counted again
         yield request
 
     def sync_auth_flow(
