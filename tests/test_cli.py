@@ -97,6 +97,9 @@ def test_bench_small_run_reports_its_figures() -> None:
     assert out["hubspot_records_listed"] == out["salesforce_records_listed"] == 3000
     assert out["rate_limited_429s"] == 0
     assert out["connector_cpu_us_per_record"] > 0
+    # syncrecon's own CPU: the phases less the connectors' share, which is reported apart.
+    assert out["steady_cycle_phases_cpu_s"]["connectors"] > 0
+    assert 0 < out["steady_cycle_cpu_us_per_record"] < out["first_cycle_cpu_us_per_record"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from . import _codec
 from ._connector import RetrySettings
 from ._models import Side
 from ._policy import MISSING, FieldState, recency, unchanged
-from ._reconciler import Reconciler
+from ._reconciler import CycleReport, Reconciler
 from ._scenario import NOTES, TAGS, deal_sync, generated_pair
 from ._sync import FieldMap, SyncDefinition
 from .storage.sqlite import SQLiteStorage
@@ -176,6 +176,10 @@ def run_bench(
         "first_cycle_api_calls": first.total_api_calls,
         "steady_cycle_s": round(steady_s, 3),
         "steady_cycle_phases_cpu_s": dict(steady.timings),
+        # syncrecon's own CPU, the simulated systems' share left out (issue 9's figure).
+        "steady_cycle_cpu_us_per_record": round(_own_cpu(steady) / (2 * records) * 1e6, 2),
+        "first_cycle_cpu_us_per_record": round(_own_cpu(first) / (2 * records) * 1e6, 2),
+        "first_vs_steady_cycle_s": round(first_s / steady_s, 3) if steady_s else None,
         "discrepancies_found": steady.discrepancies_found,
         "auto_resolved": dict(steady.auto_resolved),
         "writes": dict(steady.writes),
@@ -197,6 +201,13 @@ def run_bench(
         **(_connector_figures(records) if connectors else {}),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def _own_cpu(report: CycleReport) -> float:
+    """A cycle's CPU seconds over its phases, less what its connector calls took."""
+    timings = dict(report.timings)
+    connectors = timings.pop("connectors", 0.0)
+    return max(sum(timings.values()) - connectors, 0.0)
 
 
 def _connector_figures(records: int) -> dict[str, Any]:
