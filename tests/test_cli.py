@@ -341,3 +341,36 @@ def test_bench_names_the_extra_it_needs(
     err = capsys.readouterr().err
     assert "pip install 'syncrecon[bench]'" in err
     assert "deepdiff" in err
+
+
+def test_queue_list_says_when_more_items_match_than_it_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from syncrecon.storage import Discrepancy, Status, Step
+
+    db = tmp_path / "q.sqlite"
+    storage = SQLiteStorage(db)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    storage.commit(
+        Step(
+            at=at,
+            new_items=[
+                Discrepancy(
+                    sync="deals", field=f"f{i}", status=Status.ESCALATED, detected_at=at,
+                    left_key=f"h{i}", right_key=f"s{i}", left_value=i, right_value=-i,
+                )
+                for i in range(5)
+            ],
+        )
+    )  # fmt: skip
+    storage.close()
+    assert main(["queue", "--db", str(db), "list", "--json", "--limit", "3"]) == 0
+    out = capsys.readouterr()
+    assert len(json.loads(out.out)) == 3
+    assert "more match" in out.err
+    assert main(["queue", "--db", str(db), "list", "--json", "--limit", "5"]) == 0
+    out = capsys.readouterr()
+    assert len(json.loads(out.out)) == 5
+    assert out.err == ""

@@ -1008,7 +1008,9 @@ def register_cli(
     ls.add_argument("--key", help="only items of the record with this key (either side)")
     ls.add_argument("--older-than-hours", type=float, help="only items at least this old")
     ls.add_argument("--assignee", help="only items assigned to this person ('' = unassigned)")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument(
+        "--limit", type=int, default=100, help="at most this many items (a notice says if more)"
+    )
     ls.add_argument("--json", action="store_true", help="print a JSON array")
 
     show = actions.add_parser("show", help="show one item: values, base, why, history")
@@ -1124,12 +1126,20 @@ def _run_action(queue: OperatorQueue, args: argparse.Namespace) -> int:
             key=args.key,
             older_than=older,
             assignee=args.assignee,
-            limit=args.limit,
+            limit=args.limit + 1,  # one more, to know whether more match
         )
+        more = len(items) > args.limit
+        items = items[: args.limit]
         if args.json:
             _print_json([item_data(i) for i in items])
         else:
             print(_table(items, queue.clock.now()))
+        if more:
+            print(
+                f"showing the first {args.limit} matching items; more match"
+                " (narrow the filters, or raise --limit)",
+                file=sys.stderr,
+            )
         return 0
     if action == "show":
         view = queue.show(args.id)
