@@ -897,3 +897,20 @@ def test_cli_needs_an_existing_database(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli("queue", "--db", str(tmp_path / "nope.sqlite"), "list") == 1
     assert "no database at" in capsys.readouterr().err
     assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_values_are_shown_as_a_person_reads_them() -> None:
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    from syncrecon.queue import display_value
+
+    assert display_value(date(2026, 8, 22)) == "2026-08-22"
+    assert display_value(datetime(2026, 8, 22, 14, 30, tzinfo=UTC)) == "2026-08-22 14:30:00 UTC"
+    assert display_value(Decimal("1250.50")) == "1250.50"
+    assert display_value(["vip", "eu"]) == '"vip", "eu"'
+    assert display_value([]) == "(none)"
+    assert display_value(None) == "(blank)"
+    assert display_value("42") == '"42"'
+    assert display_value(42) == "42"
+    assert display_value(True) == "true"

@@ -40,7 +40,8 @@ import json
 import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -49,7 +50,7 @@ import attrs
 
 from . import _codec
 from ._app import APP_PATH_FORM, import_app
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, utc
 from ._codec import fingerprint
 from ._connector import Caller, RetrySettings, read_batch, write_batch
 from ._drift import SCHEMA_DRIFT_CATEGORY
@@ -77,6 +78,7 @@ __all__ = [
     "QueueError",
     "Resolution",
     "ResolutionOutcome",
+    "display_value",
     "is_record_level",
     "item_data",
     "load_syncs",
@@ -254,8 +256,41 @@ def _plain(value: Any) -> Any:
     return json.loads(_codec.dumps(value))
 
 
+def display_value(value: Any) -> str:
+    """A value as a person reads it: ``2026-08-22``, ``2026-08-22 14:30:00 UTC``, ``1250.50``,
+    ``vip, eu``, ``(blank)``; text in quotes, so ``"42"`` and ``42`` stay apart.
+
+    For reading only: ``--value`` and ``queue list --json`` keep syncrecon's tagged JSON form
+    (``{"$date": "2026-08-22"}``), which round-trips exactly.
+    """
+    if value is None:
+        return "(blank)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        moment = utc(value)
+        text = moment.strftime("%Y-%m-%d %H:%M:%S")
+        if moment.microsecond:
+            text += f".{moment.microsecond:06d}".rstrip("0")
+        return text + " UTC"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return ", ".join(display_value(v) for v in value) if value else "(none)"
+    try:
+        return _codec.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
 def _show(value: Any, width: int | None = None) -> str:
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else _codec.dumps(value)
+    text = display_value(value)
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
     return text
