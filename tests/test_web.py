@@ -469,3 +469,34 @@ def test_allowed_hosts_for_a_public_name(world: World) -> None:
 def test_allowed_hosts_are_checked_when_the_app_is_made(world: World, hosts: Any) -> None:
     with pytest.raises(ConfigurationError):
         QueueApp(world.queue, allowed_hosts=hosts)
+
+
+def test_values_read_as_a_person_reads_them_and_forms_keep_the_exact_form(
+    world: World, client: httpx.Client
+) -> None:
+    from datetime import date
+
+    from syncrecon.storage import Discrepancy, Status, Step
+
+    (item_id,) = world.storage.commit(
+        Step(
+            at=world.clock.now(),
+            new_items=[
+                Discrepancy(
+                    sync="deals", field="close", status=Status.ESCALATED,
+                    detected_at=world.clock.now(), left_key="h9", right_key="s9",
+                    left_value=date(2026, 8, 22), right_value=date(2026, 9, 1),
+                    base_value=None, has_base=True,
+                )
+            ],
+        )
+    )  # fmt: skip
+    page = client.get(f"/items/{item_id}").text
+    assert "<code>2026-08-22</code>" in page
+    assert "<code>2026-09-01</code>" in page
+    assert "<code>(blank)</code>" in page  # the base
+    shown = re.sub(r'<input type="hidden"[^>]*>', "", page)
+    assert "$date" not in shown  # only the hidden inputs keep the tagged form
+    assert "2026-08-22" in hidden(page, "seen_left")  # the exact form, for the stale check
+    listing = client.get("/").text
+    assert "2026-08-22" in listing

@@ -70,6 +70,7 @@ from .queue import (
     QueueError,
     Resolution,
     StatusFilter,
+    display_value,
     is_record_level,
 )
 from .storage._base import Discrepancy, Status
@@ -147,6 +148,14 @@ def _text(value: Any, width: int | None = None) -> str:
         text = _codec.dumps(value)
     except TypeError:
         text = repr(value)
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def _shown(value: Any, width: int | None = None) -> str:
+    """A value as a person reads it (dates, times, decimals, lists, blanks)."""
+    text = display_value(value)
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
     return text
@@ -526,8 +535,8 @@ class QueueApp:
                 values = f"<td colspan=2>({whole})</td>"
             else:
                 values = (
-                    f"<td><code>{_e(_text(i.left_value, 40))}</code></td>"
-                    f"<td><code>{_e(_text(i.right_value, 40))}</code></td>"
+                    f"<td><code>{_e(_shown(i.left_value, 40))}</code></td>"
+                    f"<td><code>{_e(_shown(i.right_value, 40))}</code></td>"
                 )
             rows.append(
                 f'<tr><td><a href="{_e(root)}/items/{i.id}">#{i.id}</a></td>'
@@ -598,17 +607,17 @@ class QueueApp:
                 )
             )
             if item.status is Status.RESOLVED and not view.record_level:
-                rows.append(("Resolution", f"<code>{_e(_text(item.resolution))}</code>"))
+                rows.append(("Resolution", f"<code>{_e(_shown(item.resolution))}</code>"))
         if item.note:
             rows.append(("Note", _e(item.note)))
         out = "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         out += "</table>"
         if not view.record_level:
-            base = _text(view.base_value) if view.has_base else "(never synced)"
+            base = _shown(view.base_value) if view.has_base else "(never synced)"
             out += (
                 "<h2>Values</h2><table><tr><th>Left</th><th>Right</th><th>Base</th></tr>"
-                f"<tr><td><code>{_e(_text(view.left_value))}</code></td>"
-                f"<td><code>{_e(_text(view.right_value))}</code></td>"
+                f"<tr><td><code>{_e(_shown(view.left_value))}</code></td>"
+                f"<td><code>{_e(_shown(view.right_value))}</code></td>"
                 f"<td><code>{_e(base)}</code></td></tr></table>"
             )
         if view.explanation:
@@ -643,9 +652,9 @@ class QueueApp:
                 f'<input type="hidden" name="seen_left" value="{_e(_text(item.left_value))}">'
                 f'<input type="hidden" name="seen_right" value="{_e(_text(item.right_value))}">'
                 '<p><label><input type="radio" name="take" value="left" required> Take the left'
-                f" value <code>{_e(_text(item.left_value, 60))}</code></label><br>"
+                f" value <code>{_e(_shown(item.left_value, 60))}</code></label><br>"
                 '<label><input type="radio" name="take" value="right"> Take the right value'
-                f" <code>{_e(_text(item.right_value, 60))}</code></label><br>"
+                f" <code>{_e(_shown(item.right_value, 60))}</code></label><br>"
                 '<label><input type="radio" name="take" value="value"> Use this value'
                 ' (JSON, left vocabulary): <input type="text" name="value" size="30"'
                 ' placeholder="&quot;text&quot;, 42, null"></label></p>'
