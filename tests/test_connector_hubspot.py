@@ -522,48 +522,31 @@ def test_webhook_values_are_typed_in_a_process_that_never_listed(world: World) -
 def test_an_async_client_over_real_sockets_serves_call_after_call_from_the_sync_door() -> None:
     """A host's AsyncClient keeps pooled connections on the loop that opened them: every
     sync-door call (each cycle, each resolve) must come back to that same loop."""
-    import threading
-    import time as _time
+    import asyncio
 
-    import uvicorn
-
-    from syncrecon._connector import Caller, RetrySettings
+    from serving import serve
+    from syncrecon._connector import Caller, RetrySettings, _connector_loop
 
     world = World()
     ids = world.emu.bulk_add("deals", 30, lambda i: {"dealname": f"D{i}"})
-    server = uvicorn.Server(
-        uvicorn.Config(world.emu, host="127.0.0.1", port=0, log_config=None, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = _time.monotonic() + 10
-    while not server.started:
-        assert _time.monotonic() < deadline, "uvicorn did not start"
-        _time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     client = httpx.AsyncClient(timeout=10)
-    try:
-        conn = AsyncHubSpotConnector(
-            client,
-            object_type="deals",
-            properties=PROPS,
-            token=world.token,
-            base_url=f"http://127.0.0.1:{port}",
-            timer=world.timer,
-            clock=world.clock,
-        )
-        for _ in range(3):  # three "cycles", each with its own Caller
-            with Caller(RetrySettings(sleep=lambda _: None)) as caller:
-                page = caller.call(conn.name, conn.list_records, since=None, cursor=None)
-            assert sorted(r.key for r in page.records) == sorted(ids)
-    finally:
-        import asyncio
-
-        from syncrecon._connector import _connector_loop
-
-        asyncio.run_coroutine_threadsafe(client.aclose(), _connector_loop()).result()
-        server.should_exit = True
-        thread.join(10)
+    with serve(world.emu) as url:
+        try:
+            conn = AsyncHubSpotConnector(
+                client,
+                object_type="deals",
+                properties=PROPS,
+                token=world.token,
+                base_url=url,
+                timer=world.timer,
+                clock=world.clock,
+            )
+            for _ in range(3):  # three "cycles", each with its own Caller
+                with Caller(RetrySettings(sleep=lambda _: None)) as caller:
+                    page = caller.call(conn.name, conn.list_records, since=None, cursor=None)
+                assert sorted(r.key for r in page.records) == sorted(ids)
+        finally:
+            asyncio.run_coroutine_threadsafe(client.aclose(), _connector_loop()).result()
 
 
 def test_the_archived_scan_runs_once_per_interval_and_misses_nothing(world: World) -> None:

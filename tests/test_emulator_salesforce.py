@@ -7,10 +7,7 @@ session expiry, the 24-hour API window and the deleted-records window run on vir
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -19,10 +16,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serving import serve
 from syncrecon.testing import ManualClock
 from syncrecon.testing._salesforce import (
     SalesforceEmulator,
@@ -1353,37 +1350,10 @@ async def test_asgi_application(
     await anyio.sleep(0)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def served(app: Any) -> Iterator[str]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_config=None, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-salesforce", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), "uvicorn to start")
-        assert server.started
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        assert not thread.is_alive()
-
-
 def test_over_uvicorn(sf: SalesforceEmulator) -> None:
     sf.register_client_credentials("client-id", "s3cret")
     sf.bulk_add("Opportunity", 2500, opp)
-    with served(sf) as url, httpx.Client(timeout=10) as client:
+    with serve(sf) as url, httpx.Client(timeout=10) as client:
         sf.instance_url = url
         form = {
             "grant_type": "client_credentials",

@@ -7,23 +7,20 @@ a SQLite file; every form post goes through the same checks a browser's would me
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
 import sys
-import threading
-import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from serving import serve
 from syncrecon import ConfigurationError, Status
 from syncrecon.queue import OperatorQueue
 from syncrecon.storage import Discrepancy, Step, Storage
@@ -32,34 +29,6 @@ from syncrecon.web import QueueApp
 from test_queue import World, amount_conflict
 
 TIMEOUT = 10.0
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 (an ephemeral port); yield its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_config=None, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-queue", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), "uvicorn to start")
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT)
-        assert not thread.is_alive()
 
 
 @pytest.fixture
