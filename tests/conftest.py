@@ -20,10 +20,12 @@ Fixtures
 
 Hypothesis
 ----------
-The ``ci`` profile (loaded by default) explores randomly, *not* derandomized, and prints the
-``@reproduce_failure`` blob of a failing example; the seed is shown too, and
-``pytest --hypothesis-seed=N`` replays a run. Choose another registered profile with
-``HYPOTHESIS_PROFILE=dev`` (fewer examples, for quick local runs) or ``=thorough``.
+The ``ci`` profile (loaded by default) is derandomized: every run of ``make test`` tries the
+same examples, so a red run is always reproducible and a green one is not luck. Exploring is
+a separate, deliberate step: ``HYPOTHESIS_PROFILE=explore`` draws new random examples on every
+run (2,000 per test) and prints the ``@reproduce_failure`` blob and the seed of a failure;
+``pytest --hypothesis-seed=N`` replays it. Turn what it finds into an ``@example`` or a unit
+test. ``HYPOTHESIS_PROFILE=dev`` runs fewer examples for quick local runs.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from syncrecon.storage.memory import MemoryStorage
 from syncrecon.storage.sqlite import SQLiteStorage
 from syncrecon.testing import ManualClock
 
-settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
-settings.register_profile("dev", max_examples=25, deadline=None, print_blob=True)
-settings.register_profile("thorough", max_examples=2000, deadline=None, print_blob=True)
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("dev", max_examples=25, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=2000, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

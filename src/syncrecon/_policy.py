@@ -460,6 +460,10 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple | set | frozenset)
+
+
 def _same_items(left: list[Any], right: list[Any]) -> bool:
     """Whether two lists hold the same items, whatever their order (duplicates counted)."""
     if len(left) != len(right):
@@ -513,7 +517,7 @@ class Merge(FieldPolicy):
     def __call__(self, state: FieldState) -> Decision | None:
         base = _as_list(state.base) if state.has_base else None
         left, right = _as_list(state.left), _as_list(state.right)
-        if _same_items(left, right):
+        if _is_list(state.left) and _is_list(state.right) and _same_items(left, right):
             # A list field is a set of items: the order is the system's, not the user's
             # (Salesforce returns a multi-select in its picklist's order, whatever was
             # written). Writing the other order would bounce between the systems forever.
