@@ -127,6 +127,7 @@ def run_bench(
     rng = random.Random(seed)
     clock = ManualClock()
     left, right = generated_pair(records, seed, clock)
+    clock.advance(3600)  # the records predate the first cycle, as a real system's do
     with tempfile.TemporaryDirectory() as tmp:
         storage = SQLiteStorage(db or str(Path(tmp) / "bench.sqlite"))
         reconciler = Reconciler(

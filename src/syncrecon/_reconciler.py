@@ -11,13 +11,14 @@ The engine is plain blocking code; :meth:`Reconciler.run_cycle` and
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 import uuid
 from collections import Counter as TallyCounter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
@@ -55,7 +56,7 @@ from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
 from ._stash import Stash
-from ._sync import FieldMap, SyncDefinition
+from ._sync import FieldMap, SyncDefinition, mapping_fingerprint
 from .storage._base import (
     RECORD_FIELD,
     BaseUpdate,
@@ -68,6 +69,8 @@ from .storage._base import (
     ItemKey,
     ItemUpdate,
     Link,
+    LinkMark,
+    SeenMark,
     Status,
     Step,
     Storage,
@@ -93,6 +96,14 @@ DELETION_CATEGORY = "deletion"
 INVALID_RECORD_CATEGORY = "invalid_record"
 MASS_DELETE_CATEGORY = "mass_delete"
 _SIDE_INDEX = {Side.LEFT: 0, Side.RIGHT: 1}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_WANT_FULL_MAX = 200_000  # right keys remembered to stage in full; past it, all of them
+
+
+def _micros(value: datetime) -> int:
+    """An aware time as whole microseconds since the epoch (what a mark keeps)."""
+    return (value - _EPOCH) // _MICROSECOND
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +127,10 @@ class CycleReport:
     after one read by key; ``read_failures`` counts records whose read by key failed (not
     compared this cycle). ``unknown_fields`` counts linked fields not decided because a side did
     not return them (absent is unknown, never blank).
+
+    ``unchanged`` counts the linked records found unchanged without reading their base, by how:
+    ``modification_time`` (not modified since a cycle found them equal to their base; not used
+    in a full sweep) and ``digest`` (their mapped values hash to what they were then).
 
     ``timings`` holds the CPU seconds of each phase (``read``, ``match``, ``compare``,
     ``decide``, ``write``), and under ``connectors`` those spent inside connector calls (the
@@ -149,6 +164,7 @@ class CycleReport:
     unknown_fields: int = 0
     read_failures: Mapping[str, int] = attrs.field(factory=dict)
     api_requests: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
+    unchanged: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def total_api_calls(self) -> int:
@@ -198,6 +214,11 @@ class CycleReport:
                 lines.append(f"  {what}: {dict(counts)}")
         if self.unknown_fields:
             lines.append(f"  fields not decided (not returned): {self.unknown_fields}")
+        if any(self.unchanged.values()):
+            shown = ", ".join(
+                f"by {how.replace('_', ' ')} {n}" for how, n in self.unchanged.items()
+            )
+            lines.append(f"  records unchanged: {shown}")
         if self.halted:
             lines.append(f"  HALTED: {self.halted}")
         return "\n".join(lines)
@@ -218,6 +239,7 @@ class _Tally:
     invalid: TallyCounter[str] = attrs.field(factory=TallyCounter)
     read_failures: TallyCounter[str] = attrs.field(factory=TallyCounter)
     partial: TallyCounter[str] = attrs.field(factory=TallyCounter)
+    unchanged: TallyCounter[str] = attrs.field(factory=TallyCounter)
     unknown_fields: int = 0
     timings: dict[str, float] = attrs.field(factory=dict)
 
@@ -265,6 +287,19 @@ def _plan_source(holds: Mapping[str, list[Any]], times: Mapping[str, str]) -> st
     the write to go ahead (``holds``); per target field, the time of the edit the written
     value copies (``times``, for its echo entry)."""
     return _codec.dumps({"holds": holds, "times": times})
+
+
+def _with_mod_texts(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A staged pair with both modification times as text (a light record keeps its time as
+    microseconds: formatting it is left to the few pairs that are decided)."""
+    lmod, rmod, lus, rus = row[7], row[8], row[17], row[18]
+    if (lmod is not None or lus is None) and (rmod is not None or rus is None):
+        return row
+    if lmod is None and lus is not None:
+        lmod = ts(_EPOCH + lus * _MICROSECOND)
+    if rmod is None and rus is not None:
+        rmod = ts(_EPOCH + rus * _MICROSECOND)
+    return (*row[:7], lmod, rmod, *row[9:])
 
 
 def _settled(row: tuple[Any, ...], active_links: set[tuple[str, str]]) -> bool:
@@ -336,6 +371,7 @@ class Reconciler:
         self.batch_size = batch_size
         self.echo_ttl = echo_ttl
         self.verify_source = verify_source
+        self.mapping_fp = mapping_fingerprint(sync)
         self.owner = f"reconciler-{uuid.uuid4().hex[:12]}"
         self.storage.setup()
 
@@ -471,6 +507,14 @@ class _Cycle:
         self.partial: dict[Side, list[str]] = {Side.LEFT: [], Side.RIGHT: []}
         self.listing = False
         self.invalid: dict[Side, list[InvalidRecordError]] = {Side.LEFT: [], Side.RIGHT: []}
+        # Unchanged records (see SeenMark): staged light, without their base, unless they have
+        # active queue items (``forced``) or are the counterpart of a changed left record.
+        self.trust_times = False
+        self.forced: dict[Side, set[str]] = {Side.LEFT: set(), Side.RIGHT: set()}
+        self.want_full: set[str] = set()  # right keys whose left record was staged changed
+        self.all_full = False  # want_full grew past its bound: stage every right record in full
+        nk = rec.sync.natural_key
+        self._nk_unmapped = nk is not None and nk.left not in self._names[Side.LEFT]
         # One owner per cycle: two cycles of one Reconciler (two threads) exclude each other.
         self.owner = f"{rec.owner}:{self.id}"
 
@@ -517,6 +561,18 @@ class _Cycle:
         self.active = self.storage.active_items(self.sync.name)
         for item in self.active.values():
             self.by_link.setdefault((item.left_key or "", item.right_key or ""), []).append(item)
+            for side in Side:
+                key = item.left_key if side is Side.LEFT else item.right_key
+                if key:
+                    self.forced[side].add(key)
+        # Between full sweeps a record not modified since a cycle found it equal to its base is
+        # taken as unchanged; a full sweep compares every record by value (a system that does
+        # not move a record's modification time on every change is caught there).
+        self.trust_times = (
+            self.force_full is not True
+            and state.last_full_sweep is not None
+            and started - state.last_full_sweep < self.rec.full_sweep_every
+        )
         self.quarantined = self._check_schema()
 
         began = time.process_time()
@@ -560,7 +616,7 @@ class _Cycle:
                 for side, mark in self.marks.items():
                     if mark is not None:
                         step.watermarks.append((self.sync.name, side, mark))
-                if not incremental:
+                if not incremental and not self.trust_times:
                     step.full_sweeps.append((self.sync.name, started))
             step.cycle = CycleRecord(
                 id=self.id,
@@ -771,6 +827,22 @@ class _Cycle:
             mod = record.modified_at
             base_text = None if link is None else _codec.dumps(dict(link.base))
             same = link is not None and proj is not None and unchanged(proj, link.base)
+            if same and not bad_text and names.issubset(record.fields):
+                assert link is not None
+                assert base_text is not None
+                assert proj_text is not None
+                self.side_step.marks.append(
+                    SeenMark(
+                        sync=self.sync.name,
+                        side=side,
+                        left_key=link.left_key,
+                        base=base_text,
+                        seen=self._seen(mod),
+                        digest=self._digest(proj_text),
+                    )
+                )
+            elif side is Side.LEFT and link is not None:
+                self._want_full(link.right_key)
             yield (
                 index,
                 record.key,
@@ -786,13 +858,116 @@ class _Cycle:
                 int(not same),
                 bad_text,
                 int(returned),
+                0,
+                None,
             )
+
+    def _digest(self, proj_text: str) -> str:
+        """A record's mapped values as its mark keeps them, salted with the mapping."""
+        hashed = hashlib.blake2b(proj_text.encode(), digest_size=16).hexdigest()
+        return self.rec.mapping_fp + hashed
+
+    def _seen(self, mod: datetime | None) -> int | None:
+        """What a mark keeps of a record's modification time: none for a record modified within
+        ``overlap`` of this cycle's start, as a change in the same clock tick, or committed
+        late, could carry the same time (the next cycle compares its digest instead)."""
+        if mod is None or self.started is None or mod > self.started - self.rec.overlap:
+            return None
+        return _micros(mod)
+
+    def _want_full(self, right_key: str) -> None:
+        """Stage this right record in full: its left record changed, so the pair is decided."""
+        if self.all_full:
+            return
+        self.want_full.add(right_key)
+        if len(self.want_full) > _WANT_FULL_MAX:
+            self.all_full = True
+            self.want_full.clear()
+
+    def _light(
+        self, side: Side, record: Record, mark: LinkMark | None, returned: bool
+    ) -> tuple[Any, ...] | None:
+        """The staged row of a linked record known to be unchanged, or ``None`` to stage it in
+        full. Unchanged: its mark is of this mapping and (between full sweeps) the record was
+        not modified since, or its mapped values hash to the mark's digest."""
+        if mark is None or record.deleted:
+            return None
+        key = record.key
+        digest = mark.digest
+        if (
+            digest is None
+            or not digest.startswith(self.rec.mapping_fp)
+            or key in self.forced[side]
+            or (side is Side.RIGHT and (self.all_full or key in self.want_full))
+        ):
+            return None
+        mod = record.modified_at
+        seen = None if mod is None else _micros(mod)
+        if self.trust_times and seen is not None and mark.seen is not None and seen <= mark.seen:
+            self.t.unchanged["modification_time"] += 1
+        else:
+            try:
+                proj, _raw, bad = self._project(side, record)
+            except Exception:  # the full path escalates it
+                return None
+            if bad or not self._names[side].issubset(record.fields):
+                return None
+            if self._digest(_codec.dumps(proj)) != digest:
+                return None
+            if side is Side.LEFT and self._nk_unmapped:
+                nat = self._natural(side, record)
+                if nat is not None and nat != mark.natural_key:
+                    return None
+            self.t.unchanged["digest"] += 1
+            refreshed = self._seen(mod)
+            if refreshed is not None and refreshed != mark.seen:
+                self.side_step.marks.append(
+                    SeenMark(
+                        sync=self.sync.name,
+                        side=side,
+                        left_key=mark.left_key,
+                        base=None,
+                        seen=refreshed,
+                        digest=digest,
+                    )
+                )
+        other = mark.right_key if side is Side.LEFT else mark.left_key
+        return (
+            _SIDE_INDEX[side],
+            key,
+            mark.left_key,
+            other,
+            mark.natural_key,
+            None,
+            None,
+            None,
+            None,
+            None,
+            0,
+            0,
+            None,
+            int(returned),
+            1,
+            seen,
+        )
 
     def _stage(
         self, stash: Stash, side: Side, records: Sequence[Record], *, returned: bool = True
     ) -> None:
-        links = self.storage.get_links(self.sync.name, side, [r.key for r in records])
-        stash.put(self._rows(side, records, links, returned))
+        marks = self.storage.link_marks(self.sync.name, side, [r.key for r in records])
+        rows: list[tuple[Any, ...]] = []
+        full: list[Record] = []
+        for record in records:
+            row = self._light(side, record, marks.get(record.key), returned)
+            if row is None:
+                full.append(record)
+            else:
+                rows.append(row)
+        if full:
+            linked = [r.key for r in full if r.key in marks]
+            links = self.storage.get_links(self.sync.name, side, linked) if linked else {}
+            rows.extend(self._rows(side, full, links, returned))
+        stash.put(rows)
         if self.held:
             stash.hold(self.held)
             self.held = []
@@ -868,17 +1043,19 @@ class _Cycle:
         or a crash after a propagated delete) and reads both sides by key.
         """
         if not self.incremental:
-            unseen: list[Link] = []
-            for links in self.storage.iter_links(self.sync.name, batch=self.rec.batch_size):
-                left_seen = stash.staged(0, [lk.left_key for lk in links])
-                right_seen = stash.staged(1, [lk.right_key for lk in links])
+            unseen: list[tuple[str, str]] = []
+            batch = self.rec.batch_size
+            for linked in self.storage.iter_link_keys(self.sync.name, batch=batch):
+                left_seen = stash.staged(0, [left for left, _ in linked])
+                right_seen = stash.staged(1, [right for _, right in linked])
                 unseen += [
-                    lk
-                    for lk in links
-                    if lk.left_key not in left_seen and lk.right_key not in right_seen
+                    (left, right)
+                    for left, right in linked
+                    if left not in left_seen and right not in right_seen
                 ]
             for side in Side:
-                self._read_by_key(stash, side, [lk.key(side) for lk in unseen], missed=True)
+                keys = [pair[_SIDE_INDEX[side]] for pair in unseen]
+                self._read_by_key(stash, side, keys, missed=True)
         else:
             # Failed or skipped fixes wait in the queue: re-read their records by key.
             pairs = {
@@ -901,6 +1078,11 @@ class _Cycle:
         for side in Side:
             self._read_by_key(stash, side, sorted(set(self.partial[side])))
             self.partial[side].clear()
+        # A right record staged light before its left record was staged changed (the left one
+        # was read by key later): its pair is decided, so it is read again and staged in full.
+        partners = stash.light_partners()
+        self.forced[Side.RIGHT].update(partners)
+        self._read_by_key(stash, Side.RIGHT, partners)
         self._escalate_invalid()
         stash.checkpoint()
 
@@ -1154,9 +1336,14 @@ class _Cycle:
                     and not _settled(row, active_links)
                 ]
             )
-            for row in rows:
+            for staged in rows:
+                row = _with_mod_texts(staged)
                 lproj, rproj = row[2], row[3]
                 ldel, rdel = row[11], row[12]
+                if row[16]:
+                    # Its left record changed but the right one's own values were never read
+                    # (its read by key failed): unknown, so not decided this cycle.
+                    continue
                 if ldel or rdel:
                     self._gone(step, plans, plan_items, row)
                     continue
@@ -1393,6 +1580,7 @@ class _Cycle:
         elif is_new:
             step.links[-1] = attrs.evolve(step.links[-1], base=base_values)
         if not fixes:
+            self._mark_settled(step, row, {**base, **base_values})
             return
         items = [item for _, item in fixes]
         rules = [d.rule for d, _ in fixes]
@@ -1422,6 +1610,26 @@ class _Cycle:
                 )
             )
             plan_items.append(items)
+
+    def _mark_settled(self, step: Step, row: tuple[Any, ...], base: Mapping[str, Any]) -> None:
+        """Mark each side of a decided pair that now holds exactly its new base (so the next
+        cycle finds it unchanged without reading it in full)."""
+        if self.dry_run or row[14] or row[15]:
+            return
+        base_text = _codec.dumps(dict(base))
+        for side, proj_text, mod in ((Side.LEFT, row[2], row[7]), (Side.RIGHT, row[3], row[8])):
+            if proj_text != base_text:
+                continue
+            step.marks.append(
+                SeenMark(
+                    sync=self.sync.name,
+                    side=side,
+                    left_key=row[0],
+                    base=base_text,
+                    seen=self._seen(parse_ts(mod)) if mod else None,
+                    digest=self._digest(proj_text),
+                )
+            )
 
     def _invalid_value(
         self, step: Step, lkey: str, rkey: str, fm: FieldMap, bad: Mapping[Side, Mapping[str, str]]
@@ -2030,6 +2238,7 @@ class _Cycle:
             partial_records=dict(sorted(t.partial.items())),
             unknown_fields=t.unknown_fields,
             read_failures=dict(sorted(t.read_failures.items())),
+            unchanged=dict(sorted(t.unchanged.items())),
             api_requests={
                 system: dict(sorted(by_endpoint.items()))
                 for system, by_endpoint in sorted(self.caller.requests.items())

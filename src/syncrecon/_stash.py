@@ -33,9 +33,10 @@ CREATE TABLE rec (
     changed INTEGER NOT NULL DEFAULT 1,
     bad     TEXT,
     ret     INTEGER NOT NULL DEFAULT 1,
+    light   INTEGER NOT NULL DEFAULT 0,
+    modus   INTEGER,
     PRIMARY KEY (side, key)
 ) WITHOUT ROWID;
-CREATE INDEX rec_link ON rec (side, link);
 CREATE INDEX rec_changed ON rec (link) WHERE changed = 1;
 CREATE TABLE matched (left_key TEXT PRIMARY KEY, right_key TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE act (left_key TEXT NOT NULL, right_key TEXT NOT NULL,
@@ -102,13 +103,17 @@ class Stash:
         """Stage records.
 
         Each row: side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted, changed,
-        bad, ret; ``changed`` is 0 only for a linked record whose values equal its link's base;
-        ``bad`` holds the problems of values that do not fit (by left field name); ``ret`` is 0
-        for a record staged as gone because a read by key did not return it.
+        bad, ret, light, modus. ``changed`` is 0 only for a linked record whose values equal its
+        link's base; ``bad`` holds the problems of values that do not fit (by left field name);
+        ``ret`` is 0 for a record staged as gone because a read by key did not return it;
+        ``light`` is 1 for a linked record known to be unchanged and staged without its values
+        (they are its link's base, which the other side's row carries when the pair is decided)
+        and with its modification time as ``modus`` (microseconds since the epoch), not ``mod``.
         """
         self.db.executemany(
             "INSERT OR REPLACE INTO rec (side, key, link, other, nat, proj, raw, mod, ftimes,"
-            " base, deleted, changed, bad, ret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " base, deleted, changed, bad, ret, light, modus)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -205,20 +210,35 @@ class Stash:
         with active items are joined, so a steady-state cycle's compare costs what changed.
         Each row: left key, right key, left proj, right proj, base, left raw, right raw,
         left mod, right mod, left ftimes, right ftimes, left deleted, right deleted, nat,
-        left bad, right bad.
+        left bad, right bad, right light, left modus, right modus. A light record's proj is
+        the base.
         """
         cur = self.db.execute(
             "WITH todo (k) AS (SELECT link FROM rec WHERE changed = 1 AND link IS NOT NULL"
             " UNION SELECT left_key FROM act)"
-            " SELECT l.key, r.key, l.proj, r.proj, coalesce(l.base, r.base), l.raw, r.raw,"
+            " SELECT l.key, r.key,"
+            " CASE WHEN l.light THEN coalesce(l.base, r.base) ELSE l.proj END,"
+            " CASE WHEN r.light THEN coalesce(l.base, r.base) ELSE r.proj END,"
+            " coalesce(l.base, r.base), l.raw, r.raw,"
             " l.mod, r.mod, l.ftimes, r.ftimes, l.deleted, r.deleted, coalesce(l.nat, r.nat),"
-            " l.bad, r.bad"
+            " l.bad, r.bad, r.light, l.modus, r.modus"
             " FROM todo JOIN rec l ON l.side = 0 AND l.key = todo.k"
             " JOIN rec r ON r.side = 1 AND r.key = l.other"
             " WHERE l.link IS NOT NULL ORDER BY l.key"
         )
         while rows := cur.fetchmany(batch):
             yield rows
+
+    def light_partners(self) -> list[str]:
+        """Right keys staged light whose left record was staged changed: the pair is decided,
+        so the right record's own values are needed (a read by key stages it in full)."""
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT r.key FROM rec r JOIN rec l ON l.side = 0 AND l.key = r.other"
+                " WHERE r.side = 1 AND r.light = 1 AND l.changed = 1 ORDER BY r.key"
+            )
+        ]
 
     def singles(self, side: int, batch: int = 2000) -> Iterator[list[RecRow]]:
         """Live unlinked records of ``side`` in batches: key, nat, proj, raw."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "NaturalKey",
     "SyncDefinition",
     "Transform",
+    "mapping_fingerprint",
     "normalize_email",
     "value_map",
 ]
@@ -205,3 +208,54 @@ class SyncDefinition:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _describe(value: Any, depth: int = 0) -> str:
+    """A text that changes when a mapping's behaviour may have changed and not between runs.
+
+    A function is named by its qualified name, its bytecode, its constants and (a few levels
+    deep) what it captured; other values by their ``repr`` without memory addresses.
+    """
+    if isinstance(value, set | frozenset):  # their order changes with the hash seed
+        return "{" + ",".join(sorted(_describe(v, depth) for v in value)) + "}"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ",".join(f"{_describe(k, depth)}:{_describe(v, depth)}" for k, v in value.items())
+            + "}"
+        )
+    code = getattr(value, "__code__", None)
+    if code is None or depth > 3:
+        return _ADDRESS.sub("", repr(value)) if code is None else getattr(value, "__qualname__", "")
+    captured = [
+        _describe(cell.cell_contents, depth + 1)
+        for cell in (getattr(value, "__closure__", None) or ())
+        if cell.cell_contents is not value
+    ]
+    defaults = [_describe(d, depth + 1) for d in (getattr(value, "__defaults__", None) or ())]
+    consts = [_describe(c, depth + 1) for c in code.co_consts if not hasattr(c, "co_code")]
+    return "|".join(
+        [
+            f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}",
+            code.co_code.hex(),
+            *consts,
+            *captured,
+            *defaults,
+        ]
+    )
+
+
+def mapping_fingerprint(sync: SyncDefinition) -> str:
+    """A short fingerprint of what turns a record into its mapped values: the mapped field
+    names on both sides, the transforms' ``to_left`` (their code and what they captured) and
+    the natural key. A cycle's marks of unchanged records carry it, so changing the mapping
+    makes the next cycle compare every record again."""
+    parts = [f"{fm.left}\x00{fm.right}\x00{_describe(fm.transform.to_left)}" for fm in sync.fields]
+    nk = sync.natural_key
+    if nk is not None:
+        parts.append(f"nk\x00{nk.left}\x00{nk.right}\x00{_describe(nk.normalize)}")
+    digest = hashlib.blake2b("\x01".join(parts).encode(), digest_size=6)
+    return digest.hexdigest()

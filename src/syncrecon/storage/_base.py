@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
@@ -32,8 +32,10 @@ __all__ = [
     "ItemKey",
     "ItemUpdate",
     "Link",
+    "LinkMark",
     "OutboxEntry",
     "OutboxUpdate",
+    "SeenMark",
     "Status",
     "Step",
     "Storage",
@@ -67,6 +69,40 @@ class Link:
     def key(self, side: Side) -> str:
         """The record's key on ``side``."""
         return self.left_key if side is Side.LEFT else self.right_key
+
+
+class LinkMark(NamedTuple):
+    """What a cycle needs to know about a linked record before reading its base: its keys and
+    the record's mark on one side (see :class:`SeenMark`); ``seen`` and ``digest`` are ``None``
+    when the side has no valid mark (never marked, or the base moved since)."""
+
+    left_key: str
+    right_key: str
+    natural_key: str | None
+    seen: int | None
+    digest: str | None
+
+
+@attrs.frozen(kw_only=True)
+class SeenMark:
+    """A cycle's note that one side of a link held exactly its base.
+
+    ``digest`` names the side's mapped values (a hash salted with the mapping, opaque to
+    storage) and ``seen`` the record's modification time then (microseconds since the epoch;
+    ``None`` when the system gave none). A later cycle that finds the same digest, or (between
+    full sweeps) a modification time not after ``seen``, knows the record is unchanged without
+    reading its base. Storage forgets a link's marks whenever its base is written, so a mark
+    never outlives the base it was checked against: a mark with ``base`` (the base's canonical
+    JSON text, as the cycle compared it) is applied only while the link's base is still that;
+    one without (a refresh of ``seen``) only while the side's mark still has ``digest``.
+    """
+
+    sync: str
+    side: Side = attrs.field(converter=Side)
+    left_key: str
+    seen: int | None
+    digest: str
+    base: str | None = None
 
 
 class Status(enum.StrEnum):
@@ -316,6 +352,8 @@ class Step:
     watermarks: list[tuple[str, Side, datetime]] = attrs.field(factory=list)
     full_sweeps: list[tuple[str, datetime]] = attrs.field(factory=list)
     cycle: CycleRecord | None = None
+    marks: list[SeenMark] = attrs.field(factory=list)
+    """Applied after ``links`` and ``bases`` (which forget the marks of the links they write)."""
     counters: list[Counter] = attrs.field(factory=list)
     events_done: list[tuple[int, str, str | None]] = attrs.field(factory=list)
     field_times: list[tuple[str, str, str, datetime]] = attrs.field(factory=list)
@@ -354,6 +392,7 @@ class Step:
             or self.watermarks
             or self.full_sweeps
             or self.cycle
+            or self.marks
             or self.counters
         )
 
@@ -423,6 +462,15 @@ class Storage(Protocol):
 
     def iter_links(self, sync: str, *, batch: int = 1000) -> Iterator[list[Link]]:
         """Every link of ``sync``, in batches ordered by left key (memory stays bounded)."""
+        ...
+
+    def link_marks(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, LinkMark]:
+        """The keys and ``side``'s mark of the links of these records on ``side``, by that key:
+        what a cycle reads for every record, without decoding a base."""
+        ...
+
+    def iter_link_keys(self, sync: str, *, batch: int = 1000) -> Iterator[list[tuple[str, str]]]:
+        """``(left key, right key)`` of every link of ``sync``, in batches by left key."""
         ...
 
     def count_links(self, sync: str) -> int:

@@ -25,6 +25,7 @@ from ._base import (
     InboxEntry,
     ItemKey,
     Link,
+    LinkMark,
     OutboxEntry,
     Status,
     Step,
@@ -43,6 +44,13 @@ def _hour(value: datetime) -> datetime:
 def _copy(value: Any) -> Any:
     # Values are stored as the SQLite backend would return them, so both behave alike.
     return _codec.loads(_codec.dumps(value))
+
+
+def _forget_marks(
+    marks: _Overlay[tuple[str, str, Side], tuple[int | None, str]], sync: str, left_key: str
+) -> None:
+    for side in Side:
+        marks.pop((sync, left_key, side), None)
 
 
 def _out_link(link: Link) -> Link:
@@ -126,6 +134,8 @@ class MemoryStorage:
         self._lock = threading.RLock()
         self._links: dict[tuple[str, str], Link] = {}
         self._by_right: dict[tuple[str, str], str] = {}
+        # (sync, left key, side) -> (seen, digest): the links' marks (see SeenMark).
+        self._marks: dict[tuple[str, str, Side], tuple[int | None, str]] = {}
         self._items: dict[int, Discrepancy] = {}
         self._active: dict[ItemKey, int] = {}
         self._state: dict[str, SyncState] = {}
@@ -221,6 +231,23 @@ class MemoryStorage:
             if links:
                 yield links
 
+    def link_marks(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, LinkMark]:
+        side = Side(side)
+        with self._lock:
+            found = {}
+            for key in keys:
+                left = key if side is Side.LEFT else self._by_right.get((sync, key))
+                link = self._links.get((sync, left)) if left is not None else None
+                if link is None:
+                    continue
+                seen, digest = self._marks.get((sync, link.left_key, side), (None, None))
+                found[key] = LinkMark(link.left_key, link.right_key, link.natural_key, seen, digest)
+            return found
+
+    def iter_link_keys(self, sync: str, *, batch: int = 1000) -> Iterator[list[tuple[str, str]]]:
+        for links in self.iter_links(sync, batch=batch):
+            yield [(link.left_key, link.right_key) for link in links]
+
     def count_links(self, sync: str) -> int:
         with self._lock:
             return sum(1 for s, _ in self._links if s == sync)
@@ -297,6 +324,7 @@ class MemoryStorage:
             # Work on copies and swap them in at the end: all or nothing, like a transaction.
             links = _Overlay(self._links)
             by_right = _Overlay(self._by_right)
+            link_marks = _Overlay(self._marks)
             items = _Overlay(self._items)
             active = _Overlay(self._active)
             state = _Overlay(self._state)
@@ -313,10 +341,12 @@ class MemoryStorage:
                 created = old.created_at if old is not None else (link.created_at or step.at)
                 links[key] = attrs.evolve(link, base=_copy(dict(link.base)), created_at=created)
                 by_right[(link.sync, link.right_key)] = link.left_key
+                _forget_marks(link_marks, link.sync, link.left_key)
             for sync, left_key in step.unlink:
                 old = links.pop((sync, left_key), None)
                 if old is not None:
                     by_right.pop((sync, old.right_key), None)
+                _forget_marks(link_marks, sync, left_key)
             for update in step.bases:
                 linked = links.get((update.sync, update.left_key))
                 if linked is None:
@@ -326,6 +356,18 @@ class MemoryStorage:
                 for name in update.drop:
                     base.pop(name, None)
                 links[(update.sync, update.left_key)] = attrs.evolve(linked, base=base)
+                _forget_marks(link_marks, update.sync, update.left_key)
+            for seen in step.marks:
+                where = (seen.sync, seen.left_key, seen.side)
+                marked = links.get((seen.sync, seen.left_key))
+                if marked is None:
+                    continue
+                if seen.base is None:
+                    held = link_marks.get(where)
+                    if held is not None and held[1] == seen.digest:
+                        link_marks[where] = (seen.seen, seen.digest)
+                elif _codec.dumps(dict(marked.base)) == seen.base:
+                    link_marks[where] = (seen.seen, seen.digest)
             for item in step.new_items:
                 existing = active.get(item.item_key)
                 stored = attrs.evolve(
@@ -405,7 +447,15 @@ class MemoryStorage:
                 ((c.metric, _codec.dumps(dict(c.labels)), bucket), c.amount) for c in step.counters
             ]
             fast, spent, serial = self._fast_loop_step(step)
-            overlays: list[_Overlay[Any, Any]] = [links, by_right, items, active, state, *fast]
+            overlays: list[_Overlay[Any, Any]] = [
+                links,
+                by_right,
+                link_marks,
+                items,
+                active,
+                state,
+                *fast,
+            ]
             for overlay in overlays:
                 overlay.apply()
             self._next_id = next_id

@@ -33,6 +33,7 @@ from ._base import (
     InboxEntry,
     ItemKey,
     Link,
+    LinkMark,
     OutboxEntry,
     Status,
     Step,
@@ -340,6 +341,42 @@ class SQLiteStorage:
             after = rows[-1]["left_key"]
             yield [_link(r) for r in rows]
 
+    def link_marks(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, LinkMark]:
+        if Side(side) is Side.LEFT:
+            column, table, seen, digest = "left_key", "links", "left_seen", "left_digest"
+        else:
+            column, table = "right_key", "links INDEXED BY links_right"
+            seen, digest = "right_seen", "right_digest"
+        found: dict[str, LinkMark] = {}
+        at = 0 if column == "left_key" else 1
+        make = LinkMark._make
+        with self._read() as db:
+            cur = db.cursor()
+            cur.row_factory = None  # plain tuples: this runs for every record of every cycle
+            for chunk in _chunks(list(keys)):
+                marks = ",".join("?" * len(chunk))
+                cur.execute(
+                    f"SELECT left_key, right_key, natural_key, {seen}, {digest}"  # noqa: S608
+                    f" FROM {table} WHERE sync = ? AND {column} IN ({marks})",
+                    (sync, *chunk),
+                )
+                found.update((row[at], make(row)) for row in cur)
+        return found
+
+    def iter_link_keys(self, sync: str, *, batch: int = 1000) -> Iterator[list[tuple[str, str]]]:
+        after = ""
+        while True:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT left_key, right_key FROM links WHERE sync = ? AND left_key > ?"
+                    " ORDER BY left_key LIMIT ?",
+                    (sync, after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [(r[0], r[1]) for r in rows]
+
     def count_links(self, sync: str) -> int:
         with self._read() as db:
             return int(
@@ -477,7 +514,8 @@ class SQLiteStorage:
                     " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (sync, left_key) DO UPDATE SET right_key = excluded.right_key,"
                     " natural_key = excluded.natural_key, base = excluded.base,"
-                    " updated_at = excluded.updated_at",
+                    " updated_at = excluded.updated_at, left_seen = NULL, left_digest = NULL,"
+                    " right_seen = NULL, right_digest = NULL",
                     [
                         (
                             link.sync,
@@ -505,8 +543,32 @@ class SQLiteStorage:
                 for name in update.drop:
                     base.pop(name, None)
                 db.execute(
-                    "UPDATE links SET base = ?, updated_at = ? WHERE sync = ? AND left_key = ?",
+                    "UPDATE links SET base = ?, updated_at = ?, left_seen = NULL,"
+                    " left_digest = NULL, right_seen = NULL, right_digest = NULL"
+                    " WHERE sync = ? AND left_key = ?",
                     (_codec.dumps(base), now, update.sync, update.left_key),
+                )
+            for side in Side:
+                seen, digest = f"{side.value}_seen", f"{side.value}_digest"
+                marks = [
+                    (m.seen, m.digest, m.sync, m.left_key, m.base)
+                    for m in step.marks
+                    if m.side is side and m.base is not None
+                ]
+                db.executemany(
+                    f"UPDATE links SET {seen} = ?, {digest} = ?"  # noqa: S608
+                    " WHERE sync = ? AND left_key = ? AND base = ?",
+                    marks,
+                )
+                refreshed = [
+                    (m.seen, m.sync, m.left_key, m.digest)
+                    for m in step.marks
+                    if m.side is side and m.base is None
+                ]
+                db.executemany(
+                    f"UPDATE links SET {seen} = ?"  # noqa: S608
+                    f" WHERE sync = ? AND left_key = ? AND {digest} = ?",
+                    refreshed,
                 )
             for item in step.new_items:
                 ids.append(self._upsert_item(db, item, now))
