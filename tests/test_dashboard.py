@@ -26,9 +26,8 @@ from syncrecon.dashboard import (
     build_dashboard,
     format_duration,
     nearest_rank,
-    register_cli,
-    run_cli,
 )
+from syncrecon.dashboard._cli import register_cli, run_cli
 from syncrecon.storage import (
     Counter,
     CycleRecord,
@@ -805,6 +804,30 @@ def test_cli_without_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_cli_rejects_bad_arguments(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         cli(*(["--db", "x.sqlite"] if argv else []), *argv)
+
+
+def test_python_m_syncrecon_dashboard_prints_the_same_table(
+    sqlite_storage: SQLiteStorage, sqlite_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The command as ``python -m syncrecon`` wires it, byte for byte the table of the library.
+    from syncrecon.__main__ import main
+
+    history(sqlite_storage)
+    expected = build_dashboard(sqlite_storage, now=NOW).to_text()
+    assert main(["dashboard", "--db", str(sqlite_path), "--until", NOW.isoformat()]) == 0
+    assert capsys.readouterr().out == expected
+    assert main(["dashboard", "--db", str(sqlite_path.with_name("missing.sqlite"))]) == 2
+    assert "syncrecon dashboard: no database at" in capsys.readouterr().err
+
+
+def test_the_command_line_plumbing_is_not_public() -> None:
+    import syncrecon.dashboard
+    from syncrecon.dashboard import _cli
+
+    for name in ("register_cli", "run_cli"):
+        assert name not in syncrecon.dashboard.__all__
+        assert name not in vars(syncrecon.dashboard)
+        assert callable(getattr(_cli, name))
 
 
 def test_api_requests_by_system_and_endpoint(storage: Storage) -> None:

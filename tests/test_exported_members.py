@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import syncrecon
+from syncrecon import _exceptions
 
 PUBLIC_MODULES = [
     "syncrecon",
@@ -181,14 +182,67 @@ def test_public_values_pickle(obj: Any) -> None:
     assert pickle.loads(pickle.dumps(obj)) == obj
 
 
+def _public_errors() -> list[tuple[str, type[BaseException]]]:
+    found = []
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.isclass(value) and issubclass(value, BaseException):
+                found.append((f"{module_name}.{name}", value))
+    return found
+
+
 def test_errors_form_one_hierarchy() -> None:
-    errors = [
-        getattr(syncrecon, name)
-        for name in syncrecon.__all__
-        if inspect.isclass(getattr(syncrecon, name))
-        and issubclass(getattr(syncrecon, name), BaseException)
-    ]
+    errors = _public_errors()
     assert len(errors) > 5
-    for error in errors:
-        assert issubclass(error, syncrecon.SyncReconError), error
-        assert error.__name__.endswith("Error"), error
+    for path, error in errors:
+        assert issubclass(error, syncrecon.SyncReconError), path
+        assert error.__name__.endswith("Error"), path
+        # Whichever public module exports it, an error is defined in the one hierarchy.
+        assert error.__module__ == "syncrecon._exceptions", path
+
+
+def _documented_tree() -> dict[str, set[str]]:
+    """The tree drawn in ``syncrecon._exceptions``' docstring: each error's parent and the
+    built-ins it also derives from (the root's parent is ``Exception``)."""
+    block = (_exceptions.__doc__ or "").split("::\n\n", 1)[1]
+    tree: dict[str, set[str]] = {}
+    path: list[str] = []
+    for line in block.splitlines():
+        match = re.match(r"    ((?:[│ ]   )*)([├└]── )?(\w+)(?: \((\w+)\))?", line)
+        if match is None:
+            continue
+        indent, branch, name, builtin = match.groups()
+        depth = len(indent) // 4 + (1 if branch else 0)
+        del path[depth:]
+        tree[name] = {path[-1] if path else "Exception"} | ({builtin} if builtin else set())
+        path.append(name)
+    return tree
+
+
+def test_the_documented_error_tree_is_the_real_one() -> None:
+    tree = _documented_tree()
+    assert set(tree) == set(_exceptions.__all__)
+    for name, bases in tree.items():
+        error = getattr(_exceptions, name)
+        assert {base.__name__ for base in error.__bases__} == bases, name
+
+
+def test_a_held_lease_is_not_a_storage_failure() -> None:
+    # Another worker holding (or having taken) a lease is coordination: ``except StorageError``
+    # around a storage call must not swallow it.
+    assert syncrecon.LeaseHeldError.__bases__ == (syncrecon.SyncReconError,)
+    assert issubclass(syncrecon.LeaseLostError, syncrecon.LeaseHeldError)
+    assert not issubclass(syncrecon.LeaseHeldError, syncrecon.StorageError)
+    assert not issubclass(syncrecon.LeaseLostError, syncrecon.StorageError)
+
+
+def test_the_queue_errors_are_in_the_one_hierarchy() -> None:
+    import syncrecon.queue
+
+    for name in ("QueueError", "ItemClosedError", "ItemNotFoundError"):
+        assert getattr(syncrecon.queue, name) is getattr(_exceptions, name), name
+    assert issubclass(syncrecon.queue.ItemClosedError, syncrecon.queue.QueueError)
+    assert issubclass(syncrecon.queue.QueueError, ValueError)
+    assert issubclass(syncrecon.queue.ItemNotFoundError, LookupError)

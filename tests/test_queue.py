@@ -47,9 +47,8 @@ from syncrecon.queue import (
     ResolutionOutcome,
     is_record_level,
     load_syncs,
-    register_cli,
-    run_cli,
 )
+from syncrecon.queue._cli import register_cli, run_cli
 from syncrecon.storage import Discrepancy, ItemUpdate, Step, Storage
 from syncrecon.storage.sqlite import SQLiteStorage
 from syncrecon.testing import ManualClock, SimulatedSystem
@@ -897,6 +896,15 @@ def test_cli_needs_an_existing_database(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli("queue", "--db", str(tmp_path / "nope.sqlite"), "list") == 1
     assert "no database at" in capsys.readouterr().err
     assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_the_cli_plumbing_is_private_and_still_importable() -> None:
+    import syncrecon.queue
+    from syncrecon.queue import _cli
+
+    assert not {"register_cli", "run_cli"} & set(syncrecon.queue.__all__)
+    assert syncrecon.queue.register_cli is _cli.register_cli is register_cli
+    assert syncrecon.queue.run_cli is _cli.run_cli is run_cli
 
 
 def test_values_are_shown_as_a_person_reads_them() -> None:

@@ -66,19 +66,19 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     worker.add_argument("--once", action="store_true", help="one round, then exit")
 
-    from .dashboard import register_cli as register_dashboard
-    from .queue import register_cli as register_queue
+    from .dashboard._cli import register_cli as register_dashboard
+    from .queue._cli import register_cli as register_queue
 
     register_dashboard(commands)
     register_queue(commands)
 
     args = parser.parse_args(argv)
     if args.command == "dashboard":
-        from .dashboard import run_cli as run_dashboard
+        from .dashboard._cli import run_cli as run_dashboard
 
         return run_dashboard(args)
     if args.command == "queue":
-        from .queue import run_cli as run_queue
+        from .queue._cli import run_cli as run_queue
 
         return run_queue(args)
     if args.command == "worker":

@@ -2,7 +2,10 @@
 
 Every error syncrecon raises on purpose derives from :class:`SyncReconError`.
 Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
-``RuntimeError``) so that ``except ValueError`` keeps working in host code::
+``RuntimeError``) so that ``except ValueError`` keeps working in host code. A lease held (or
+lost) by another worker is a matter of coordination, not a storage failure: ``except
+StorageError`` does not catch it. The operator queue's errors are also importable from
+:mod:`syncrecon.queue`::
 
     SyncReconError
     ├── ConfigurationError (ValueError)       a sync definition or option is wrong
@@ -11,14 +14,17 @@ Errors also derive from the built-in they mean (``ValueError``, ``LookupError``,
     │   ├── TransientError                    worth retrying (5xx, timeouts, dropped connections)
     │   │   └── RateLimitedError              429 or quota; carries ``retry_after`` seconds
     │   └── PermanentError                    not worth retrying (4xx other than 429)
-    │       ├── AuthenticationError               credentials refused (401, a refused token)
-    │       ├── ConnectorBugError                 the connector itself failed (TypeError, ...)
-    │       └── InvalidRecordError                the connector returned something not a Record
+    │       ├── AuthenticationError           credentials refused (401, a refused token)
+    │       ├── ConnectorBugError             the connector itself failed (TypeError, ...)
+    │       └── InvalidRecordError            the connector returned something not a Record
     ├── StorageError                          the storage backend failed
-    │   ├── SchemaVersionError                the database is newer than this library
-    │   └── LeaseHeldError                    another worker holds the lease
-    │       └── LeaseLostError                a lease was lost: the fenced commit changed nothing
+    │   └── SchemaVersionError                the database is newer than this library
+    ├── LeaseHeldError                        another worker holds the lease
+    │   └── LeaseLostError                    a lease was lost: the fenced commit changed nothing
     ├── CycleHaltedError (RuntimeError)       a guard stopped a cycle before it wrote anything
+    ├── QueueError (ValueError)               a queue operation cannot be done as asked
+    │   └── ItemClosedError                   the item is resolved or dismissed already
+    ├── ItemNotFoundError (LookupError)       no queue item has that id
     └── WebhookError                          a webhook request was rejected (has ``status_code``)
         ├── SignatureError                    bad, missing or malformed signature (401)
         ├── TimestampError                    stale or future timestamp (401)
@@ -40,12 +46,15 @@ __all__ = [
     "ConnectorError",
     "CycleHaltedError",
     "InvalidRecordError",
+    "ItemClosedError",
+    "ItemNotFoundError",
     "LeaseHeldError",
     "LeaseLostError",
     "MalformedPayloadError",
     "MethodNotAllowedError",
     "PayloadTooLargeError",
     "PermanentError",
+    "QueueError",
     "RateLimitedError",
     "SchemaVersionError",
     "SignatureError",
@@ -161,8 +170,10 @@ class SchemaVersionError(StorageError):
     """The database schema is newer than this version of syncrecon understands."""
 
 
-class LeaseHeldError(StorageError):
+class LeaseHeldError(SyncReconError):
     """Another worker holds the lease (for example, a reconciliation cycle is running).
+
+    Not a :class:`StorageError`: the storage worked, and another worker got there first.
 
     ``name`` is the lease, ``owner`` who holds it and ``until`` when it expires (unless its
     holder renews it), where known.
@@ -197,6 +208,18 @@ class CycleHaltedError(SyncReconError, RuntimeError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class QueueError(SyncReconError, ValueError):
+    """A queue operation cannot be done as asked (the item or the arguments do not allow it)."""
+
+
+class ItemClosedError(QueueError):
+    """The item is closed already (resolved, auto-resolved or dismissed)."""
+
+
+class ItemNotFoundError(SyncReconError, LookupError):
+    """No queue item has that id."""
 
 
 class WebhookError(SyncReconError):

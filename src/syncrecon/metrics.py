@@ -39,17 +39,16 @@ import attrs
 
 from ._clock import Clock
 from ._exceptions import ConfigurationError
-from .dashboard import (
-    TTR_EDGES,
-    TimeToResolution,
+from .dashboard._model import TTR_EDGES, TimeToResolution
+from .dashboard._queries import (
     _ceil_hour,
     _counters,
     _detected_since,
     _queue,
-    _rate,
     _tally,
     _went_to_operator,
 )
+from .dashboard._stats import _rate
 from .storage._base import Storage
 
 __all__ = ["PrometheusCollector", "register_opentelemetry"]

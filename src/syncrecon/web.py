@@ -59,20 +59,23 @@ from typing import Any, Final
 import anyio.to_thread
 
 from . import _codec
-from ._exceptions import ConfigurationError, LeaseHeldError
+from ._exceptions import (
+    ConfigurationError,
+    ItemClosedError,
+    ItemNotFoundError,
+    LeaseHeldError,
+    QueueError,
+)
 from ._policy import values_equal
 from .queue import (
     DEFAULT_STATUSES,
-    ItemClosedError,
-    ItemNotFoundError,
     ItemView,
     OperatorQueue,
-    QueueError,
     Resolution,
-    StatusFilter,
     display_value,
     is_record_level,
 )
+from .queue._items import StatusFilter
 from .storage._base import Discrepancy, Status
 from .webhooks.asgi import serve_scope
 

@@ -27,6 +27,8 @@ from ._base import (
     Step,
     Storage,
     SyncState,
+    claim_lost,
+    lease_lost,
 )
 
 if _TYPE_CHECKING:
@@ -71,4 +73,6 @@ __all__ = [
     "Step",
     "Storage",
     "SyncState",
+    "claim_lost",
+    "lease_lost",
 ]

@@ -421,7 +421,9 @@ class Storage(Protocol):
     """Where syncrecon keeps its state. Backends: memory, SQLite (PostgreSQL to follow).
 
     Every method may raise :class:`~syncrecon.StorageError`; a failed :meth:`commit` changed
-    nothing. Implementations are safe to call from several threads.
+    nothing. A commit fenced by a lease or a claim that is no longer held raises
+    :class:`~syncrecon.LeaseLostError` (not a ``StorageError``) and changes nothing either.
+    Implementations are safe to call from several threads.
     """
 
     def setup(self) -> None:

@@ -1,0 +1,548 @@
+"""The dashboard as HTML (:meth:`Dashboard.to_html`): one self-contained page.
+
+The page has inline CSS and SVG charts, no script, and loads nothing from anywhere. A notebook
+shows the same content and style without the ``<html>`` around it (``Dashboard._repr_html_``).
+Every text and attribute value is escaped (:func:`_tag`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._format import (
+    _dur,
+    _listed,
+    _n,
+    _pct,
+    _request_rows,
+    _share_rows,
+    _trend_words,
+    _when,
+    format_duration,
+)
+from ._model import UNCATEGORIZED
+
+if TYPE_CHECKING:
+    from ._model import Dashboard, FastLoopEvents, Signals, TimeToResolution
+
+
+def render_page(d: Dashboard) -> str:
+    """The whole page: ``<!DOCTYPE html>``, the style in ``<head>``, the dashboard in ``<body>``."""
+    title = "syncrecon dashboard" + (f": {d.sync}" if d.sync else "")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"{_render_html(d)}\n</body>\n</html>\n"
+    )
+
+
+def render_fragment(d: Dashboard) -> str:
+    """The page's style and content without ``<html>``, for a notebook cell."""
+    return f"<style>{_CSS}</style>\n{_render_html(d)}"
+
+
+_CSS = (
+    ".sr-dash{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d2433;"
+    "max-width:1080px;margin:0 auto;padding:16px;line-height:1.4}"
+    ".sr-dash h1{font-size:1.5em;margin:0 0 4px}"
+    ".sr-dash h2{font-size:1.15em;margin:28px 0 8px;border-bottom:1px solid #d8dce3;"
+    "padding-bottom:4px}"
+    ".sr-dash .sub{color:#5b6475;margin:0 0 12px}"
+    ".sr-dash .cards{display:flex;flex-wrap:wrap;gap:10px}"
+    ".sr-dash .card{flex:1 1 140px;border:1px solid #d8dce3;border-radius:6px;padding:8px 12px;"
+    "background:#f7f8fa}"
+    ".sr-dash .card .n{font-size:1.6em;font-weight:600}"
+    ".sr-dash .card .l{color:#5b6475;font-size:.85em}"
+    ".sr-dash table{border-collapse:collapse;margin:8px 0;font-size:.9em}"
+    ".sr-dash th,.sr-dash td{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:right}"
+    ".sr-dash th:first-child,.sr-dash td:first-child{text-align:left}"
+    ".sr-dash th{background:#f0f2f5}"
+    ".sr-dash svg.chart{width:100%;max-width:720px;height:auto;display:block;margin:8px 0}"
+    ".sr-dash svg text{font-size:11px;fill:#3a4252}"
+    ".sr-dash .axis{stroke:#9aa3b2;stroke-width:1}"
+    ".sr-dash .grid{stroke:#e6e9ee;stroke-width:1}"
+    ".sr-dash .bar{fill:#4c78a8}"
+    ".sr-dash .bar.spike{fill:#e45756}"
+    ".sr-dash .rate{fill:none;stroke:#f58518;stroke-width:2}"
+    ".sr-dash .dot{fill:#f58518}"
+    ".sr-dash .empty{fill:#f7f8fa}"
+    ".sr-dash .warn{color:#b3261e;font-weight:600}"
+    ".sr-dash .muted{color:#5b6475}"
+)
+
+
+# -- the content --------------------------------------------------------------------------------
+
+
+def _render_html(d: Dashboard) -> str:
+    """The dashboard's content: a title, the headline cards, a section per number, the signals."""
+    out = [
+        '<div class="sr-dash">',
+        *_heading(d),
+        *_fast_loop_events(d.fast_loop_events),
+        *_reconciliation(d),
+        *_shares("3. Auto-resolved by rule", "rule", d.auto_resolved),
+        *_shares("4. Escalated to an operator by category", "category", d.escalated),
+        *_time_to_resolution(d.time_to_resolution),
+        *_signals(d.signals),
+        "</div>",
+    ]
+    return "\n".join(out)
+
+
+def _heading(d: Dashboard) -> list[str]:
+    ev, rec, ttr, sig = d.fast_loop_events, d.reconciliation, d.time_to_resolution, d.signals
+    days = d.window / timedelta(days=1)
+    scope = f"sync {d.sync}" if d.sync else "all syncs"
+    return [
+        _tag("h1", "syncrecon dashboard"),
+        _tag(
+            "p",
+            _e(f"{scope}: {_when(d.window_start)} to {_when(d.window_end)} UTC ({days:g} days)"),
+            class_="sub",
+        ),
+        _tag(
+            "div",
+            _card(ev.total, "fast-loop events")
+            + _card(rec.cycles, "reconciliation cycles")
+            + _card(rec.discrepancies_found, "discrepancies found")
+            + _card(sum(d.auto_resolved.values()), "auto-resolved")
+            + _card(sum(d.escalated.values()), "escalated to an operator")
+            + _card(_dur(ttr.p50), "median time to resolution")
+            + _card(ttr.queue_depth, "waiting in the queue")
+            + _card(_pct(sig.auto_resolution_rate), "auto-resolution rate"),
+            class_="cards",
+        ),
+    ]
+
+
+def _fast_loop_events(ev: FastLoopEvents) -> list[str]:
+    out = [_tag("h2", "1. Fast-loop events by source and direction"), _events_svg(ev)]
+    if ev.rows:
+        outcomes = list(ev.by_outcome)
+        out.append(
+            _html_table(
+                ["source", "direction", "total", *outcomes],
+                [
+                    [src, direction, sum(c.values()), *(c.get(o, 0) for o in outcomes)]
+                    for (src, direction), c in sorted(ev.by_source_direction.items())
+                ],
+            )
+        )
+    if ev.rejected_by_reason:
+        out.append(_html_table(["rejected because", "events"], list(ev.rejected_by_reason.items())))
+    return out
+
+
+def _reconciliation(d: Dashboard) -> list[str]:
+    rec = d.reconciliation
+    modes = _listed(rec.cycles_by_mode)
+    return [
+        _tag("h2", "2. Reconciliation cycles and discrepancies"),
+        _tag(
+            "p",
+            _e(
+                f"{_n(rec.cycles, 'cycle')}{f' ({modes})' if modes else ''} found"
+                f" {_n(rec.discrepancies_found, 'discrepancy', 'discrepancies')};"
+                f" {_n(rec.new_discrepancies, 'new queue item')}. "
+            )
+            + _tag(
+                "span",
+                "A discrepancy that waits for an operator is found again by every cycle.",
+                class_="muted",
+            ),
+        ),
+        _cycles_svg(d),
+        _html_table(["system", "endpoint", "API requests"], _request_rows(d.api_requests))
+        if d.api_requests
+        else "",
+    ]
+
+
+def _shares(title: str, name: str, counts: Mapping[str, int]) -> list[str]:
+    """Numbers 3 and 4: a count per rule or category, with its share."""
+    return [
+        _tag("h2", title),
+        _html_table([name, "count", "share"], _share_rows(counts))
+        if counts
+        else _tag("p", "none", class_="muted"),
+    ]
+
+
+def _time_to_resolution(ttr: TimeToResolution) -> list[str]:
+    out = [
+        _tag("h2", "5. Time to resolution of the operator queue"),
+        _tag(
+            "p",
+            _e(
+                f"{ttr.count} closed ({ttr.resolved} resolved, {ttr.dismissed} dismissed):"
+                f" p50 {_dur(ttr.p50)}, p90 {_dur(ttr.p90)}, max {_dur(ttr.max)}"
+                " (nearest rank)."
+            ),
+        ),
+        _histogram_svg(ttr),
+        _tag("p", _e(f"Queue depth: {ttr.queue_depth}.")),
+    ]
+    if ttr.queue_by_category:
+        out.append(_html_table(["waiting: category", "items"], list(ttr.queue_by_category.items())))
+    if ttr.oldest_open is not None:
+        o = ttr.oldest_open
+        out.append(
+            _tag(
+                "p",
+                _e(f"Oldest open item: #{o.id} ({o.category or UNCATEGORIZED}), field ")
+                + _tag("code", _e(o.field))
+                + " of "
+                + _tag("code", _e(o.left_key or o.right_key or "-"))
+                + _e(f", waiting {format_duration(o.age)} since {_when(o.detected_at)} UTC."),
+            )
+        )
+    return out
+
+
+def _signals(sig: Signals) -> list[str]:
+    out = [
+        _tag("h2", "Signals"),
+        _tag(
+            "p",
+            "Auto-resolution rate: "
+            + _tag("strong", _e(_pct(sig.auto_resolution_rate)))
+            + _e(_trend_words(sig))
+            + ".",
+        ),
+        _trend_svg(sig),
+    ]
+    if sig.spikes:
+        out.append(
+            _tag(
+                "p",
+                _e(
+                    f"Escalation spikes (at least {sig.spike_min} and over"
+                    f" {sig.spike_factor:g}x the median of the earlier buckets):"
+                ),
+                class_="warn",
+            )
+        )
+        out.append(
+            _html_table(
+                ["from (UTC)", "category", "escalations", "median before"],
+                [
+                    [_when(s.start), s.category or "all", s.count, f"{s.baseline:g}"]
+                    for s in sig.spikes
+                ],
+            )
+        )
+    else:
+        out.append(_tag("p", "No escalation spike."))
+    out.append(_html_table(["fast-loop outcome", "events"], list(sig.fast_loop_outcomes.items())))
+    return out
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(_tag("th", _e(h)) for h in headers)
+    body = "".join(_tag("tr", "".join(_tag("td", _e(c)) for c in row)) for row in rows)
+    return _tag("table", _tag("thead", _tag("tr", head)) + _tag("tbody", body))
+
+
+def _card(value: object, text: str) -> str:
+    return _tag(
+        "div", _tag("div", _e(value), class_="n") + _tag("div", _e(text), class_="l"), class_="card"
+    )
+
+
+# -- the charts ---------------------------------------------------------------------------------
+
+
+def _events_svg(ev: FastLoopEvents) -> str:
+    label = "Fast-loop events by source, direction and outcome"
+    grid = sorted(ev.by_source_direction.items())
+    if not grid:
+        return _empty(640, 100, label, "no fast-loop events in this window")
+    row_h, left, right, top = 26, 220, 590, 10
+    outcomes = list(ev.by_outcome)
+    colors = _colors(outcomes)
+    bottom = top + row_h * len(grid)
+    height = bottom + 14 + 18 * math.ceil(len(outcomes) / 4)
+    top_value = _nice(max(sum(c.values()) for _, c in grid))
+    parts: list[str] = []
+    for i, ((src, direction), counts) in enumerate(grid):
+        y = top + i * row_h
+        name = f"{src} ({direction})"
+        parts.append(_tag("text", _e(name), x=left - 6, y=y + 15, text_anchor="end"))
+        x = float(left)
+        for outcome in outcomes:
+            n = counts.get(outcome, 0)
+            if n:
+                width = (right - left) * n / top_value
+                parts.append(
+                    _tag(
+                        "rect",
+                        _tip(f"{name} {outcome}: {n}"),
+                        x=x,
+                        y=y + 3,
+                        width=width,
+                        height=row_h - 8,
+                        fill=colors[outcome],
+                    )
+                )
+                x += width
+        parts.append(_tag("text", str(sum(counts.values())), x=x + 4, y=y + 15))
+    parts.append(_tag("line", class_="axis", x1=left, y1=top, x2=left, y2=bottom))
+    for i, outcome in enumerate(outcomes):
+        lx, ly = 20 + (i % 4) * 150, bottom + 8 + (i // 4) * 18
+        parts.append(_tag("rect", x=lx, y=ly, width=10, height=10, fill=colors[outcome]))
+        parts.append(_tag("text", _e(outcome), x=lx + 14, y=ly + 9))
+    return _svg(640, height, label, parts)
+
+
+def _cycles_svg(d: Dashboard) -> str:
+    label = "Discrepancies found and auto-resolution rate per cycle"
+    points = d.reconciliation.per_cycle
+    if not points:
+        return _empty(640, 200, label, "no reconciliation cycle finished in this window")
+    frame = _Frame(44, 596, 16, 210)
+    top_value = _nice(max(p.discrepancies for p in points))
+    parts = frame.axes(top_value, rate_axis=True)
+    span = (d.window_end - d.window_start).total_seconds()
+    bar_w = max(1.0, min(10.0, (frame.right - frame.left) / len(points) * 0.6))
+    line: list[str] = []
+    for p in points:
+        at = (p.finished_at - d.window_start).total_seconds() / span
+        x = frame.left + (frame.right - frame.left) * min(1.0, max(0.0, at))
+        y = frame.y(p.discrepancies / top_value)
+        tip = _tip(
+            f"{_when(p.finished_at)} {p.mode}: {p.discrepancies} found, {p.auto_resolved}"
+            f" auto-resolved, {p.escalated} escalated, rate {_pct(p.auto_resolution_rate)}"
+        )
+        parts.append(
+            _tag(
+                "rect",
+                tip,
+                class_="bar",
+                x=x - bar_w / 2,
+                y=y,
+                width=bar_w,
+                height=frame.bottom - y,
+            )
+        )
+        if p.auto_resolution_rate is not None:
+            ry = frame.y(min(1.0, p.auto_resolution_rate))
+            line.append(f"{_f(x)},{_f(ry)}")
+            if len(points) <= 100:
+                parts.append(_tag("circle", tip, class_="dot", cx=x, cy=ry, r=2.5))
+    if len(line) > 1:
+        parts.append(_tag("polyline", class_="rate", points=" ".join(line)))
+    parts.append(_tag("text", _e(_when(d.window_start)), x=frame.left, y=frame.bottom + 16))
+    parts.append(
+        _tag(
+            "text",
+            _e(_when(d.window_end)),
+            x=frame.right,
+            y=frame.bottom + 16,
+            text_anchor="end",
+        )
+    )
+    parts += _legend(frame.left, 238, "discrepancies found (left axis)", "auto-resolution rate")
+    return _svg(640, 256, label, parts)
+
+
+def _histogram_svg(ttr: TimeToResolution) -> str:
+    label = "Time to resolution of the escalations closed in the window"
+    if not ttr.count:
+        return _empty(640, 200, label, "no escalation was closed in this window")
+    frame = _Frame(44, 630, 16, 200)
+    top_value = _nice(max(b.count for b in ttr.histogram))
+    parts = frame.axes(top_value)
+    slot = (frame.right - frame.left) / len(ttr.histogram)
+    for i, b in enumerate(ttr.histogram):
+        y = frame.y(b.count / top_value)
+        x = frame.left + i * slot
+        parts.append(
+            _tag(
+                "rect",
+                _tip(f"{b.label}: {b.count}"),
+                class_="bar",
+                x=x + slot * 0.15,
+                y=y,
+                width=slot * 0.7,
+                height=frame.bottom - y,
+            )
+        )
+        middle = x + slot / 2
+        parts.append(_tag("text", _e(b.label), x=middle, y=frame.bottom + 16, text_anchor="middle"))
+        if b.count:
+            parts.append(_tag("text", str(b.count), x=middle, y=y - 4, text_anchor="middle"))
+    parts.append(_tag("text", "time from detection to close", x=337.0, y=234, text_anchor="middle"))
+    return _svg(640, 240, label, parts)
+
+
+def _trend_svg(sig: Signals) -> str:
+    label = "Escalations and auto-resolution rate per bucket"
+    trend = sig.trend
+    frame = _Frame(44, 596, 16, 200)
+    top_value = _nice(max(b.escalated for b in trend))
+    parts = frame.axes(top_value, rate_axis=True)
+    spiked = {s.start for s in sig.spikes if s.category is None}
+    slot = (frame.right - frame.left) / len(trend)
+    line = []
+    for i, b in enumerate(trend):
+        y = frame.y(b.escalated / top_value)
+        middle = frame.left + (i + 0.5) * slot
+        tip = _tip(
+            f"{_when(b.start)} to {_when(b.end)}: {b.escalated} escalated, {b.auto_resolved}"
+            f" auto-resolved, rate {_pct(b.auto_resolution_rate)}"
+            + (" (spike)" if b.start in spiked else "")
+        )
+        parts.append(
+            _tag(
+                "rect",
+                tip,
+                class_="bar spike" if b.start in spiked else "bar",
+                x=middle - slot * 0.3,
+                y=y,
+                width=slot * 0.6,
+                height=frame.bottom - y,
+            )
+        )
+        day = _e(b.start.strftime("%m-%d"))
+        parts.append(_tag("text", day, x=middle, y=frame.bottom + 16, text_anchor="middle"))
+        if b.auto_resolution_rate is not None:
+            ry = frame.y(min(1.0, b.auto_resolution_rate))
+            line.append(f"{_f(middle)},{_f(ry)}")
+            parts.append(_tag("circle", tip, class_="dot", cx=middle, cy=ry, r=3.0))
+    if len(line) > 1:
+        parts.append(_tag("polyline", class_="rate", points=" ".join(line)))
+    parts += _legend(frame.left, 224, "escalations (red: a spike)", "auto-resolution rate")
+    return _svg(640, 242, label, parts)
+
+
+# -- chart parts --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Frame:
+    """A chart's plot area in SVG units."""
+
+    left: float
+    right: float
+    top: float
+    bottom: float
+
+    def y(self, fraction: float) -> float:
+        return self.bottom - (self.bottom - self.top) * fraction
+
+    def axes(self, top_value: float, *, rate_axis: bool = False) -> list[str]:
+        """Grid lines with counts on the left (and 0-100 % on the right), and the two axes."""
+        parts = []
+        for i in range(5):
+            y = self.y(i / 4)
+            parts.append(_tag("line", class_="grid", x1=self.left, y1=y, x2=self.right, y2=y))
+            count = top_value * i / 4
+            if count == int(count):  # whole counts only: 0, 1, 2 of a top of 2; not 0.5
+                label = str(int(count))
+                parts.append(_tag("text", label, x=self.left - 4, y=y + 4, text_anchor="end"))
+            if rate_axis:
+                parts.append(_tag("text", f"{25 * i}%", x=self.right + 4, y=y + 4))
+        parts.append(
+            _tag("line", class_="axis", x1=self.left, y1=self.top, x2=self.left, y2=self.bottom)
+        )
+        parts.append(
+            _tag("line", class_="axis", x1=self.left, y1=self.bottom, x2=self.right, y2=self.bottom)
+        )
+        return parts
+
+
+def _legend(x: float, y: float, bar: str, rate: str) -> list[str]:
+    return [
+        _tag("rect", class_="bar", x=x, y=y, width=10, height=10),
+        _tag("text", _e(bar), x=x + 14, y=y + 9),
+        _tag("line", class_="rate", x1=x + 220, y1=y + 5, x2=x + 240, y2=y + 5),
+        _tag("text", _e(rate), x=x + 244, y=y + 9),
+    ]
+
+
+def _svg(width: int, height: int, label: str, parts: Iterable[str]) -> str:
+    return _tag(
+        "svg",
+        _tip(label) + "".join(parts),
+        class_="chart",
+        viewBox=f"0 0 {width} {height}",
+        role="img",
+        aria_label=label,
+    )
+
+
+def _empty(width: int, height: int, label: str, message: str) -> str:
+    return _svg(
+        width,
+        height,
+        label,
+        [
+            _tag("rect", class_="empty", x=0, y=0, width=width, height=height),
+            _tag("text", _e(message), x=width / 2, y=height / 2, text_anchor="middle"),
+        ],
+    )
+
+
+def _nice(value: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that is at least ``value`` (1 at least)."""
+    if value <= 1:
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
+
+
+def _f(value: float) -> str:
+    return f"{value:.1f}"
+
+
+_OUTCOME_COLORS = {
+    "applied": "#4c78a8",
+    "duplicate": "#9d9d9d",
+    "stale": "#f58518",
+    "echo": "#72b7b2",
+    "rejected": "#e45756",
+    "deferred": "#eeca3b",
+    "ignored": "#b279a2",
+}
+_PALETTE = ("#54a24b", "#ff9da6", "#9d755d", "#bab0ac", "#439894", "#d67195")
+
+
+def _colors(outcomes: Sequence[str]) -> dict[str, str]:
+    """A fill per outcome: the known ones keep theirs, others take the palette in turn."""
+    others = [o for o in outcomes if o not in _OUTCOME_COLORS]
+    return {
+        o: _OUTCOME_COLORS.get(o) or _PALETTE[others.index(o) % len(_PALETTE)] for o in outcomes
+    }
+
+
+# -- markup -------------------------------------------------------------------------------------
+
+
+def _tag(name: str, content: str = "", /, **attributes: object) -> str:
+    """An element; ``content`` is markup (escape text first), attribute values are escaped.
+
+    ``class_`` is written ``class`` and other underscores become dashes (``text_anchor``).
+    """
+    written = "".join(
+        f' {key.rstrip("_").replace("_", "-")}="{_e(_f(v) if isinstance(v, float) else v)}"'
+        for key, v in attributes.items()
+    )
+    return f"<{name}{written}>{content}</{name}>"
+
+
+def _tip(text: str) -> str:
+    """A tooltip for the enclosing SVG shape."""
+    return _tag("title", _e(text))
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,62 @@
+"""The operator queue: list, show, resolve, dismiss and assign escalated discrepancies.
+
+Reading the queue needs only the database. Resolving a field writes the chosen value through
+the connectors, so it needs the sync definitions too (passed in, or named by import path on
+the command line, as the worker is)::
+
+    from syncrecon.queue import OperatorQueue
+
+    queue = OperatorQueue(storage, [deals_sync])
+    for item in queue.list(category="deal_value"):
+        print(queue.show(item.id))
+    queue.resolve(item_id, take="left", by="ada")
+
+Resolving has the reconciler's safety: both records are read again first; when a side no
+longer holds the value the item recorded (and not the chosen value either), nothing is
+written and the item goes back to review. Otherwise the chosen value (in the left
+vocabulary) is written to the sides that do not hold it yet, and one storage transaction then
+moves the base, closes the item with its resolution and time, and remembers the writes in the
+echo ledger so the fast loop knows their webhooks. A failed write leaves the item active, the
+error in its note and the base where it was.
+
+Errors (part of syncrecon's one error hierarchy)::
+
+    SyncReconError
+    ├── QueueError (ValueError)             the operation cannot be done as asked
+    │   └── ItemClosedError                 the item is resolved or dismissed already
+    └── ItemNotFoundError (LookupError)     no queue item has that id
+
+``python -m syncrecon queue --db PATH list|show|resolve|dismiss|assign`` is the command line.
+"""
+
+from __future__ import annotations
+
+# The public surface, in the order the API reference shows it (so not sorted).
+# isort: off
+from ._api import OperatorQueue
+from ._resolve import Resolution, ResolutionOutcome
+from ._items import DEFAULT_STATUSES, is_record_level
+from ._views import ItemView, display_value, item_data
+from ._loader import load_syncs
+from .._exceptions import QueueError, ItemClosedError, ItemNotFoundError
+# isort: on
+
+# The command line's plumbing is not public (``syncrecon.__main__`` takes it from ``._cli``);
+# these two names stay importable from here for code written before the queue was a package.
+from ._cli import register_cli as register_cli
+from ._cli import run_cli as run_cli
+
+__all__ = [
+    "DEFAULT_STATUSES",
+    "ItemClosedError",
+    "ItemNotFoundError",
+    "ItemView",
+    "OperatorQueue",
+    "QueueError",
+    "Resolution",
+    "ResolutionOutcome",
+    "display_value",
+    "is_record_level",
+    "item_data",
+    "load_syncs",
+]

@@ -1,0 +1,173 @@
+"""How a queue item reads: the view of one item (text and JSON), an item as JSON-ready data,
+and a value as a person reads it."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from .. import _codec
+from .._clock import utc
+from ..storage._base import Discrepancy, Status
+from ._items import is_record_level
+
+
+@attrs.frozen(kw_only=True)
+class ItemView:
+    """One queue item as an operator sees it: both values, the base, why, and the history.
+
+    ``history`` holds the other queue items of the same record (for a record-less item, of the
+    same field), newest first. ``current_base`` is the base stored on the link now (it may have
+    moved since the item was opened), or ``None`` with ``linked=False`` when the record is not
+    linked (any more).
+    """
+
+    item: Discrepancy
+    left_value: Any
+    right_value: Any
+    base_value: Any
+    has_base: bool
+    explanation: str
+    history: tuple[Discrepancy, ...] = ()
+    linked: bool = False
+    current_base: Any = None
+
+    @property
+    def id(self) -> int:
+        """The item's id."""
+        assert self.item.id is not None
+        return self.item.id
+
+    @property
+    def record_level(self) -> bool:
+        """See :func:`is_record_level`."""
+        return is_record_level(self.item)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary: the item's data, the current base and the history."""
+        out = item_data(self.item)
+        out["linked"] = self.linked
+        out["current_base"] = plain(self.current_base)
+        out["history"] = [item_data(h) for h in self.history]
+        return out
+
+    def __str__(self) -> str:
+        item = self.item
+        lines = [
+            f"item {item.id}: {item.status.value}"
+            + (f" ({item.category})" if item.category else "")
+            + f" in sync {item.sync!r}",
+            f"  record: left {item.left_key or '-'} / right {item.right_key or '-'}",
+            f"  field:  {item.field}" + (" (the whole record)" if item.field == "*" else ""),
+        ]
+        if not self.record_level:
+            lines += [
+                f"  left:   {shown(self.left_value)}",
+                f"  right:  {shown(self.right_value)}",
+                f"  base:   {shown(self.base_value) if self.has_base else '(never synced)'}",
+            ]
+        lines.append(
+            f"  rule:   {item.rule or '-'}; detected {item.detected_at.isoformat()},"
+            f" seen {item.times_seen} time{'s' if item.times_seen != 1 else ''}"
+        )
+        if item.assignee:
+            lines.append(f"  assigned to: {item.assignee}")
+        if item.resolved_at is not None:
+            took = item.resolved_at - item.detected_at
+            lines.append(f"  closed {item.resolved_at.isoformat()} (after {took})")
+            if item.status is Status.RESOLVED and not self.record_level:
+                lines.append(f"  resolution: {shown(item.resolution)}")
+        if item.note:
+            lines.append(f"  note: {item.note}")
+        if self.explanation:
+            lines.append("  why:")
+            lines += [f"    {line}" for line in self.explanation.splitlines()]
+        if self.history:
+            lines.append("  history of this record:")
+            for h in self.history:
+                lines.append(
+                    f"    #{h.id} {h.detected_at.isoformat()} {h.field} {h.status.value}"
+                    + (f" ({h.category})" if h.category else "")
+                    + (f" -> {shown(h.resolution)}" if h.status is Status.RESOLVED else "")
+                )
+        return "\n".join(lines)
+
+
+def item_data(item: Discrepancy) -> dict[str, Any]:
+    """A queue item as JSON-ready data (the form ``queue list --json`` prints).
+
+    Values are plain JSON; a ``date``, ``datetime`` or ``Decimal`` is a tagged object
+    (``{"$date": "2026-01-31"}``), the form ``--value`` accepts back.
+    """
+    return {
+        "id": item.id,
+        "sync": item.sync,
+        "left_key": item.left_key,
+        "right_key": item.right_key,
+        "field": item.field,
+        "status": item.status.value,
+        "category": item.category,
+        "rule": item.rule,
+        "left_value": plain(item.left_value),
+        "right_value": plain(item.right_value),
+        "base_value": plain(item.base_value),
+        "has_base": item.has_base,
+        "resolution": plain(item.resolution),
+        "explanation": item.explanation,
+        "note": item.note,
+        "assignee": item.assignee,
+        "times_seen": item.times_seen,
+        "detected_at": item.detected_at.isoformat(),
+        "updated_at": None if item.updated_at is None else item.updated_at.isoformat(),
+        "resolved_at": None if item.resolved_at is None else item.resolved_at.isoformat(),
+    }
+
+
+def display_value(value: Any) -> str:
+    """A value as a person reads it: ``2026-08-22``, ``2026-08-22 14:30:00 UTC``, ``1250.50``,
+    ``vip, eu``, ``(blank)``; text in quotes, so ``"42"`` and ``42`` stay apart.
+
+    For reading only: ``--value`` and ``queue list --json`` keep syncrecon's tagged JSON form
+    (``{"$date": "2026-08-22"}``), which round-trips exactly.
+    """
+    if value is None:
+        return "(blank)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        moment = utc(value)
+        text = moment.strftime("%Y-%m-%d %H:%M:%S")
+        if moment.microsecond:
+            text += f".{moment.microsecond:06d}".rstrip("0")
+        return text + " UTC"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return ", ".join(display_value(v) for v in value) if value else "(none)"
+    try:
+        return _codec.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+def shown(value: Any, width: int | None = None) -> str:
+    """:func:`display_value`, cut to ``width`` characters (ending in ``…``) when given."""
+    text = display_value(value)
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def plain(value: Any) -> Any:
+    """A JSON-ready copy of a value: dates and decimals in syncrecon's tagged form."""
+    return json.loads(_codec.dumps(value))
