@@ -55,7 +55,7 @@ from ._exceptions import (
 from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
-from ._stash import Stash
+from ._stash import PairRow, Planned, PlanRow, Single, StagedRow, Stash
 from ._sync import FieldMap, SyncDefinition, mapping_fingerprint
 from .storage._base import (
     RECORD_FIELD,
@@ -289,27 +289,26 @@ def _plan_source(holds: Mapping[str, list[Any]], times: Mapping[str, str]) -> st
     return _codec.dumps({"holds": holds, "times": times})
 
 
-def _with_mod_texts(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def _with_mod_texts(row: PairRow) -> PairRow:
     """A staged pair with both modification times as text (a light record keeps its time as
     microseconds: formatting it is left to the few pairs that are decided)."""
-    lmod, rmod, lus, rus = row[7], row[8], row[17], row[18]
+    lmod, rmod, lus, rus = row.left_mod, row.right_mod, row.left_modus, row.right_modus
     if (lmod is not None or lus is None) and (rmod is not None or rus is None):
         return row
     if lmod is None and lus is not None:
         lmod = ts(_EPOCH + lus * _MICROSECOND)
     if rmod is None and rus is not None:
         rmod = ts(_EPOCH + rus * _MICROSECOND)
-    return (*row[:7], lmod, rmod, *row[9:])
+    return row._replace(left_mod=lmod, right_mod=rmod)
 
 
-def _settled(row: tuple[Any, ...], active_links: set[tuple[str, str]]) -> bool:
+def _settled(row: PairRow, active_links: set[tuple[str, str]]) -> bool:
     """Whether a staged pair needs no decision: nothing changed anywhere (the fast path)."""
-    lkey, rkey, lproj, rproj, base_text = row[:5]
     return (
-        lproj == rproj == (base_text or "{}")
-        and (lkey, rkey) not in active_links
-        and row[14] is None
-        and row[15] is None
+        row.left_proj == row.right_proj == (row.base or "{}")
+        and (row.left_key, row.right_key) not in active_links
+        and row.left_bad is None
+        and row.right_bad is None
     )
 
 
@@ -802,7 +801,7 @@ class _Cycle:
 
     def _rows(
         self, side: Side, records: Sequence[Record], links: Mapping[str, Link], returned: bool
-    ) -> Iterable[tuple[Any, ...]]:
+    ) -> Iterable[StagedRow]:
         index = _SIDE_INDEX[side]
         names = self._names[side]
         for record in records:
@@ -843,23 +842,25 @@ class _Cycle:
                 )
             elif side is Side.LEFT and link is not None:
                 self._want_full(link.right_key)
-            yield (
-                index,
-                record.key,
-                None if link is None else link.left_key,
-                None if link is None else link.key(side.other),
-                self._natural(side, record) if link is None else self._live_nat(side, record, link),
-                proj_text,
-                raw_text,
-                _iso(mod),
-                None if record.deleted else self._ftimes(side, record),
-                base_text,
-                int(record.deleted),
-                int(not same),
-                bad_text,
-                int(returned),
-                0,
-                None,
+            yield StagedRow(
+                side=index,
+                key=record.key,
+                link=None if link is None else link.left_key,
+                other=None if link is None else link.key(side.other),
+                nat=self._natural(side, record)
+                if link is None
+                else self._live_nat(side, record, link),
+                proj=proj_text,
+                raw=raw_text,
+                mod=_iso(mod),
+                ftimes=None if record.deleted else self._ftimes(side, record),
+                base=base_text,
+                deleted=int(record.deleted),
+                changed=int(not same),
+                bad=bad_text,
+                ret=int(returned),
+                light=0,
+                modus=None,
             )
 
     def _digest(self, proj_text: str) -> str:
@@ -886,7 +887,7 @@ class _Cycle:
 
     def _light(
         self, side: Side, record: Record, mark: LinkMark | None, returned: bool
-    ) -> tuple[Any, ...] | None:
+    ) -> StagedRow | None:
         """The staged row of a linked record known to be unchanged, or ``None`` to stage it in
         full. Unchanged: its mark is of this mapping and (between full sweeps) the record was
         not modified since, or its mapped values hash to the mark's digest."""
@@ -931,31 +932,30 @@ class _Cycle:
                         digest=digest,
                     )
                 )
-        other = mark.right_key if side is Side.LEFT else mark.left_key
-        return (
-            _SIDE_INDEX[side],
-            key,
-            mark.left_key,
-            other,
-            mark.natural_key,
-            None,
-            None,
-            None,
-            None,
-            None,
-            0,
-            0,
-            None,
-            int(returned),
-            1,
-            seen,
+        return StagedRow(
+            side=_SIDE_INDEX[side],
+            key=key,
+            link=mark.left_key,
+            other=mark.right_key if side is Side.LEFT else mark.left_key,
+            nat=mark.natural_key,
+            proj=None,
+            raw=None,
+            mod=None,
+            ftimes=None,
+            base=None,
+            deleted=0,
+            changed=0,
+            bad=None,
+            ret=int(returned),
+            light=1,
+            modus=seen,
         )
 
     def _stage(
         self, stash: Stash, side: Side, records: Sequence[Record], *, returned: bool = True
     ) -> None:
         marks = self.storage.link_marks(self.sync.name, side, [r.key for r in records])
-        rows: list[tuple[Any, ...]] = []
+        rows: list[StagedRow] = []
         full: list[Record] = []
         for record in records:
             row = self._light(side, record, marks.get(record.key), returned)
@@ -1313,16 +1313,16 @@ class _Cycle:
         for rows in stash.pairs(self.rec.batch_size):
             began = time.process_time()
             step = Step(at=self.clock.now())
-            plans: list[tuple[Any, ...]] = []
+            plans: list[Planned] = []
             plan_items: list[list[Discrepancy]] = []
             # The latest source time applied to each field (by either loop): a value read
             # before it is older than the agreed state and is never written.
             self.applied = self.storage.get_field_times(
                 self.sync.name,
                 [
-                    (row[0], fm.left)
+                    (row.left_key, fm.left)
                     for row in rows
-                    if not (row[11] or row[12])
+                    if not (row.left_deleted or row.right_deleted)
                     for fm in self._fields
                 ],
             )
@@ -1330,24 +1330,22 @@ class _Cycle:
                 [
                     row
                     for row in rows
-                    if not (row[11] or row[12])
-                    and row[2] is not None
-                    and row[3] is not None
+                    if not (row.left_deleted or row.right_deleted)
+                    and row.left_proj is not None
+                    and row.right_proj is not None
                     and not _settled(row, active_links)
                 ]
             )
             for staged in rows:
                 row = _with_mod_texts(staged)
-                lproj, rproj = row[2], row[3]
-                ldel, rdel = row[11], row[12]
-                if row[16]:
+                if row.right_light:
                     # Its left record changed but the right one's own values were never read
                     # (its read by key failed): unknown, so not decided this cycle.
                     continue
-                if ldel or rdel:
+                if row.left_deleted or row.right_deleted:
                     self._gone(step, plans, plan_items, row)
                     continue
-                if lproj is None or rproj is None:
+                if row.left_proj is None or row.right_proj is None:
                     continue  # held back: a value does not map (escalated)
                 if _settled(row, active_links):
                     continue  # the fast path: nothing changed anywhere
@@ -1356,7 +1354,7 @@ class _Cycle:
             ids = self._commit(step)
             self._plan(stash, plans, plan_items, step.new_items, ids)
 
-    def _load_echoes(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _load_echoes(self, rows: Sequence[PairRow]) -> None:
         """The echo entries with a source time of the records about to be decided: one storage
         call per batch. A side whose field holds such an entry's value holds a value syncrecon
         wrote (or is writing: the fast loop records before it writes, and commits its base only
@@ -1364,7 +1362,11 @@ class _Cycle:
         self.echoed = (
             self.storage.echo_times(
                 self.sync.name,
-                [(side, row[_SIDE_INDEX[side]]) for row in rows for side in Side],
+                [
+                    (side, row.left_key if side is Side.LEFT else row.right_key)
+                    for row in rows
+                    for side in Side
+                ],
                 self.clock.now(),
             )
             if rows
@@ -1384,35 +1386,41 @@ class _Cycle:
     def _plan(
         self,
         stash: Stash,
-        plans: list[tuple[Any, ...]],
+        plans: list[Planned],
         plan_items: list[list[Discrepancy]],
         committed: list[Discrepancy],
         ids: list[int],
     ) -> None:
         """Store planned writes with the queue ids of the items they resolve."""
         by_object = {id(item): item_id for item, item_id in zip(committed, ids, strict=True)}
-        rows = []
-        for plan, items in zip(plans, plan_items, strict=True):
-            item_ids = [by_object[id(item)] for item in items]
-            rows.append((*plan[:9], _codec.dumps(item_ids), *plan[9:]))
-        stash.plan(rows)
+        stash.plan(
+            plan._replace(items=_codec.dumps([by_object[id(item)] for item in items]))
+            for plan, items in zip(plans, plan_items, strict=True)
+        )
 
     def _decide_pair(
         self,
         step: Step,
-        plans: list[tuple[Any, ...]],
+        plans: list[Planned],
         plan_items: list[list[Discrepancy]],
-        row: tuple[Any, ...],
+        row: PairRow,
     ) -> None:
-        (lkey, rkey, lproj, rproj, base_text, _lraw, rraw, lmod, rmod, lft, rft, _ld, _rd, nat) = (
-            row[:14]
+        lkey, rkey, base_text, nat = row.left_key, row.right_key, row.base, row.nat
+        lmod, rmod, lft, rft, rraw = (
+            row.left_mod,
+            row.right_mod,
+            row.left_ftimes,
+            row.right_ftimes,
+            row.right_raw,
         )
         bad = {
-            Side.LEFT: _codec.loads(row[14]) if row[14] else {},
-            Side.RIGHT: _codec.loads(row[15]) if row[15] else {},
+            Side.LEFT: _codec.loads(row.left_bad) if row.left_bad else {},
+            Side.RIGHT: _codec.loads(row.right_bad) if row.right_bad else {},
         }
-        left = _codec.loads(lproj)
-        right = _codec.loads(rproj)
+        assert row.left_proj is not None
+        assert row.right_proj is not None
+        left = _codec.loads(row.left_proj)
+        right = _codec.loads(row.right_proj)
         base = _codec.loads(base_text) if base_text else {}
         right_raw = _codec.loads(rraw) if rraw else {}
         is_new = base_text is None
@@ -1594,37 +1602,41 @@ class _Cycle:
         for side in targets:
             mod = times[0] if side is Side.LEFT else times[1]
             plans.append(
-                (
-                    _SIDE_INDEX[side],
-                    ChangeOp.UPDATE.value,
-                    lkey,
-                    rkey,
-                    nat,
-                    _codec.dumps(writes[side]),
-                    _codec.dumps(expect[side]),
-                    _iso(mod),
-                    _codec.dumps(pending_base),
-                    _codec.dumps(rules),
-                    shared,
-                    _plan_source(source[side], copies[side]),
+                Planned(
+                    target=_SIDE_INDEX[side],
+                    op=ChangeOp.UPDATE.value,
+                    left_key=lkey,
+                    right_key=rkey,
+                    nat=nat,
+                    fields=_codec.dumps(writes[side]),
+                    expect=_codec.dumps(expect[side]),
+                    expect_mod=_iso(mod),
+                    base=_codec.dumps(pending_base),
+                    items="[]",
+                    rules=_codec.dumps(rules),
+                    shared=shared,
+                    src=_plan_source(source[side], copies[side]),
                 )
             )
             plan_items.append(items)
 
-    def _mark_settled(self, step: Step, row: tuple[Any, ...], base: Mapping[str, Any]) -> None:
+    def _mark_settled(self, step: Step, row: PairRow, base: Mapping[str, Any]) -> None:
         """Mark each side of a decided pair that now holds exactly its new base (so the next
         cycle finds it unchanged without reading it in full)."""
-        if self.dry_run or row[14] or row[15]:
+        if self.dry_run or row.left_bad or row.right_bad:
             return
         base_text = _codec.dumps(dict(base))
-        for side, proj_text, mod in ((Side.LEFT, row[2], row[7]), (Side.RIGHT, row[3], row[8])):
+        for side, proj_text, mod in (
+            (Side.LEFT, row.left_proj, row.left_mod),
+            (Side.RIGHT, row.right_proj, row.right_mod),
+        ):
             if proj_text != base_text:
                 continue
             step.marks.append(
                 SeenMark(
                     sync=self.sync.name,
                     side=side,
-                    left_key=row[0],
+                    left_key=row.left_key,
                     base=base_text,
                     seen=self._seen(parse_ts(mod)) if mod else None,
                     digest=self._digest(proj_text),
@@ -1661,11 +1673,11 @@ class _Cycle:
     def _gone(
         self,
         step: Step,
-        plans: list[tuple[Any, ...]],
+        plans: list[Planned],
         plan_items: list[list[Discrepancy]],
-        row: tuple[Any, ...],
+        row: PairRow,
     ) -> None:
-        lkey, rkey, _lp, _rp, base_text, _lr, _rr, lmod, rmod, _lf, _rf, ldel, rdel, nat = row[:14]
+        lkey, rkey, ldel, rdel = row.left_key, row.right_key, row.left_deleted, row.right_deleted
         if ldel and rdel:
             step.unlink.append((self.sync.name, lkey))
             self._settle_link(step, lkey, rkey, "the record is deleted in both systems")
@@ -1686,21 +1698,21 @@ class _Cycle:
                 self.t.auto["delete_from"] += 1
                 return
             step.new_items.append(item)
-            mod = lmod if survivor is Side.LEFT else rmod
             plans.append(
-                (
-                    _SIDE_INDEX[survivor],
-                    ChangeOp.DELETE.value,
-                    lkey,
-                    rkey,
-                    nat,
-                    "{}",
-                    None,
-                    mod,
-                    base_text,
-                    _codec.dumps(["delete_from"]),
-                    0,
-                    None,
+                Planned(
+                    target=_SIDE_INDEX[survivor],
+                    op=ChangeOp.DELETE.value,
+                    left_key=lkey,
+                    right_key=rkey,
+                    nat=row.nat,
+                    fields="{}",
+                    expect=None,
+                    expect_mod=row.left_mod if survivor is Side.LEFT else row.right_mod,
+                    base=row.base,
+                    items="[]",
+                    rules=_codec.dumps(["delete_from"]),
+                    shared=0,
+                    src=None,
                 )
             )
             plan_items.append([item])
@@ -1735,9 +1747,7 @@ class _Cycle:
             for batch in stash.singles(_SIDE_INDEX[side], self.rec.batch_size):
                 self._plan_creates(stash, side, target, batch)
 
-    def _plan_creates(
-        self, stash: Stash, side: Side, target: Side, batch: list[tuple[Any, ...]]
-    ) -> None:
+    def _plan_creates(self, stash: Stash, side: Side, target: Side, batch: list[Single]) -> None:
         nk = self.sync.natural_key
         assert nk is not None
         nk_source = nk.left if side is Side.LEFT else nk.right
@@ -1745,6 +1755,8 @@ class _Cycle:
         rows = []
         items = []
         for key, nat, proj_text, raw_text in batch:
+            if proj_text is None:
+                continue  # its values do not map: held and escalated, never created
             if nat is None:
                 # Without a natural key a create could not be matched back after a crash.
                 items.append(
@@ -1781,20 +1793,20 @@ class _Cycle:
                 continue
             lkey, rkey = (key, None) if side is Side.LEFT else (None, key)
             rows.append(
-                (
-                    _SIDE_INDEX[target],
-                    ChangeOp.CREATE.value,
-                    lkey,
-                    rkey,
-                    nat,
-                    _codec.dumps(fields),
-                    None,
-                    None,
-                    _codec.dumps(base),
-                    "[]",
-                    _codec.dumps(["create_on"]),
-                    0,
-                    None,
+                Planned(
+                    target=_SIDE_INDEX[target],
+                    op=ChangeOp.CREATE.value,
+                    left_key=lkey,
+                    right_key=rkey,
+                    nat=nat,
+                    fields=_codec.dumps(fields),
+                    expect=None,
+                    expect_mod=None,
+                    base=_codec.dumps(base),
+                    items="[]",
+                    rules=_codec.dumps(["create_on"]),
+                    shared=0,
+                    src=None,
                 )
             )
         stash.plan(rows)
@@ -1818,7 +1830,7 @@ class _Cycle:
         self._finish_shared(stash)
 
     def _write_existing(
-        self, stash: Stash, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
+        self, stash: Stash, side: Side, connector: AnyConnector, rows: list[PlanRow]
     ) -> None:
         # Claim both records of every pair first, as a fast-loop worker claims an event's
         # record: a worker between its write and its commit holds it, and a worker gets no
@@ -1826,7 +1838,8 @@ class _Cycle:
         # at once (a worker's late write cannot cross the cycle's, and a merge never uses a
         # base a worker is about to move). A record a worker holds is left to the next cycle.
         pair_records = {
-            r[0]: (f"{self.sync.name}:left:{r[2]}", f"{self.sync.name}:right:{r[3]}") for r in rows
+            r.id: (f"{self.sync.name}:left:{r.left_key}", f"{self.sync.name}:right:{r.right_key}")
+            for r in rows
         }
         wanted = sorted({record for pair in pair_records.values() for record in pair})
         granted = self.storage.claim_records(
@@ -1842,36 +1855,37 @@ class _Cycle:
         stash: Stash,
         side: Side,
         connector: AnyConnector,
-        rows: list[tuple[Any, ...]],
+        rows: list[PlanRow],
         pair_records: Mapping[int, tuple[str, str]],
         granted: set[str],
     ) -> None:
-        held = [r for r in rows if not set(pair_records[r[0]]) <= granted]
-        rows = [r for r in rows if set(pair_records[r[0]]) <= granted]
+        held = [r for r in rows if not set(pair_records[r.id]) <= granted]
+        rows = [r for r in rows if set(pair_records[r.id]) <= granted]
         if not rows:
             step = Step(at=self.clock.now())
             self._skip(step, held)
-            stash.mark_done([r[0] for r in held], -1)
+            stash.mark_done([r.id for r in held], -1)
             self._commit(step)
             return
-        keyed = {(r[2] if side is Side.LEFT else r[3]): r for r in rows}
+        keyed = {r.key(_SIDE_INDEX[side]): r for r in rows}
         current = {r.key: r for r in read_batch(self.caller, connector, list(keyed))}
         sources = self._reread_sources(side, rows)
-        plan_src = {r[0]: _codec.loads(r[12]) for r in rows if r[12]}
+        plan_src = {r.id: _codec.loads(r.src) for r in rows if r.src}
         changes: list[Change] = []
-        skipped: list[tuple[Any, ...]] = list(held)
+        skipped: list[PlanRow] = list(held)
         for key, row in keyed.items():
-            _id, op, *_rest = row
-            expect_text, expect_mod = row[6], row[7]
+            op = row.op
+            expect_text, expect_mod = row.expect, row.expect_mod
             now_rec = current.get(key)
             if now_rec is None or now_rec.deleted:
                 skipped.append(row)
                 continue
             if (
                 sources is not None
-                and row[0] in plan_src
+                and row.id in plan_src
                 and not _source_holds(
-                    sources.get(row[3] if side is Side.LEFT else row[2]), plan_src[row[0]]["holds"]
+                    sources.get(row.key(_SIDE_INDEX[side.other])),
+                    plan_src[row.id]["holds"],
                 )
             ):
                 # The source moved on after it was read (a user, or the fast loop): the value
@@ -1883,52 +1897,55 @@ class _Cycle:
                 if expect_mod and mod is not None and mod > parse_ts(expect_mod):
                     skipped.append(row)
                     continue
-                changes.append(Change(op=ChangeOp.DELETE, key=key, ref=str(row[0])))
+                changes.append(Change(op=ChangeOp.DELETE, key=key, ref=str(row.id)))
                 continue
             expect = _codec.loads(expect_text) if expect_text else {}
             if any(not _same(now_rec.fields.get(f), v) for f, v in expect.items()):
                 skipped.append(row)  # changed since we read it: never overwrite a newer value
                 continue
             changes.append(
-                Change(op=ChangeOp.UPDATE, key=key, fields=_codec.loads(row[5]), ref=str(row[0]))
+                Change(
+                    op=ChangeOp.UPDATE, key=key, fields=_codec.loads(row.fields), ref=str(row.id)
+                )
             )
         step = Step(at=self.clock.now())
         self._skip(step, skipped)
-        stash.mark_done([r[0] for r in skipped], -1)
+        stash.mark_done([r.id for r in skipped], -1)
         if changes:
             results = self._write(connector, changes)
             by_id = {int(c.ref): res for c, res in zip(changes, results, strict=True)}
             changes_by_id = {int(c.ref): c for c in changes}
             ok_ids = []
             for row in rows:
-                res = by_id.get(row[0])
+                res = by_id.get(row.id)
                 if res is None:
                     continue
                 if not res.ok:
                     self._failed(step, row, res)
-                    stash.mark_done([row[0]], -1)
+                    stash.mark_done([row.id], -1)
                     continue
-                ok_ids.append(row[0])
+                ok_ids.append(row.id)
                 self.t.writes[side.value] += 1
-                if row[1] == ChangeOp.DELETE.value:
+                if row.op == ChangeOp.DELETE.value:
                     self.t.deleted[side.value] += 1
-                    step.unlink.append((self.sync.name, row[2]))
+                    left_key, right_key = row.pair
+                    step.unlink.append((self.sync.name, left_key))
                     self._resolve(step, row)
-                    self._settle_link(step, row[2], row[3], "the record was deleted")
+                    self._settle_link(step, left_key, right_key, "the record was deleted")
                 else:
-                    copied = plan_src.get(row[0], {}).get("times", {})
-                    self._remember_writes(step, side, changes_by_id[row[0]], copied)
-                    if not row[11]:
+                    copied = plan_src.get(row.id, {}).get("times", {})
+                    self._remember_writes(step, side, changes_by_id[row.id], copied)
+                    if not row.shared:
                         self._resolve(step, row)
             stash.mark_done(ok_ids, 1)
         self._commit(step)
 
-    def _reread_sources(self, side: Side, rows: list[tuple[Any, ...]]) -> dict[str, Record] | None:
+    def _reread_sources(self, side: Side, rows: list[PlanRow]) -> dict[str, Record] | None:
         """The source records of the updates planned to ``side``, read again in one batch next
         to the targets (``verify_source``); ``None`` when not asked for or nothing to check."""
         if not self.rec.verify_source:
             return None
-        wanted = sorted({(r[3] if side is Side.LEFT else r[2]) for r in rows if r[12]})
+        wanted = sorted({r.key(_SIDE_INDEX[side.other]) for r in rows if r.src})
         if not wanted:
             return None
         connector = self.sync.connector(side.other)
@@ -1966,13 +1983,12 @@ class _Cycle:
         # A whole batch that failed leaves every item queued (retryable only if transient).
         return write_batch_or_failures(self.caller, connector, changes)
 
-    def _resolve(self, step: Step, row: tuple[Any, ...]) -> None:
+    def _resolve(self, step: Step, row: PlanRow) -> None:
         """A planned fix landed: update bases and close its queue items."""
-        base = _codec.loads(row[8]) if row[8] else {}
-        left_key = row[2]
-        if row[1] != ChangeOp.DELETE.value and base:
-            step.bases.append(BaseUpdate(sync=self.sync.name, left_key=left_key, values=base))
-        self._close_items(step, row[9], row[10])
+        base = _codec.loads(row.base) if row.base else {}
+        if row.op != ChangeOp.DELETE.value and base:
+            step.bases.append(BaseUpdate(sync=self.sync.name, left_key=row.pair[0], values=base))
+        self._close_items(step, row.items, row.rules)
 
     def _close_items(self, step: Step, items_text: str | None, rules_text: str | None) -> None:
         items = _codec.loads(items_text) if items_text else []
@@ -1985,10 +2001,10 @@ class _Cycle:
                 ItemUpdate(id=item_id, status=Status.AUTO_RESOLVED, resolved_at=now)
             )
 
-    def _skip(self, step: Step, rows: list[tuple[Any, ...]]) -> None:
+    def _skip(self, step: Step, rows: list[PlanRow]) -> None:
         self.t.skipped += len(rows)
         for row in rows:
-            for item_id in _codec.loads(row[9]) if row[9] else []:
+            for item_id in _codec.loads(row.items) if row.items else []:
                 step.item_updates.append(
                     ItemUpdate(
                         id=item_id,
@@ -1998,9 +2014,9 @@ class _Cycle:
                     )
                 )
 
-    def _failed(self, step: Step, row: tuple[Any, ...], res: WriteResult) -> None:
+    def _failed(self, step: Step, row: PlanRow, res: WriteResult) -> None:
         self.t.write_failures += 1
-        for item_id in _codec.loads(row[9]) if row[9] else []:
+        for item_id in _codec.loads(row.items) if row.items else []:
             step.item_updates.append(
                 ItemUpdate(
                     id=item_id,
@@ -2010,9 +2026,7 @@ class _Cycle:
                 )
             )
 
-    def _write_creates(
-        self, side: Side, connector: AnyConnector, rows: list[tuple[Any, ...]]
-    ) -> None:
+    def _write_creates(self, side: Side, connector: AnyConnector, rows: list[PlanRow]) -> None:
         """Create records on ``side``, never twice (invariant 2).
 
         Each create is recorded with a stable idempotency key before the call (a create
@@ -2022,31 +2036,31 @@ class _Cycle:
         creating again what an earlier cycle may have created). Otherwise the intent stays and
         the next full sweep links the record by its natural key.
         """
-        source_of = {row[0]: (row[2] if side is Side.RIGHT else row[3]) for row in rows}
+        source_of = {row.id: row.key(_SIDE_INDEX[side.other]) for row in rows}
         before = self.storage.get_intents(self.sync.name, side, list(source_of.values()))
         now = self.clock.now()
         keys: dict[int, str] = {}
         fresh: list[CreateIntent] = []
         for row in rows:
-            intent = before.get(source_of[row[0]])
+            intent = before.get(source_of[row.id])
             if intent is None:
                 intent = CreateIntent(
                     sync=self.sync.name,
                     side=side,
-                    source_key=source_of[row[0]],
+                    source_key=source_of[row.id],
                     idempotency_key=f"syncrecon-{uuid.uuid4().hex}",
                     created_at=now,
                 )
                 fresh.append(intent)
-            keys[row[0]] = intent.idempotency_key
+            keys[row.id] = intent.idempotency_key
         self._commit(Step(at=now, intents=fresh))
         by_id, ambiguous = self._create(connector, rows, keys, earlier=set(before))
-        results = [by_id[row[0]] for row in rows]
+        results = [by_id[row.id] for row in rows]
         step = Step(at=self.clock.now())
         for row, res in zip(rows, results, strict=True):
-            if res.ok or row[0] not in ambiguous:
+            if res.ok or row.id not in ambiguous:
                 # Linked below, or definitely not created: the intent is done with.
-                step.intents_settled.append((self.sync.name, side, source_of[row[0]]))
+                step.intents_settled.append((self.sync.name, side, source_of[row.id]))
         returned = [r.key for r in results if r.ok and r.key]
         taken = self.storage.get_links(self.sync.name, side, returned) if returned else {}
         for row, res in zip(rows, results, strict=True):
@@ -2063,8 +2077,8 @@ class _Cycle:
                 self.t.write_failures += 1
                 step.new_items.append(
                     self._item(
-                        left_key=row[2],
-                        right_key=row[3],
+                        left_key=row.left_key,
+                        right_key=row.right_key,
                         field=RECORD_FIELD,
                         status=Status.OPEN,
                         rule="create_on",
@@ -2075,22 +2089,23 @@ class _Cycle:
             self.t.writes[side.value] += 1
             self.t.created[side.value] += 1
             self.t.auto["create_on"] += 1
-            prior = self.active.get((self.sync.name, row[2] or "", row[3] or "", RECORD_FIELD))
+            prior = self.active.get(
+                (self.sync.name, row.left_key or "", row.right_key or "", RECORD_FIELD)
+            )
             if prior is not None and prior.rule == "create_on" and prior.id is not None:
                 step.item_updates.append(
                     ItemUpdate(
                         id=prior.id, status=Status.AUTO_RESOLVED, resolved_at=self.clock.now()
                     )
                 )
-            left_key = res.key if side is Side.LEFT else row[2]
-            right_key = res.key if side is Side.RIGHT else row[3]
+            source_key = source_of[row.id]
             step.links.append(
                 Link(
                     sync=self.sync.name,
-                    left_key=left_key,
-                    right_key=right_key,
-                    natural_key=row[4],
-                    base=_codec.loads(row[8]),
+                    left_key=res.key if side is Side.LEFT else source_key,
+                    right_key=res.key if side is Side.RIGHT else source_key,
+                    natural_key=row.nat,
+                    base=_codec.loads(row.base) if row.base else {},
                 )
             )
         self._commit(step)
@@ -2098,7 +2113,7 @@ class _Cycle:
     def _create(
         self,
         connector: AnyConnector,
-        rows: list[tuple[Any, ...]],
+        rows: list[PlanRow],
         keys: Mapping[int, str],
         *,
         earlier: set[str],
@@ -2108,10 +2123,12 @@ class _Cycle:
         results: dict[int, WriteResult] = {}
         ambiguous: set[int] = set()
         todo = rows
-        side_key = 2 if connector is self.sync.right else 3
         if earlier and caps.finds_created:
             # An earlier attempt may have landed (a lost answer, a crash): look it up first.
-            maybe = [row for row in rows if row[side_key] in earlier]
+            to_right = connector is self.sync.right
+            maybe = [
+                row for row in rows if (row.left_key if to_right else row.right_key) in earlier
+            ]
             found, failed = self._look_up(connector, maybe, keys)
             results.update(found)
             ambiguous |= failed
@@ -2119,15 +2136,15 @@ class _Cycle:
                 results[row_id] = WriteResult(
                     ref=str(row_id), ok=False, error="looking up an earlier create failed"
                 )
-            todo = [row for row in rows if row[0] not in results]
+            todo = [row for row in rows if row.id not in results]
         tries = self.rec.retry.attempts if caps.finds_created else 1
         while todo:
             changes = [
                 Change(
                     op=ChangeOp.CREATE,
-                    fields=_codec.loads(row[5]),
-                    ref=str(row[0]),
-                    idempotency_key=keys[row[0]],
+                    fields=_codec.loads(row.fields),
+                    ref=str(row.id),
+                    idempotency_key=keys[row.id],
                 )
                 for row in todo
             ]
@@ -2144,17 +2161,17 @@ class _Cycle:
                     found, failed = self._look_up(connector, todo, keys)
                     if not failed:
                         results.update(found)
-                        todo = [row for row in todo if row[0] not in found]
+                        todo = [row for row in todo if row.id not in found]
                         continue
                 error = (
                     f"the answer to the create was lost ({type(exc).__name__}: {exc}); the next"
                     " cycle links the record if it was created, or creates it with the same key"
                 )
                 for row in todo:
-                    results[row[0]] = WriteResult(
-                        ref=str(row[0]), ok=False, error=error, retryable=True
+                    results[row.id] = WriteResult(
+                        ref=str(row.id), ok=False, error=error, retryable=True
                     )
-                    ambiguous.add(row[0])
+                    ambiguous.add(row.id)
                 break
             except (ConnectorError, StorageError) as exc:
                 # A refusal (4xx) created nothing; a connector's own bug may have, after the call.
@@ -2162,33 +2179,33 @@ class _Cycle:
                 if unknown:
                     log.error("%s: creating failed: %s", connector.name, exc, exc_info=True)
                 for row in todo:
-                    results[row[0]] = WriteResult(
-                        ref=str(row[0]), ok=False, error=f"{type(exc).__name__}: {exc}"
+                    results[row.id] = WriteResult(
+                        ref=str(row.id), ok=False, error=f"{type(exc).__name__}: {exc}"
                     )
                     if unknown:
-                        ambiguous.add(row[0])
+                        ambiguous.add(row.id)
                 break
             results.update({int(res.ref): res for res in out})
             break
         return results, ambiguous
 
     def _look_up(
-        self, connector: AnyConnector, rows: list[tuple[Any, ...]], keys: Mapping[int, str]
+        self, connector: AnyConnector, rows: list[PlanRow], keys: Mapping[int, str]
     ) -> tuple[dict[int, WriteResult], set[int]]:
         """Records ``connector`` already created for ``rows`` (by idempotency key), as results;
         and the ids that could not be looked up."""
         if not rows:
             return {}, set()
         try:
-            found = find_created(self.caller, connector, [keys[row[0]] for row in rows])
+            found = find_created(self.caller, connector, [keys[row.id] for row in rows])
         except (ConnectorError, StorageError) as exc:
             log.warning("%s: looking up earlier creates failed: %s", connector.name, exc)
-            return {}, {row[0] for row in rows}
+            return {}, {row.id for row in rows}
         out = {}
         for row in rows:
-            record = found.get(keys[row[0]])
+            record = found.get(keys[row.id])
             if record is not None:
-                out[row[0]] = WriteResult(ref=str(row[0]), ok=True, key=record.key)
+                out[row.id] = WriteResult(ref=str(row.id), ok=True, key=record.key)
         return out, set()
 
     def _finish_shared(self, stash: Stash) -> None:

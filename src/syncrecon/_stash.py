@@ -13,9 +13,9 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Stash"]
+__all__ = ["PairRow", "PlanRow", "Planned", "Single", "StagedRow", "Stash"]
 
 _SCHEMA = """
 CREATE TABLE rec (
@@ -62,7 +62,121 @@ CREATE TABLE plan (
 CREATE INDEX plan_target ON plan (target, op, id);
 """
 
-RecRow = tuple[Any, ...]
+
+class StagedRow(NamedTuple):
+    """One staged record (see :meth:`Stash.put`). Texts are canonical JSON."""
+
+    side: int
+    key: str
+    link: str | None  # the left key of its link, if linked
+    other: str | None  # its counterpart's key, if linked
+    nat: str | None
+    proj: str | None  # mapped values in the left vocabulary, by left name
+    raw: str | None  # the right side's own values of mapped fields, and the natural key
+    mod: str | None
+    ftimes: str | None
+    base: str | None
+    deleted: int
+    changed: int
+    bad: str | None
+    ret: int
+    light: int
+    modus: int | None
+
+
+class PairRow(NamedTuple):
+    """A linked pair that needs a decision (see :meth:`Stash.pairs`)."""
+
+    left_key: str
+    right_key: str
+    left_proj: str | None
+    right_proj: str | None
+    base: str | None
+    left_raw: str | None
+    right_raw: str | None
+    left_mod: str | None
+    right_mod: str | None
+    left_ftimes: str | None
+    right_ftimes: str | None
+    left_deleted: int
+    right_deleted: int
+    nat: str | None
+    left_bad: str | None
+    right_bad: str | None
+    right_light: int
+    left_modus: int | None
+    right_modus: int | None
+
+
+class Single(NamedTuple):
+    """A live record linked to nothing (see :meth:`Stash.singles`)."""
+
+    key: str
+    nat: str | None
+    proj: str | None
+    raw: str | None
+
+
+class Planned(NamedTuple):
+    """A write the cycle decided, to be stored by :meth:`Stash.plan`."""
+
+    target: int
+    op: str
+    left_key: str | None
+    right_key: str | None
+    nat: str | None
+    fields: str  # what to write, by the target's field names
+    expect: str | None  # what the target must still hold, by its field names
+    expect_mod: str | None  # for a delete: the survivor's modification time when read
+    base: str | None  # the base values the link gets once the write landed
+    items: str  # queue item ids the write resolves
+    rules: str  # the rules that decided it (counted as auto-resolved when it lands)
+    shared: int  # 1 when the same pair is written on both sides (base moves after both)
+    src: str | None  # per source field, what the source may still hold (and copies' times)
+
+
+class PlanRow(NamedTuple):
+    """A stored planned write (see :meth:`Stash.planned`): :class:`Planned` with its id."""
+
+    id: int
+    op: str
+    left_key: str | None
+    right_key: str | None
+    nat: str | None
+    fields: str
+    expect: str | None
+    expect_mod: str | None
+    base: str | None
+    items: str | None
+    rules: str | None
+    shared: int
+    src: str | None
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        """(left key, right key) of an update's or a delete's linked pair."""
+        if self.left_key is None or self.right_key is None:
+            raise ValueError(f"planned {self.op} {self.id} has no linked pair")
+        return self.left_key, self.right_key
+
+    def key(self, side: int) -> str:
+        """The key on ``side`` (0 left, 1 right): a linked record's, or a create's source."""
+        key = self.left_key if side == 0 else self.right_key
+        if key is None:
+            raise ValueError(f"planned {self.op} {self.id} has no key on side {side}")
+        return key
+
+
+def _pair_row(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> PairRow:
+    return PairRow._make(row)
+
+
+def _single(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Single:
+    return Single._make(row)
+
+
+def _plan_row(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> PlanRow:
+    return PlanRow._make(row)
 
 
 class Stash:
@@ -99,7 +213,7 @@ class Stash:
         self.db.execute("COMMIT")
         self.db.execute("BEGIN")
 
-    def put(self, rows: Iterable[RecRow]) -> None:
+    def put(self, rows: Iterable[StagedRow | tuple[Any, ...]]) -> None:
         """Stage records.
 
         Each row: side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted, changed,
@@ -202,7 +316,7 @@ class Stash:
             ).fetchone()[0]
         )
 
-    def pairs(self, batch: int = 2000) -> Iterator[list[RecRow]]:
+    def pairs(self, batch: int = 2000) -> Iterator[list[PairRow]]:
         """Linked pairs staged on both sides that need a decision, in batches.
 
         A pair whose records both equal their base and that has no active queue item is
@@ -213,7 +327,9 @@ class Stash:
         left bad, right bad, right light, left modus, right modus. A light record's proj is
         the base.
         """
-        cur = self.db.execute(
+        cur = self.db.cursor()
+        cur.row_factory = _pair_row
+        cur.execute(
             "WITH todo (k) AS (SELECT link FROM rec WHERE changed = 1 AND link IS NOT NULL"
             " UNION SELECT left_key FROM act)"
             " SELECT l.key, r.key,"
@@ -240,9 +356,11 @@ class Stash:
             )
         ]
 
-    def singles(self, side: int, batch: int = 2000) -> Iterator[list[RecRow]]:
-        """Live unlinked records of ``side`` in batches: key, nat, proj, raw."""
-        cur = self.db.execute(
+    def singles(self, side: int, batch: int = 2000) -> Iterator[list[Single]]:
+        """Live unlinked records of ``side`` in batches."""
+        cur = self.db.cursor()
+        cur.row_factory = _single
+        cur.execute(
             "SELECT key, nat, proj, raw FROM rec WHERE side = ? AND link IS NULL AND deleted = 0"
             " AND NOT EXISTS (SELECT 1 FROM held h WHERE h.side = rec.side AND h.key = rec.key)"
             " ORDER BY key",
@@ -251,22 +369,22 @@ class Stash:
         while rows := cur.fetchmany(batch):
             yield rows
 
-    def plan(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Plan writes: (target, op, left_key, right_key, nat, fields, expect, expect_mod, base,
-        items, rules, shared, src); ``src`` holds, per source field, the values the source may
-        still hold for the write to go ahead."""
+    def plan(self, rows: Iterable[Planned]) -> None:
+        """Store planned writes."""
         self.db.executemany(
             "INSERT INTO plan (target, op, left_key, right_key, nat, fields, expect, expect_mod,"
             " base, items, rules, shared, src) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
-    def planned(self, target: int, ops: Sequence[str], batch: int) -> Iterator[list[RecRow]]:
+    def planned(self, target: int, ops: Sequence[str], batch: int) -> Iterator[list[PlanRow]]:
         """Planned writes to ``target`` with one of ``ops``, in batches (id order)."""
         marks = ",".join("?" * len(ops))
         last = 0
+        cur = self.db.cursor()
+        cur.row_factory = _plan_row
         while True:
-            rows = self.db.execute(
+            rows: list[PlanRow] = cur.execute(
                 "SELECT id, op, left_key, right_key, nat, fields, expect, expect_mod, base,"  # noqa: S608
                 f" items, rules, shared, src FROM plan WHERE target = ? AND op IN ({marks})"
                 " AND id > ? ORDER BY id LIMIT ?",
@@ -274,14 +392,14 @@ class Stash:
             ).fetchall()
             if not rows:
                 return
-            last = rows[-1][0]
+            last = rows[-1].id
             yield rows
 
     def mark_done(self, ids: Sequence[int], done: int) -> None:
         """Record the outcome of planned writes (1 ok, -1 failed or skipped)."""
         self.db.executemany("UPDATE plan SET done = ? WHERE id = ?", [(done, i) for i in ids])
 
-    def shared_complete(self) -> Iterator[RecRow]:
+    def shared_complete(self) -> Iterator[tuple[str, str | None, str | None, str | None]]:
         """Links whose writes to both sides all succeeded: left key, base, items, rules."""
         cur = self.db.execute(
             "SELECT left_key, max(base), max(items), max(rules) FROM plan WHERE shared = 1"
