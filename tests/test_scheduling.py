@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from syncrecon import ConnectorBugError, FieldMap, NaturalKey, Reconciler, SyncDefinition, recency
+from syncrecon._runtime import Due, Woke
 from syncrecon.scheduling import IntervalScheduler
 from syncrecon.storage.memory import MemoryStorage
 from syncrecon.testing import ManualClock, SimulatedSystem
@@ -121,3 +123,117 @@ def test_interval_must_be_positive() -> None:
     rec, _, _ = _reconciler(clock)
     with pytest.raises(ValueError):
         IntervalScheduler(rec, timedelta(0), clock=clock)
+
+
+# --------------------------------------------------------------------------------------------
+# The run loop: sleeps until the next cycle, wakes at once on stop (no polling)
+
+
+async def _settles(task: asyncio.Future[Any], turns: int = 20) -> bool:
+    """Whether ``task`` is done within ``turns`` turns of the event loop (no timer is due)."""
+    for _ in range(turns):
+        if task.done():
+            return True
+        await asyncio.sleep(0)
+    return task.done()
+
+
+def _record_waits(scheduler: IntervalScheduler, waits: list[Due | None]) -> None:
+    """Record what each wait of the scheduler's loop (either door) waits for."""
+    loop = scheduler._loop
+    wait, await_ = loop.wait, loop.await_
+
+    def sync_wait(due: Due | None) -> Woke:
+        waits.append(due)
+        return wait(due)
+
+    async def async_wait(due: Due | None) -> Woke:
+        waits.append(due)
+        return await await_(due)
+
+    loop.wait = sync_wait  # type: ignore[method-assign]
+    loop.await_ = async_wait  # type: ignore[method-assign]
+
+
+def test_asyncio_stop_wakes_the_sleeping_run_at_once() -> None:
+    clock = ManualClock()
+    rec, _, _ = _reconciler(clock)
+
+    async def main() -> None:
+        ran = asyncio.Event()
+        scheduler = IntervalScheduler(
+            rec, timedelta(hours=1), clock=clock, on_report=lambda report: ran.set()
+        )
+        task = asyncio.ensure_future(scheduler.run())
+        await asyncio.wait_for(ran.wait(), 10)
+        assert not await _settles(task)  # asleep until the next cycle, an hour away
+        scheduler.stop()
+        assert await _settles(task, turns=5)  # not at a 50 ms tick: at once
+        assert task.exception() is None
+
+    asyncio.run(main())
+
+
+def test_asyncio_run_wakes_on_stop_from_another_thread_and_on_cancel() -> None:
+    clock = ManualClock()
+    rec, _, _ = _reconciler(clock)
+
+    async def main() -> None:
+        ran = asyncio.Event()
+        scheduler = IntervalScheduler(
+            rec, timedelta(hours=1), clock=clock, on_report=lambda report: ran.set()
+        )
+        task = asyncio.ensure_future(scheduler.run())
+        await asyncio.wait_for(ran.wait(), 10)
+        stopper = threading.Thread(target=scheduler.stop)
+        stopper.start()
+        stopper.join(10)
+        assert await _settles(task, turns=5)
+        assert scheduler.cycles_run == 1
+
+        scheduler = IntervalScheduler(rec, timedelta(hours=1), clock=clock, delay_first=True)
+        task = asyncio.ensure_future(scheduler.run())
+        assert not await _settles(task)
+        task.cancel()
+        assert await _settles(task, turns=5)
+        assert task.cancelled()
+        assert scheduler._loop._tasks == []  # nothing left to wake
+
+    asyncio.run(main())
+
+
+def test_both_doors_sleep_until_the_next_cycle() -> None:
+    def sync_door() -> list[Due | None]:
+        clock = ManualClock()
+        rec, _, _ = _reconciler(clock)
+        waits: list[Due | None] = []
+        ran = threading.Event()
+        scheduler = IntervalScheduler(
+            rec, timedelta(hours=1), clock=clock, on_report=lambda report: ran.set()
+        )
+        _record_waits(scheduler, waits)
+        with scheduler:
+            assert ran.wait(10)
+        return waits
+
+    def async_door() -> list[Due | None]:
+        clock = ManualClock()
+        rec, _, _ = _reconciler(clock)
+        waits: list[Due | None] = []
+
+        async def main() -> None:
+            ran = asyncio.Event()
+            scheduler = IntervalScheduler(
+                rec, timedelta(hours=1), clock=clock, on_report=lambda report: ran.set()
+            )
+            _record_waits(scheduler, waits)
+            task = asyncio.ensure_future(scheduler.run())
+            await asyncio.wait_for(ran.wait(), 10)
+            scheduler.stop()
+            await asyncio.wait_for(task, 10)
+
+        asyncio.run(main())
+        return waits
+
+    # One cycle at start, then a sleep of exactly the interval (by the scheduler's clock).
+    assert sync_door() == async_door() == [Due("cycle", 3600.0)]

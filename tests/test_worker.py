@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,8 +19,10 @@ import pytest
 
 from fastloop_helpers import World
 from syncrecon import AppLoadError, Retention
+from syncrecon._runtime import Due
 from syncrecon.storage.memory import MemoryStorage
 from syncrecon.testing import ManualClock
+from syncrecon.webhooks import ProcessReport
 from syncrecon.worker import Worker, load
 
 
@@ -204,3 +208,198 @@ def test_the_async_worker_prunes_too() -> None:
 
     asyncio.run(main())
     assert len(storage.prunes) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The run loop: sleeps until the next thing is due, wakes at once on stop() and wake()
+
+HOUR = 3600.0
+
+
+async def _settles(task: asyncio.Future[Any], turns: int = 20) -> bool:
+    """Whether ``task`` is done within ``turns`` turns of the event loop (no timer is due)."""
+    for _ in range(turns):
+        if task.done():
+            return True
+        await asyncio.sleep(0)
+    return task.done()
+
+
+def _deliver(w: World, key: str, value: str) -> None:
+    w.right.edit(key, Notes=value)
+    w.handler.handle(w.request("salesforce", [w.change(key, "Notes", value)]))
+
+
+def test_wake_makes_an_idle_worker_drain_before_its_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = World(MemoryStorage(), inline=False)
+    worker = Worker(w.handler, poll=HOUR)
+    rounds: queue.Queue[ProcessReport] = queue.Queue()
+    drain = w.handler.process_pending
+
+    def counted() -> ProcessReport:
+        report = drain()
+        rounds.put(report)
+        return report
+
+    monkeypatch.setattr(w.handler, "process_pending", counted)
+    worker.start()
+    try:
+        assert rounds.get(timeout=10).processed == 0  # the first round; the next in an hour
+        _deliver(w, "s1", "now")
+        worker.wake()  # from this thread, whether the worker is asleep yet or not
+        assert rounds.get(timeout=10).processed == 1
+    finally:
+        worker.stop(timeout=10)
+    assert w.left.get("h1").fields["notes"] == "now"
+
+
+def test_async_wake_drains_an_idle_worker_but_keeps_the_coalescing_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    idle = World(MemoryStorage(), inline=False)
+    busy = World(MemoryStorage(), inline=False)
+
+    def counting(w: World) -> asyncio.Queue[ProcessReport]:
+        rounds: asyncio.Queue[ProcessReport] = asyncio.Queue()
+        drain = w.handler.aprocess_pending
+
+        async def counted() -> ProcessReport:
+            report = await drain()
+            rounds.put_nowait(report)
+            return report
+
+        monkeypatch.setattr(w.handler, "aprocess_pending", counted)
+        return rounds
+
+    async def main() -> None:
+        # Idle: the poll is an hour away, wake() drains now.
+        rounds = counting(idle)
+        worker = Worker(idle.handler, poll=HOUR, retention=None)
+        task = asyncio.ensure_future(worker.run())
+        assert (await asyncio.wait_for(rounds.get(), 10)).processed == 0
+        assert not await _settles(task)  # asleep
+        _deliver(idle, "s1", "woken")
+        worker.wake()
+        assert (await asyncio.wait_for(rounds.get(), 10)).processed == 1
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        assert idle.left.get("h1").fields["notes"] == "woken"
+
+        # Busy: after a round that processed events, wake() does not cut the window short.
+        rounds = counting(busy)
+        worker = Worker(busy.handler, poll=HOUR, coalesce=HOUR, retention=None)
+        _deliver(busy, "s1", "first")
+        task = asyncio.ensure_future(worker.run())
+        assert (await asyncio.wait_for(rounds.get(), 10)).processed == 1
+        _deliver(busy, "s2", "coalesced")
+        worker.wake()
+        assert not await _settles(task)
+        assert rounds.empty()  # still gathering the burst
+        worker.stop()
+        assert await _settles(task, turns=5)
+        assert busy.left.get("h2").fields["notes"] != "coalesced"
+
+    asyncio.run(main())
+
+
+def test_async_stop_wakes_a_sleeping_worker_at_once() -> None:
+    w = World(MemoryStorage(), inline=False)
+    worker = Worker(w.handler, w.reconciler, poll=HOUR)
+
+    async def asleep(task: asyncio.Future[Any]) -> None:
+        while not worker._loop._tasks:  # until the wait after the first round has begun
+            assert not task.done()
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(worker.run())
+        await asyncio.wait_for(asleep(task), 10)
+        assert worker.scheduler is not None
+        assert worker.scheduler.cycles_run == 1  # the first round ran; the next is an hour away
+        worker.stop()
+        assert await _settles(task, turns=5)  # not at a 50 ms tick nor at the poll: at once
+        assert task.exception() is None
+
+    asyncio.run(main())
+
+
+def _scripted_decisions(door: str) -> list[Due | None]:
+    """What each of the worker's waits waits for, through ``door``, in a fixed scenario: a
+    burst, then the clock moved (and the worker woken) between rounds."""
+    w = World(MemoryStorage(), inline=False)
+    w.clock.tick = timedelta(0)  # exact figures
+    worker = Worker(
+        w.handler,
+        w.reconciler,
+        every=timedelta(hours=2),
+        poll=900,
+        coalesce=0,
+        prune_every=timedelta(hours=1),
+    )
+    _deliver(w, "s1", "burst")
+    moves = [timedelta(0), timedelta(minutes=50), timedelta(minutes=10), timedelta(minutes=55)]
+    decisions: list[Due | None] = []
+    finished = threading.Event()
+    decide = worker._due
+
+    def due(report: ProcessReport | None) -> Due | None:
+        decision = decide(report)
+        decisions.append(decision)
+        if len(decisions) <= len(moves):
+            w.clock.advance(moves[len(decisions) - 1])
+            worker.wake()
+        elif door == "async":
+            worker.stop()
+        else:
+            finished.set()
+        return decision
+
+    worker._due = due  # type: ignore[method-assign]
+    if door == "sync":
+        worker.start()
+        assert finished.wait(10)
+        worker.stop(timeout=10)
+    else:
+
+        async def main() -> None:
+            await asyncio.wait_for(worker.run(), 10)
+
+        asyncio.run(main())
+    return decisions
+
+
+def test_both_doors_make_the_same_due_decisions() -> None:
+    expected = [
+        Due("drain", 0.0, wakeable=False),  # a burst: the coalescing window (0 s here)
+        Due("drain", 900.0),  # idle: the next poll (the cycle in 2 h, the prune in 1 h)
+        Due("prune", 600.0),  # 50 min later: the prune comes before the poll
+        Due("drain", 900.0),  # pruned: the next one in an hour
+        Due("cycle", 300.0),  # 55 min later: the cycle and the prune tie, the cycle first
+    ]
+    assert _scripted_decisions("sync") == expected
+    assert _scripted_decisions("async") == expected
+
+
+def test_without_a_handler_the_worker_sleeps_until_its_cycle_or_prune() -> None:
+    w = World(MemoryStorage(), inline=False)
+    w.clock.tick = timedelta(0)
+    worker = Worker(reconciler=w.reconciler, poll=1.0)
+    assert worker._due(worker.run_once()) == Due("prune", HOUR)  # no poll: nothing to drain
+    quiet = Worker(reconciler=w.reconciler, every=timedelta(hours=4), retention=None)
+    assert quiet._due(quiet.run_once()) == Due("cycle", 4 * HOUR)
+
+
+def test_a_failed_round_is_logged_and_tried_again_after_a_poll(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = World(MemoryStorage(), inline=False)
+    worker = Worker(w.handler, w.reconciler, poll=7.0)
+
+    def broken() -> ProcessReport:
+        raise RuntimeError("storage unavailable")
+
+    monkeypatch.setattr(w.handler, "process_pending", broken)
+    with caplog.at_level(logging.ERROR, logger="syncrecon.worker"):
+        # Not at once, though the cycle and the prune are due: no busy loop on a failure.
+        assert worker._round() == Due("retry", 7.0)
+    assert "worker round failed" in caplog.text

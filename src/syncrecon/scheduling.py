@@ -17,12 +17,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import anyio
-import anyio.to_thread
-
 from ._clock import Clock, SystemClock
 from ._exceptions import LeaseHeldError
 from ._reconciler import CycleReport, Reconciler
+from ._runtime import Due, RunLoop
 
 __all__ = ["IntervalScheduler", "Scheduler"]
 
@@ -49,8 +47,9 @@ class IntervalScheduler:
     lease is logged and retried at the next tick.
 
     Sync hosts call :meth:`start` and :meth:`stop` (or use it as a context manager); asyncio
-    hosts ``await scheduler.run()`` in a task and cancel it or call :meth:`stop`. Tests drive
-    :meth:`run_due` with a manual clock.
+    hosts ``await scheduler.run()`` in a task and cancel it or call :meth:`stop`. Both sleep
+    until the next cycle is due (read from ``clock``), and :meth:`stop` ends the sleep at once.
+    Tests drive :meth:`run_due` with a manual clock.
     """
 
     def __init__(
@@ -72,7 +71,7 @@ class IntervalScheduler:
         self.on_error = on_error
         self.next_run: datetime = self.clock.now() + (every if delay_first else timedelta(0))
         self.cycles_run = 0
-        self._stop = threading.Event()
+        self._loop = RunLoop()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -81,6 +80,10 @@ class IntervalScheduler:
     def seconds_until_due(self) -> float:
         """Seconds until the next cycle is due (0 when it is due now)."""
         return max(0.0, (self.next_run - self.clock.now()).total_seconds())
+
+    def _due(self) -> Due:
+        """What the loop waits for after a round: the next cycle."""
+        return Due("cycle", self.seconds_until_due())
 
     def _claim_due(self) -> bool:
         now = self.clock.now()
@@ -131,20 +134,23 @@ class IntervalScheduler:
         """Run cycles in a daemon thread until :meth:`stop`."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the scheduler is already running")
-        self._stop.clear()
+        self._loop.rearm()
         self._thread = threading.Thread(
-            target=self._loop, name=f"syncrecon-{self.reconciler.sync.name}", daemon=True
+            target=self._loop.run,
+            args=(self._round,),
+            name=f"syncrecon-{self.reconciler.sync.name}",
+            daemon=True,
         )
         self._thread.start()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.run_due()
-            self._stop.wait(self.seconds_until_due())
+    def _round(self) -> Due:
+        self.run_due()
+        return self._due()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the schedule; a cycle in progress completes first."""
-        self._stop.set()
+        """Stop the schedule; a cycle in progress completes first. Thread-safe; a waiting
+        loop (either door) wakes at once."""
+        self._loop.stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -163,13 +169,8 @@ class IntervalScheduler:
 
         Each cycle runs in a worker thread (``arun_cycle``), so the loop stays responsive.
         """
-        while not self._stop.is_set():
-            await self.arun_due()
-            await _sleep_unless(self._stop, self.seconds_until_due())
+        await self._loop.arun(self._around)
 
-
-async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
-    """Sleep up to ``seconds``, waking early (within 50 ms) once ``stop`` is set."""
-    with anyio.move_on_after(seconds):
-        while not stop.is_set():
-            await anyio.sleep(0.05)
+    async def _around(self) -> Due:
+        await self.arun_due()
+        return self._due()

@@ -8,7 +8,9 @@ celery take theirs (the current directory is importable)::
 where ``myapp.sync.worker`` is a :class:`Worker`, a
 :class:`~syncrecon.webhooks.WebhookHandler` (drained alone) or a
 :class:`~syncrecon.Reconciler` (its cycles run every four hours). Or embed it: ``start()`` and
-``stop()`` in a sync host, ``await worker.run()`` in an asyncio one.
+``stop()`` in a sync host, ``await worker.run()`` in an asyncio one. Between rounds it sleeps
+until the next thing is due (an inbox poll, a cycle, a prune); ``stop()`` and ``wake()`` end
+the sleep at once.
 
 The worker also applies the storage's :class:`~syncrecon.Retention` every ``prune_every``
 (hourly): processed webhook events, expired echoes, settled outbox entries, old cycle reports
@@ -30,7 +32,8 @@ from ._clock import Clock
 from ._exceptions import AppLoadError
 from ._reconciler import CycleReport, Reconciler
 from ._retention import Retention
-from .scheduling import IntervalScheduler, _sleep_unless
+from ._runtime import Due, RunLoop, soonest
+from .scheduling import IntervalScheduler
 from .storage._base import Storage
 from .webhooks._handler import ProcessReport, WebhookHandler
 
@@ -53,6 +56,11 @@ class Worker:
     Every ``prune_every`` (the first time in the first round) it applies ``retention`` to the
     storage of the handler and of the reconciler, at the time of their clock (the handler's
     when it has one); ``retention=None`` never prunes. A failed prune is logged, never raised.
+
+    Between rounds the worker sleeps until the first of these is due: the next drain (``poll``
+    or ``coalesce`` seconds after the round), the next cycle, the next prune. Nothing tells it
+    when another process stores an event, hence the ``poll``; in this process, :meth:`wake`
+    makes an idle worker drain at once. :meth:`stop` ends the sleep at once.
     """
 
     def __init__(
@@ -101,7 +109,7 @@ class Worker:
         )
         self.poll = poll
         self.coalesce = coalesce
-        self._stop = threading.Event()
+        self._loop = RunLoop()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -134,6 +142,43 @@ class Worker:
                 removed[kind] = removed.get(kind, 0) + count
         return removed
 
+    def _seconds_until_prune(self) -> float | None:
+        if self.retention is None:
+            return None
+        if self._next_prune is None:
+            return 0.0
+        return (self._next_prune - self._clock.now()).total_seconds()
+
+    def _due(self, report: ProcessReport | None) -> Due | None:
+        """What to wait for after a round that drained ``report`` (the same for both doors).
+
+        A round that processed events opens the coalescing window: :meth:`wake` does not cut it
+        short.
+        """
+        busy = report is not None and report.processed > 0
+        drain = None if self.handler is None else self.coalesce if busy else self.poll
+        cycle = None if self.scheduler is None else self.scheduler.seconds_until_due()
+        jobs = {"drain": drain, "cycle": cycle, "prune": self._seconds_until_prune()}
+        return soonest(jobs, wakeable=not busy)
+
+    def _failed(self) -> Due:
+        log.exception("worker round failed; trying again")
+        return Due("retry", self.poll)
+
+    def _round(self) -> Due | None:
+        try:
+            report = self.run_once()
+        except Exception:
+            return self._failed()
+        return self._due(report)
+
+    async def _around(self) -> Due | None:
+        try:
+            report = await self.arun_once()
+        except Exception:
+            return self._failed()
+        return self._due(report)
+
     def _prune_due(self) -> bool:
         if self.retention is None:
             return False
@@ -157,14 +202,16 @@ class Worker:
 
     def run_forever(self) -> None:
         """Run rounds until :meth:`stop` (blocking)."""
-        while not self._stop.is_set():
-            try:
-                report = self.run_once()
-            except Exception:
-                log.exception("worker round failed; trying again")
-                report = None
-            idle = report is None or report.processed == 0
-            self._stop.wait(self.poll if idle else self.coalesce)
+        self._loop.run(self._round)
+
+    def wake(self) -> None:
+        """Make an idle worker start a round now, rather than at its next ``poll``.
+
+        Call it after storing events in this process (from any thread; it never blocks). A
+        worker in a round starts another right after it; one in its coalescing window (after a
+        round that processed events) drains when the window ends, as it would have anyway.
+        """
+        self._loop.wake()
 
     def check_schema(self) -> None:
         """Check the connectors' field descriptions now (the worker does it when it starts)."""
@@ -186,8 +233,8 @@ class Worker:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current round."""
-        self._stop.set()
+        """Stop after the current round (at once when between rounds; thread-safe)."""
+        self._loop.stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -214,14 +261,7 @@ class Worker:
         """Check the schema, then run rounds on the calling event loop until :meth:`stop`."""
         if self.scheduler is not None:
             await anyio.to_thread.run_sync(self.check_schema)
-        while not self._stop.is_set():
-            try:
-                report = await self.arun_once()
-            except Exception:
-                log.exception("worker round failed; trying again")
-                report = None
-            idle = report is None or report.processed == 0
-            await _sleep_unless(self._stop, self.poll if idle else self.coalesce)
+        await self._loop.arun(self._around)
 
 
 def load(path: str) -> Worker:
