@@ -77,7 +77,7 @@ from .queue import (
 )
 from .queue._items import StatusFilter
 from .storage._base import Discrepancy, Status
-from .webhooks.asgi import serve_scope
+from .webhooks._asgi_base import serve_scope
 
 __all__ = ["LOOPBACK_HOSTS", "QueueApp"]
 

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import attrs
 
+from ._asgi_base import Receive, Scope, Send, serve_scope
 from ._events import RequestHandler, WebhookRequest, WebhookResponse
 from ._wire import (
     MalformedLengthError,
@@ -55,12 +56,6 @@ __all__ = ["Receive", "Scope", "Send", "WebhookApp", "serve_scope"]
 
 log = logging.getLogger("syncrecon.webhooks")
 
-Scope = MutableMapping[str, Any]
-"""An ASGI connection scope."""
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-"""The ASGI ``receive`` callable."""
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-"""The ASGI ``send`` callable."""
 
 # --------------------------------------------------------------------------------------------
 # The ASGI application
@@ -172,34 +167,6 @@ async def _read_body(receive: Receive, cap: int) -> bytes | _Unread:
         body += chunk
         if not message.get("more_body", False):
             return bytes(body)
-
-
-async def serve_scope(
-    http: Callable[[Scope, Receive, Send], Awaitable[None]],
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> None:
-    """Serve one ASGI connection: ``http`` for requests; lifespan answered; websockets closed."""
-    kind = scope["type"]
-    if kind == "http":
-        await http(scope, receive, send)
-    elif kind == "lifespan":
-        await _lifespan(receive, send)
-    elif kind == "websocket":
-        await send({"type": "websocket.close", "code": 1008})
-    else:
-        raise ValueError(f"unsupported ASGI scope type {kind!r}")
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def _asgi_messages(
