@@ -55,7 +55,7 @@ from ._exceptions import (
 from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
-from ._stash import PairRow, Planned, PlanRow, Single, StagedRow, Stash
+from ._stash import PairRow, Planned, PlanRow, SeenRow, Single, StagedRow, Stash
 from ._sync import FieldMap, SyncDefinition, mapping_fingerprint
 from .storage._base import (
     RECORD_FIELD,
@@ -859,8 +859,6 @@ class _Cycle:
                 changed=int(not same),
                 bad=bad_text,
                 ret=int(returned),
-                light=0,
-                modus=None,
             )
 
     def _digest(self, proj_text: str) -> str:
@@ -885,10 +883,8 @@ class _Cycle:
             self.all_full = True
             self.want_full.clear()
 
-    def _light(
-        self, side: Side, record: Record, mark: LinkMark | None, returned: bool
-    ) -> StagedRow | None:
-        """The staged row of a linked record known to be unchanged, or ``None`` to stage it in
+    def _light(self, side: Side, record: Record, mark: LinkMark | None) -> SeenRow | None:
+        """The light row of a linked record known to be unchanged, or ``None`` to stage it in
         full. Unchanged: its mark is of this mapping and (between full sweeps) the record was
         not modified since, or its mapped values hash to the mark's digest."""
         if mark is None or record.deleted:
@@ -906,7 +902,7 @@ class _Cycle:
         seen = None if mod is None else _micros(mod)
         if self.trust_times and seen is not None and mark.seen is not None and seen <= mark.seen:
             self.t.unchanged["modification_time"] += 1
-        else:
+        else:  # (the loop in _stage takes the common case, unmodified, without calling this)
             try:
                 proj, _raw, bad = self._project(side, record)
             except Exception:  # the full path escalates it
@@ -932,22 +928,10 @@ class _Cycle:
                         digest=digest,
                     )
                 )
-        return StagedRow(
+        return SeenRow(
             side=_SIDE_INDEX[side],
             key=key,
-            link=mark.left_key,
             other=mark.right_key if side is Side.LEFT else mark.left_key,
-            nat=mark.natural_key,
-            proj=None,
-            raw=None,
-            mod=None,
-            ftimes=None,
-            base=None,
-            deleted=0,
-            changed=0,
-            bad=None,
-            ret=int(returned),
-            light=1,
             modus=seen,
         )
 
@@ -955,19 +939,49 @@ class _Cycle:
         self, stash: Stash, side: Side, records: Sequence[Record], *, returned: bool = True
     ) -> None:
         marks = self.storage.link_marks(self.sync.name, side, [r.key for r in records])
-        rows: list[StagedRow] = []
+        light: list[SeenRow | tuple[int, str, str, int | None]] = []
         full: list[Record] = []
+        # The hot path, inline: a linked record not modified since its mark (between full
+        # sweeps) is staged light at once; everything else goes through _light or in full.
+        trust = self.trust_times
+        fp = self.rec.mapping_fp
+        forced = self.forced[side]
+        left = side is Side.LEFT
+        skip_right = not left and self.all_full
+        want_full = self.want_full
+        index = _SIDE_INDEX[side]
+        by_time = 0
         for record in records:
-            row = self._light(side, record, marks.get(record.key), returned)
+            key = record.key
+            mark = marks.get(key)
+            if (
+                trust
+                and mark is not None
+                and mark.seen is not None
+                and mark.digest is not None
+                and record.modified_at is not None
+                and not record.deleted
+                and mark.digest.startswith(fp)
+                and key not in forced
+                and (left or not (skip_right or key in want_full))
+            ):
+                seen = (record.modified_at - _EPOCH) // _MICROSECOND
+                if seen <= mark.seen:
+                    by_time += 1
+                    light.append((index, key, mark.right_key if left else mark.left_key, seen))
+                    continue
+            row = self._light(side, record, mark)
             if row is None:
                 full.append(record)
             else:
-                rows.append(row)
+                light.append(row)
+        if by_time:
+            self.t.unchanged["modification_time"] += by_time
+        stash.put_unchanged(light)
         if full:
             linked = [r.key for r in full if r.key in marks]
             links = self.storage.get_links(self.sync.name, side, linked) if linked else {}
-            rows.extend(self._rows(side, full, links, returned))
-        stash.put(rows)
+            stash.put(list(self._rows(side, full, links, returned)))
         if self.held:
             stash.hold(self.held)
             self.held = []
@@ -1076,6 +1090,7 @@ class _Cycle:
             self._read_by_key(stash, side.other, wanted, missed=not self.incremental)
         # Records listed without some mapped field (a partial answer): read by key once.
         for side in Side:
+            self.forced[side].update(self.partial[side])  # staged in full again
             self._read_by_key(stash, side, sorted(set(self.partial[side])))
             self.partial[side].clear()
         # A right record staged light before its left record was staged changed (the left one

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["PairRow", "PlanRow", "Planned", "Single", "StagedRow", "Stash"]
+__all__ = ["PairRow", "PlanRow", "Planned", "SeenRow", "Single", "StagedRow", "Stash"]
 
 _SCHEMA = """
 CREATE TABLE rec (
@@ -33,7 +33,12 @@ CREATE TABLE rec (
     changed INTEGER NOT NULL DEFAULT 1,
     bad     TEXT,
     ret     INTEGER NOT NULL DEFAULT 1,
-    light   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (side, key)
+) WITHOUT ROWID;
+CREATE TABLE seen (
+    side    INTEGER NOT NULL,
+    key     TEXT NOT NULL,
+    other   TEXT NOT NULL,
     modus   INTEGER,
     PRIMARY KEY (side, key)
 ) WITHOUT ROWID;
@@ -64,7 +69,7 @@ CREATE INDEX plan_target ON plan (target, op, id);
 
 
 class StagedRow(NamedTuple):
-    """One staged record (see :meth:`Stash.put`). Texts are canonical JSON."""
+    """One record staged in full (see :meth:`Stash.put`). Texts are canonical JSON."""
 
     side: int
     key: str
@@ -80,8 +85,17 @@ class StagedRow(NamedTuple):
     changed: int
     bad: str | None
     ret: int
-    light: int
-    modus: int | None
+
+
+class SeenRow(NamedTuple):
+    """A linked record known to be unchanged, staged without its values (they are its link's
+    base, which the other side's row carries when the pair is decided): see
+    :meth:`Stash.put_unchanged`."""
+
+    side: int
+    key: str
+    other: str  # its counterpart's key
+    modus: int | None  # its modification time, microseconds since the epoch
 
 
 class PairRow(NamedTuple):
@@ -180,7 +194,9 @@ def _plan_row(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> PlanRow:
 
 
 class Stash:
-    """Scratch tables for one cycle (``rec``: staged records; ``plan``: planned writes)."""
+    """Scratch tables for one cycle: ``rec`` (records staged in full), ``seen`` (unchanged
+    linked records, staged light: a quarter of the columns, a third of the cost), ``plan``
+    (planned writes). A record is in ``rec`` or in ``seen``, never both."""
 
     def __init__(self, directory: str | None = None) -> None:
         fd, self.path = tempfile.mkstemp(prefix="syncrecon-cycle-", suffix=".sqlite", dir=directory)
@@ -192,6 +208,7 @@ class Stash:
         self.db.execute("PRAGMA cache_size = -16000")
         self.db.executescript(_SCHEMA)
         self.db.execute("BEGIN")
+        self._any_seen = False
 
     def close(self) -> None:
         """Drop the scratch file."""
@@ -213,29 +230,39 @@ class Stash:
         self.db.execute("COMMIT")
         self.db.execute("BEGIN")
 
-    def put(self, rows: Iterable[StagedRow | tuple[Any, ...]]) -> None:
-        """Stage records.
+    def put(self, rows: Sequence[StagedRow]) -> None:
+        """Stage records in full (replacing what was staged for them).
 
-        Each row: side, key, link, other, nat, proj, raw, mod, ftimes, base, deleted, changed,
-        bad, ret, light, modus. ``changed`` is 0 only for a linked record whose values equal its
-        link's base; ``bad`` holds the problems of values that do not fit (by left field name);
-        ``ret`` is 0 for a record staged as gone because a read by key did not return it;
-        ``light`` is 1 for a linked record known to be unchanged and staged without its values
-        (they are its link's base, which the other side's row carries when the pair is decided)
-        and with its modification time as ``modus`` (microseconds since the epoch), not ``mod``.
+        ``changed`` is 0 only for a linked record whose values equal its link's base; ``bad``
+        holds the problems of values that do not fit (by left field name); ``ret`` is 0 for a
+        record staged as gone because a read by key did not return it.
         """
         self.db.executemany(
             "INSERT OR REPLACE INTO rec (side, key, link, other, nat, proj, raw, mod, ftimes,"
-            " base, deleted, changed, bad, ret, light, modus)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " base, deleted, changed, bad, ret)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        if self._any_seen:  # a record read again in full is no longer staged light
+            self.db.executemany(
+                "DELETE FROM seen WHERE side = ? AND key = ?", [(r[0], r[1]) for r in rows]
+            )
+
+    def put_unchanged(self, rows: Sequence[SeenRow | tuple[int, str, str, int | None]]) -> None:
+        """Stage linked records known to be unchanged, light (see :class:`SeenRow`). A record
+        staged here is not staged in full yet (the cycle stages each record once, and reads
+        one again only in full)."""
+        if rows:
+            self._any_seen = True
+            self.db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)", rows)
 
     def count(self, side: int) -> int:
         """How many records of ``side`` the connector returned (its tombstones included)."""
         return int(
             self.db.execute(
-                "SELECT count(*) FROM rec WHERE side = ? AND ret = 1", (side,)
+                "SELECT (SELECT count(*) FROM rec WHERE side = ? AND ret = 1)"
+                " + (SELECT count(*) FROM seen WHERE side = ?)",
+                (side, side),
             ).fetchone()[0]
         )
 
@@ -245,22 +272,27 @@ class Stash:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(
-                row[0]
-                for row in self.db.execute(
-                    f"SELECT key FROM rec WHERE side = ? AND key IN ({marks})",  # noqa: S608
-                    (side, *chunk),
+            for table in ("rec", "seen"):
+                found.update(
+                    row[0]
+                    for row in self.db.execute(
+                        f"SELECT key FROM {table} WHERE side = ? AND key IN ({marks})",  # noqa: S608
+                        (side, *chunk),
+                    )
                 )
-            )
         return found
 
     def missing_counterparts(self, side: int) -> Iterator[tuple[str, str]]:
         """(key, other side's key) of linked records of ``side`` whose counterpart is not staged."""
         other = 1 - side
         cur = self.db.execute(
-            "SELECT a.key, a.other FROM rec a WHERE a.side = ? AND a.link IS NOT NULL"
-            " AND NOT EXISTS (SELECT 1 FROM rec b WHERE b.side = ? AND b.key = a.other)",
-            (side, other),
+            "SELECT a.key, a.other FROM rec a WHERE a.side = :side AND a.link IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM rec b WHERE b.side = :other AND b.key = a.other)"
+            " AND NOT EXISTS (SELECT 1 FROM seen b WHERE b.side = :other AND b.key = a.other)"
+            " UNION ALL SELECT a.key, a.other FROM seen a WHERE a.side = :side"
+            " AND NOT EXISTS (SELECT 1 FROM rec b WHERE b.side = :other AND b.key = a.other)"
+            " AND NOT EXISTS (SELECT 1 FROM seen b WHERE b.side = :other AND b.key = a.other)",
+            {"side": side, "other": other},
         )
         yield from cur
 
@@ -300,8 +332,12 @@ class Stash:
         """Linked pairs staged live on both sides."""
         return int(
             self.db.execute(
-                "SELECT count(*) FROM rec l JOIN rec r ON r.side = 1 AND r.key = l.other"
-                " WHERE l.side = 0 AND l.link IS NOT NULL AND l.deleted = 0 AND r.deleted = 0"
+                "SELECT count(*) FROM (SELECT key, other FROM rec WHERE side = 0"
+                " AND link IS NOT NULL AND deleted = 0 UNION ALL SELECT key, other FROM seen"
+                " WHERE side = 0) l"
+                " WHERE EXISTS (SELECT 1 FROM rec r WHERE r.side = 1 AND r.key = l.other"
+                " AND r.deleted = 0) OR EXISTS (SELECT 1 FROM seen r WHERE r.side = 1"
+                " AND r.key = l.other)"
             ).fetchone()[0]
         )
 
@@ -310,37 +346,43 @@ class Stash:
         return int(
             self.db.execute(
                 "SELECT count(*) FROM rec d WHERE d.changed = 1 AND d.link IS NOT NULL"
-                " AND d.side = ? AND d.deleted = 1 AND EXISTS (SELECT 1 FROM rec o"
-                " WHERE o.side = 1 - d.side AND o.key = d.other AND o.deleted = 0)",
+                " AND d.side = ? AND d.deleted = 1 AND (EXISTS (SELECT 1 FROM rec o"
+                " WHERE o.side = 1 - d.side AND o.key = d.other AND o.deleted = 0)"
+                " OR EXISTS (SELECT 1 FROM seen o WHERE o.side = 1 - d.side AND o.key = d.other))",
                 (side,),
             ).fetchone()[0]
         )
 
     def pairs(self, batch: int = 2000) -> Iterator[list[PairRow]]:
-        """Linked pairs staged on both sides that need a decision, in batches.
+        """Linked pairs staged on both sides that need a decision, in batches (by left key).
 
         A pair whose records both equal their base and that has no active queue item is
         skipped without being read: only the changed records (a partial index) and the links
         with active items are joined, so a steady-state cycle's compare costs what changed.
-        Each row: left key, right key, left proj, right proj, base, left raw, right raw,
-        left mod, right mod, left ftimes, right ftimes, left deleted, right deleted, nat,
-        left bad, right bad, right light, left modus, right modus. A light record's proj is
-        the base.
+        A record staged light (``seen``) has its base as its values and no text time (its
+        ``modus`` instead); ``right_light`` says the right one is.
         """
         cur = self.db.cursor()
         cur.row_factory = _pair_row
         cur.execute(
             "WITH todo (k) AS (SELECT link FROM rec WHERE changed = 1 AND link IS NOT NULL"
-            " UNION SELECT left_key FROM act)"
-            " SELECT l.key, r.key,"
-            " CASE WHEN l.light THEN coalesce(l.base, r.base) ELSE l.proj END,"
-            " CASE WHEN r.light THEN coalesce(l.base, r.base) ELSE r.proj END,"
+            " UNION SELECT left_key FROM act),"
+            " p AS (SELECT todo.k AS k, coalesce(l.other, ls.other) AS o,"
+            " l.key IS NULL AS l_light FROM todo"
+            " LEFT JOIN rec l ON l.side = 0 AND l.key = todo.k AND l.link IS NOT NULL"
+            " LEFT JOIN seen ls ON ls.side = 0 AND ls.key = todo.k"
+            " WHERE l.key IS NOT NULL OR ls.key IS NOT NULL)"
+            " SELECT p.k, p.o,"
+            " CASE WHEN p.l_light THEN r.base ELSE l.proj END,"
+            " CASE WHEN r.key IS NULL THEN l.base ELSE r.proj END,"
             " coalesce(l.base, r.base), l.raw, r.raw,"
-            " l.mod, r.mod, l.ftimes, r.ftimes, l.deleted, r.deleted, coalesce(l.nat, r.nat),"
-            " l.bad, r.bad, r.light, l.modus, r.modus"
-            " FROM todo JOIN rec l ON l.side = 0 AND l.key = todo.k"
-            " JOIN rec r ON r.side = 1 AND r.key = l.other"
-            " WHERE l.link IS NOT NULL ORDER BY l.key"
+            " l.mod, r.mod, l.ftimes, r.ftimes, coalesce(l.deleted, 0), coalesce(r.deleted, 0),"
+            " coalesce(l.nat, r.nat), l.bad, r.bad, r.key IS NULL, ls.modus, rs.modus"
+            " FROM p LEFT JOIN rec l ON l.side = 0 AND l.key = p.k"
+            " LEFT JOIN seen ls ON ls.side = 0 AND ls.key = p.k"
+            " LEFT JOIN rec r ON r.side = 1 AND r.key = p.o"
+            " LEFT JOIN seen rs ON rs.side = 1 AND rs.key = p.o"
+            " WHERE r.key IS NOT NULL OR rs.key IS NOT NULL ORDER BY p.k"
         )
         while rows := cur.fetchmany(batch):
             yield rows
@@ -351,8 +393,8 @@ class Stash:
         return [
             row[0]
             for row in self.db.execute(
-                "SELECT r.key FROM rec r JOIN rec l ON l.side = 0 AND l.key = r.other"
-                " WHERE r.side = 1 AND r.light = 1 AND l.changed = 1 ORDER BY r.key"
+                "SELECT r.key FROM seen r JOIN rec l ON l.side = 0 AND l.key = r.other"
+                " WHERE r.side = 1 AND l.changed = 1 ORDER BY r.key"
             )
         ]
 
