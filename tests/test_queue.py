@@ -230,6 +230,55 @@ def test_the_written_values_are_in_the_echo_ledger(world: World) -> None:
     assert world.storage.find_echo(SYNC, Side.RIGHT, rk, "Amount", fingerprint(100), now) is None
 
 
+def test_the_echo_is_remembered_before_the_write_with_the_decisions_time(world: World) -> None:
+    # The webhook a write causes can arrive before the write's answer: its echo entry must be
+    # committed first, timed by the operator's decision (the edit the value copies).
+    (_lk, rk), item_id = amount_conflict(world)
+    world.clock.advance(timedelta(minutes=5))
+    decided = world.clock.now()
+    seen_during_write: list[int | None] = []
+
+    def check(_: object) -> None:
+        seen_during_write.append(
+            world.storage.find_echo(SYNC, Side.RIGHT, rk, "Amount", fingerprint(150), decided)
+        )
+
+    world.right.on_call("write_records", check)
+    world.queue.resolve(item_id, take="left")
+    assert len(seen_during_write) == 1
+    assert seen_during_write[0] is not None
+    times = world.storage.echo_times(SYNC, [(Side.RIGHT, rk)], decided)
+    assert times == {(Side.RIGHT, rk, "Amount", fingerprint(150)): decided}
+
+
+def test_the_order_guard_learns_the_decision(world: World) -> None:
+    (lk, _rk), item_id = amount_conflict(world)
+    world.clock.advance(timedelta(minutes=5))
+    decided = world.clock.now()
+    world.queue.resolve(item_id, take="left")
+    assert world.storage.get_field_times(SYNC, [(lk, "amount")]) == {(lk, "amount"): decided}
+
+
+def test_a_record_a_worker_is_writing_is_not_resolved_now(world: World) -> None:
+    (lk, rk), item_id = amount_conflict(world)
+    now = world.clock.now()
+    worker_claim = world.storage.claim_records(
+        "worker-1", [f"{SYNC}:right:{rk}"], now=now, lease=timedelta(seconds=30)
+    )
+    assert worker_claim == {f"{SYNC}:right:{rk}"}
+    with pytest.raises(LeaseHeldError, match="being written by a worker or a cycle"):
+        world.queue.resolve(item_id, take="left")
+    assert world.right.write_log == []
+    assert world.storage.get_item(item_id).status is Status.ESCALATED
+    world.storage.release_records("worker-1", [f"{SYNC}:right:{rk}"])
+    assert world.queue.resolve(item_id, take="left").outcome is ResolutionOutcome.RESOLVED
+    # The resolution's own claims are released: a worker can claim both records again.
+    records = [f"{SYNC}:left:{lk}", f"{SYNC}:right:{rk}"]
+    assert world.storage.claim_records(
+        "worker-1", records, now=world.clock.now(), lease=timedelta(seconds=30)
+    ) == set(records)
+
+
 def test_nothing_needs_writing_when_both_systems_hold_the_value(world: World) -> None:
     (lk, rk), item_id = amount_conflict(world)
     world.right.edit(rk, Amount=150)  # someone fixed it by hand meanwhile

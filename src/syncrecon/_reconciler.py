@@ -57,6 +57,7 @@ from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
 from ._stash import PairRow, Planned, PlanRow, SeenRow, Single, StagedRow, Stash
 from ._sync import FieldMap, SyncDefinition, mapping_fingerprint
+from ._write_path import echo_entries, holds, record_name
 from .storage._base import (
     RECORD_FIELD,
     BaseUpdate,
@@ -64,7 +65,6 @@ from .storage._base import (
     CreateIntent,
     CycleRecord,
     Discrepancy,
-    Echo,
     FieldSchema,
     ItemKey,
     ItemUpdate,
@@ -75,15 +75,6 @@ from .storage._base import (
     Step,
     Storage,
 )
-
-
-def _holds(fm: FieldMap, value: Any, right_raw: Mapping[str, Any]) -> bool:
-    """Whether the right system's raw value already is ``value`` in its vocabulary."""
-    try:
-        return _same(fm.transform.to_right(value), right_raw.get(fm.right))
-    except Exception:
-        return False
-
 
 __all__ = ["CycleReport", "Reconciler"]
 
@@ -1532,7 +1523,7 @@ class _Cycle:
             if (
                 decision.outcome in (Outcome.TAKE_LEFT, Outcome.MERGE)
                 and not decision.writes_left
-                and _holds(fm, decision.value, right_raw)
+                and holds(fm, Side.RIGHT, right_raw.get(fm.right), decision.value)
             ):
                 decision = attrs.evolve(
                     decision,
@@ -1853,7 +1844,10 @@ class _Cycle:
         # at once (a worker's late write cannot cross the cycle's, and a merge never uses a
         # base a worker is about to move). A record a worker holds is left to the next cycle.
         pair_records = {
-            r.id: (f"{self.sync.name}:left:{r.left_key}", f"{self.sync.name}:right:{r.right_key}")
+            r.id: (
+                record_name(self.sync.name, Side.LEFT, r.key(0)),
+                record_name(self.sync.name, Side.RIGHT, r.key(1)),
+            )
             for r in rows
         }
         wanted = sorted({record for pair in pair_records.values() for record in pair})
@@ -1978,20 +1972,18 @@ class _Cycle:
         """Echo-ledger entries, so the webhooks this write causes are recognized as ours; each
         with the time of the edit its value copies (``copied``, by target field), so that a
         later read of the target compares that edit's time, not the write's."""
-        if self.rec.echo_ttl <= timedelta(0) or change.key is None:
+        if change.key is None:
             return
-        expires = self.clock.now() + self.rec.echo_ttl
         step.echoes.extend(
-            Echo(
-                sync=self.sync.name,
-                side=side,
-                key=change.key,
-                field=name,
-                fingerprint=fingerprint(value),
-                expires_at=expires,
-                source_time=parse_ts(copied[name]) if name in copied else None,
+            echo_entries(
+                self.sync.name,
+                side,
+                change.key,
+                change.fields,
+                now=self.clock.now(),
+                ttl=self.rec.echo_ttl,
+                source_times={name: parse_ts(at) for name, at in copied.items()},
             )
-            for name, value in change.fields.items()
         )
 
     def _write(self, connector: AnyConnector, changes: list[Change]) -> list[WriteResult]:

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from .._codec import fingerprint
 from .._connector import Caller, read_batch, write_batch
 from .._drift import SCHEMA_DRIFT_CATEGORY
 from .._exceptions import ConfigurationError, LeaseHeldError, QueueError
 from .._models import Change, ChangeOp, Record, Side
-from .._policy import values_equal
 from .._sync import FieldMap, SyncDefinition
-from ..storage._base import BaseUpdate, Discrepancy, Echo, ItemUpdate, Status, Step
+from .._write_path import echo_entries, holds, record_name
+from ..storage._base import BaseUpdate, Discrepancy, ItemUpdate, Status, Step
 from ._items import DEFAULT_STATUSES, active_item, is_record_level, operator_note
 from ._views import plain, shown
 
@@ -129,6 +127,7 @@ def resolve(
         ) from None
     if not item.left_key or not item.right_key:
         raise QueueError(f"item {item_id} names no linked pair of records")
+    left_key, right_key = item.left_key, item.right_key
     drift = [
         d
         for d in queue.storage.list_items(
@@ -158,7 +157,25 @@ def resolve(
             side = Side(take)
             chosen = item.left_value if side is Side.LEFT else item.right_value
             action = f"took the {side} value {shown(chosen, 80)}"
-        return _Resolve(queue, caller, sync, fm, item, chosen).run(action, by, note)
+        # Both records are claimed as a fast-loop worker or a cycle claims them, so no other
+        # writer writes them between the re-read and this write.
+        records = [
+            record_name(item.sync, Side.LEFT, left_key),
+            record_name(item.sync, Side.RIGHT, right_key),
+        ]
+        granted = queue.storage.claim_records(
+            owner, records, now=queue.clock.now(), lease=_LEASE_TTL
+        )
+        try:
+            if set(records) - granted:
+                raise LeaseHeldError(
+                    f"item {item_id}'s records are being written by a worker or a cycle right"
+                    " now; try again in a moment",
+                    name=lease,
+                )
+            return _Resolve(queue, caller, sync, fm, item, chosen).run(action, by, note)
+        finally:
+            queue.storage.release_records(owner, sorted(granted))
     finally:
         queue.storage.release_lease(lease, owner)
 
@@ -262,15 +279,32 @@ class _Resolve:
                     ) from None
 
         now = self.q.clock.now()
+        # Remembered before writing: the webhook a write causes may arrive before its answer.
+        # The operator's decision is the edit the written value copies: its time is now.
+        echoes = [
+            entry
+            for side, raw in writes.items()
+            for entry in echo_entries(
+                self.sync.name,
+                side,
+                self.keys[side],
+                {self._name(side): raw},
+                now=now,
+                ttl=self.q.echo_ttl,
+                source_times={self._name(side): now},
+            )
+        ]
+        if echoes:
+            self.q.storage.commit(Step(at=now, echoes=echoes))
         step = Step(at=now)
         written: list[Side] = []
         for side, raw in writes.items():
             error = self._write(side, raw)
             if error is not None:
-                self._remember(step, written, writes)
                 return self._failed(f"writing {side} failed: {error}", tuple(written), step)
             written.append(side)
-        self._remember(step, written, writes)
+        # The order guard learns the agreed state: a webhook of an older edit is stale.
+        step.field_times.append((self.sync.name, self.keys[Side.LEFT], self.fm.left, now))
         step.bases.append(
             BaseUpdate(
                 sync=self.sync.name,
@@ -311,17 +345,7 @@ class _Resolve:
 
     def _holds(self, side: Side, raw: Any, value: Any) -> bool:
         """Whether ``raw`` (a value as ``side`` stores it) is ``value`` (left vocabulary)."""
-        if side is Side.LEFT:
-            return values_equal(raw, value)
-        try:
-            if values_equal(self.fm.transform.to_left(raw), value):
-                return True
-        except Exception:
-            pass
-        try:
-            return values_equal(raw, self.fm.transform.to_right(value))
-        except Exception:
-            return False
+        return holds(self.fm, side, raw, value)
 
     def _write(self, side: Side, raw: Any) -> str | None:
         change = Change(
@@ -338,23 +362,6 @@ class _Resolve:
             kind = "retryable" if result.retryable else "rejected"
             return f"{kind}: {result.error or 'no reason given'}"
         return None
-
-    def _remember(self, step: Step, written: Sequence[Side], writes: Mapping[Side, Any]) -> None:
-        """Echo-ledger entries for the writes that landed (their webhooks are ours)."""
-        if self.q.echo_ttl <= timedelta(0):
-            return
-        expires = self.q.clock.now() + self.q.echo_ttl
-        step.echoes.extend(
-            Echo(
-                sync=self.sync.name,
-                side=side,
-                key=self.keys[side],
-                field=self._name(side),
-                fingerprint=fingerprint(writes[side]),
-                expires_at=expires,
-            )
-            for side in written
-        )
 
     def _back_to_review(self, why: str) -> Resolution:
         now = self.q.clock.now()
