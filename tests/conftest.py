@@ -6,8 +6,9 @@ Fixtures
     A ready (``setup()`` done) :class:`~syncrecon.Storage`, parametrized over every backend
     (APScheduler's ``datastore`` fixture is the model): each test that asks for it runs once
     per backend, with the backend's id in the test id (``test_x[memory]``, ``test_x[sqlite]``).
-    Write storage contract tests against it and nothing backend-specific; a backend-only test
-    asks for ``memory_storage`` or ``sqlite_storage`` instead.
+    Write storage contract tests against it (they live in ``tests/storage/``, one module per
+    role) and nothing backend-specific; a backend-only test asks for ``memory_storage`` or
+    ``sqlite_storage`` instead.
 ``memory_storage`` / ``sqlite_storage``
     One backend each. ``sqlite_storage`` lives in a real file (``sqlite_path``) in the test's
     ``tmp_path``, so WAL and reopening behave as in production.

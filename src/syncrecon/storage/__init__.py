@@ -1,5 +1,12 @@
 """Pluggable storage: the :class:`Storage` protocol and its backends.
 
+:class:`Storage` is the union of small role protocols, one per concern, each with the
+invariants of its role: :class:`LeaseStore` (leases), :class:`LinkStore` (links, bases, marks,
+watermarks), :class:`QueueStore` (the reconciliation queue), :class:`FastLoopStore` (inbox,
+claims, field times, echoes, outbox), :class:`SchemaStore` (field schemas, create intents) and
+:class:`MetricsStore` (counters, cycle reports, retention); :meth:`Storage.commit` is the one
+write path of all of them.
+
 The backends, ``SQLiteStorage`` (the embedded default) and ``MemoryStorage``, load when first
 asked for (``from syncrecon.storage import SQLiteStorage``, or by their own modules' paths).
 """
@@ -15,13 +22,19 @@ from ._base import (
     CycleRecord,
     Discrepancy,
     Echo,
+    FastLoopStore,
     FieldSchema,
     InboxEntry,
     ItemUpdate,
+    LeaseStore,
     Link,
     LinkMark,
+    LinkStore,
+    MetricsStore,
     OutboxEntry,
     OutboxUpdate,
+    QueueStore,
+    SchemaStore,
     SeenMark,
     Status,
     Step,
@@ -59,15 +72,21 @@ __all__ = [
     "CycleRecord",
     "Discrepancy",
     "Echo",
+    "FastLoopStore",
     "FieldSchema",
     "InboxEntry",
     "ItemUpdate",
+    "LeaseStore",
     "Link",
     "LinkMark",
+    "LinkStore",
     "MemoryStorage",
+    "MetricsStore",
     "OutboxEntry",
     "OutboxUpdate",
+    "QueueStore",
     "SQLiteStorage",
+    "SchemaStore",
     "SeenMark",
     "Status",
     "Step",

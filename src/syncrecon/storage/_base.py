@@ -1,9 +1,14 @@
-"""The storage protocol and the values it keeps.
+"""The storage protocol, its roles and the values it keeps.
 
 Storage keeps what must survive a restart: the links between the two systems with the
 last-synced base values, watermarks, the reconciliation queue, cycle reports, counters and
 leases. Every method that changes state is one transaction: :meth:`Storage.commit` applies a
 whole :class:`Step` or nothing. Record keys, field names and values are always bound as data.
+
+:class:`Storage` is the union of one protocol per role (:class:`LeaseStore`,
+:class:`LinkStore`, :class:`QueueStore`, :class:`FastLoopStore`, :class:`SchemaStore`,
+:class:`MetricsStore`), each documenting the invariants of its concern; the decisions every
+backend makes alike are pure functions in ``_rules``.
 """
 
 from __future__ import annotations
@@ -27,14 +32,20 @@ __all__ = [
     "CycleRecord",
     "Discrepancy",
     "Echo",
+    "FastLoopStore",
     "FieldSchema",
     "InboxEntry",
     "ItemKey",
     "ItemUpdate",
+    "LeaseStore",
     "Link",
     "LinkMark",
+    "LinkStore",
+    "MetricsStore",
     "OutboxEntry",
     "OutboxUpdate",
+    "QueueStore",
+    "SchemaStore",
     "SeenMark",
     "Status",
     "Step",
@@ -416,23 +427,30 @@ def claim_lost(owner: str, lost: int, total: int) -> LeaseLostError:
     )
 
 
+# -- the roles ----------------------------------------------------------------------------------
+#
+# ``Storage`` is the union of small role protocols, one per concern, so that each concern can be
+# read (and implemented, and tested) alone. Every role's writes go through ``Storage.commit``:
+# the roles name what a backend keeps and reads back, ``commit`` is the one way it changes. The
+# decisions that more than one backend would otherwise write again (how a new item merges into
+# an active one, when a lease is free, ...) are pure functions in ``syncrecon.storage._rules``.
+
+
 @runtime_checkable
-class Storage(Protocol):
-    """Where syncrecon keeps its state. Backends: memory, SQLite (PostgreSQL to follow).
+class LeaseStore(Protocol):
+    """Named leases: what keeps two cycles of one sync apart, across threads and processes.
 
-    Every method may raise :class:`~syncrecon.StorageError`; a failed :meth:`commit` changed
-    nothing. A commit fenced by a lease or a claim that is no longer held raises
-    :class:`~syncrecon.LeaseLostError` (not a ``StorageError``) and changes nothing either.
-    Implementations are safe to call from several threads.
+    Invariants:
+
+    - at most one owner holds a name at a time; the check and the take are one atomic step;
+    - a lease held until ``t`` is free at ``t`` (expiry is ``expires_at <= now``), but until
+      someone else takes it, it is still its owner's: :meth:`renew_lease` succeeds and a commit
+      fenced by it (:attr:`Step.fence`) goes through;
+    - only the owner releases or renews a lease; releasing what one does not hold is no error;
+    - a commit whose fence names a lease its owner no longer holds (released, or taken by
+      another owner) raises :class:`~syncrecon.LeaseLostError` (see :func:`lease_lost`) and
+      changes nothing.
     """
-
-    def setup(self) -> None:
-        """Create or migrate the schema (idempotent). Raises ``SchemaVersionError``."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
 
     def acquire_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
         """Claim ``name`` for ``owner`` until ``now + ttl``; False if someone else holds it."""
@@ -453,6 +471,28 @@ class Storage(Protocol):
     def lease_holder(self, name: str) -> tuple[str, datetime] | None:
         """``(owner, expires_at)`` of the lease ``name``, expired or not; ``None`` if free."""
         ...
+
+
+@runtime_checkable
+class LinkStore(Protocol):
+    """Links, their base values and marks, and each sync's progress (watermarks, sweeps).
+
+    Invariants (written by :attr:`Step.links`, ``unlink``, ``bases``, ``marks``,
+    ``watermarks`` and ``full_sweeps``):
+
+    - within a sync a left key has at most one link and a right key belongs to at most one
+      left key: a step that links a right key to a second left key raises
+      :class:`~syncrecon.StorageError` and changes nothing;
+    - linking a left key again replaces its right key, natural key and base (the old right key
+      is free again) and keeps its ``created_at``;
+    - a base update merges per field (``values`` set, then ``drop`` forgotten); a base update of
+      a record that is not linked is ignored;
+    - marks never outlive their base: every write of a link's base (a link, a base update, an
+      unlink) forgets its marks in the same transaction; a :class:`SeenMark` with ``base`` is
+      applied only while the base is still that text, one without only while the side's
+      digest is still the mark's; marks apply after the step's links and bases;
+    - what is read is a copy: changing a returned link changes nothing stored.
+    """
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
         """The links of the records with these keys on ``side``, by that key."""
@@ -483,6 +523,28 @@ class Storage(Protocol):
         """Watermarks and the time of the last full sweep."""
         ...
 
+
+@runtime_checkable
+class QueueStore(Protocol):
+    """The reconciliation queue: discrepancies, open and escalated until someone closes them.
+
+    Invariants (written by :attr:`Step.new_items` and ``item_updates``):
+
+    - at most one active (open or escalated) item per :attr:`Discrepancy.item_key`: a new item
+      that names an active one updates it (same id, first ``detected_at``, its assignee, its
+      note unless the new one has one, ``times_seen`` one more) instead of adding another;
+    - an escalation is never lowered: a new sighting that is only ``OPEN`` leaves an escalated
+      item escalated, with its rule and category (a sighting that closes it does close it);
+    - an update of an item's status keeps its note and assignee unless it gives new ones
+      (``assignee=""`` clears it); an update of an unknown id is ignored;
+    - reopening a closed item while another item is active for its key raises
+      :class:`~syncrecon.StorageError` and the step changes nothing;
+    - :meth:`get_item` of an unknown id raises ``KeyError``; what is read is a copy.
+
+    These decisions are made once, by ``syncrecon.storage._rules`` (``merge_item``,
+    ``update_item``, ...); a backend only reads and writes the rows.
+    """
+
     def active_items(self, sync: str) -> dict[ItemKey, Discrepancy]:
         """Every open or escalated item of ``sync``, by item key."""
         ...
@@ -512,30 +574,28 @@ class Storage(Protocol):
         """
         ...
 
-    def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
-        """Stored cycle reports, newest first."""
-        ...
 
-    def counter_totals(
-        self, metric: str, *, since: datetime | None = None, until: datetime | None = None
-    ) -> list[tuple[Mapping[str, str], int]]:
-        """Totals of ``metric`` per label set over a time window (hourly resolution)."""
-        ...
+@runtime_checkable
+class FastLoopStore(Protocol):
+    """The fast loop's state: the webhook inbox, record claims, field times, echoes, the outbox.
 
-    def commit(self, step: Step) -> list[int]:
-        """Apply ``step`` in one transaction; return the ids of ``step.new_items`` in order.
+    Invariants:
 
-        ``events_done`` marks inbox entries processed with their outcome; ``field_times``
-        keeps, per linked field, the latest source time applied (never moving backwards);
-        ``echoes`` are remembered and ``drop_echoes`` (ids) spent: a spent entry never matches
-        :meth:`find_echo` again (one entry recognizes one webhook); one without a source time
-        is forgotten at once, one with a source time still counts in :meth:`echo_times` until
-        it expires. ``outbox_add`` and ``outbox_update`` queue and settle failed fast-loop
-        writes.
-        """
-        ...
-
-    # -- the fast loop -------------------------------------------------------------------------
+    - an inbox entry is stored once: ``(source, dedupe_key)`` is unique, a redelivery is
+      recognized (its id is ``None``) and stores nothing;
+    - claims are by record (:attr:`InboxEntry.record`), one claim space shared by
+      :meth:`claim_events` (a fast-loop worker) and :meth:`claim_records` (a cycle before a
+      write batch): a record with a live claim of one owner goes to no other until the claim
+      ends (its events done, :meth:`release_records`, or its expiry); the check and the claim
+      are one atomic step;
+    - a commit with :attr:`Step.claim_owner` whose events are no longer claimed by that owner
+      raises :class:`~syncrecon.LeaseLostError` (see :func:`claim_lost`) and changes nothing;
+    - a field's applied source time never moves backwards (:attr:`Step.field_times`);
+    - an echo entry recognizes one webhook: once spent (:attr:`Step.drop_echoes`) it never
+      matches :meth:`find_echo` again; one with a source time still counts in
+      :meth:`echo_times` until it expires, one without is forgotten at once;
+    - an outbox entry is leased to one retrier at a time; settling it ends the lease.
+    """
 
     def enqueue_events(
         self, entries: Sequence[InboxEntry], counters: Sequence[Counter], at: datetime
@@ -610,6 +670,54 @@ class Storage(Protocol):
         """Lease up to ``limit`` pending outbox entries that are due."""
         ...
 
+
+@runtime_checkable
+class SchemaStore(Protocol):
+    """What the connectors said about their fields, and the creates under way.
+
+    Invariants (written by :attr:`Step.schemas`, ``intents`` and ``intents_settled``):
+
+    - one description per ``(sync, side, field)``: a new one replaces it;
+    - a create intent is recorded before its call and settled in the transaction that stores
+      its link; one still there means an earlier attempt may have landed.
+    """
+
+    def get_schemas(self, sync: str) -> list[FieldSchema]:
+        """The stored field descriptions of ``sync`` (``step.schemas`` replaces them)."""
+        ...
+
+    def get_intents(
+        self, sync: str, side: Side, source_keys: Sequence[str]
+    ) -> dict[str, CreateIntent]:
+        """The unsettled create intents on ``side`` for these source keys, by source key."""
+        ...
+
+
+@runtime_checkable
+class MetricsStore(Protocol):
+    """History: counters, cycle reports, and retention of everything that is done with.
+
+    Invariants (written by :attr:`Step.counters` and ``cycle``, and by
+    :meth:`FastLoopStore.enqueue_events`):
+
+    - counters add up per metric, label set (whatever the labels' order) and hour;
+    - a cycle report stored again under its id replaces the earlier one;
+    - :meth:`prune` never removes pending events, pending outbox entries or active items.
+    """
+
+    def counter_totals(
+        self, metric: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[Mapping[str, str], int]]:
+        """Totals of ``metric`` per label set over a time window (hourly resolution).
+
+        ``since`` counts its whole hour; ``until`` excludes the hour that starts at it.
+        """
+        ...
+
+    def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
+        """Stored cycle reports, newest first."""
+        ...
+
     def prune(self, retention: Retention, now: datetime) -> Mapping[str, int]:
         """Remove what ``retention`` no longer keeps at ``now``; return the rows removed per kind.
 
@@ -622,12 +730,41 @@ class Storage(Protocol):
         """
         ...
 
-    def get_intents(
-        self, sync: str, side: Side, source_keys: Sequence[str]
-    ) -> dict[str, CreateIntent]:
-        """The unsettled create intents on ``side`` for these source keys, by source key."""
+
+@runtime_checkable
+class Storage(
+    LeaseStore, LinkStore, QueueStore, FastLoopStore, SchemaStore, MetricsStore, Protocol
+):
+    """Where syncrecon keeps its state. Backends: memory, SQLite (PostgreSQL to follow).
+
+    The union of the roles :class:`LeaseStore`, :class:`LinkStore`, :class:`QueueStore`,
+    :class:`FastLoopStore`, :class:`SchemaStore` and :class:`MetricsStore` (each with the
+    invariants of its concern), plus :meth:`setup`, :meth:`close` and :meth:`commit`, the one
+    write path of every role.
+
+    Every method may raise :class:`~syncrecon.StorageError`; a failed :meth:`commit` changed
+    nothing. A commit fenced by a lease or a claim that is no longer held raises
+    :class:`~syncrecon.LeaseLostError` (not a ``StorageError``) and changes nothing either.
+    Implementations are safe to call from several threads.
+    """
+
+    def setup(self) -> None:
+        """Create or migrate the schema (idempotent). Raises ``SchemaVersionError``."""
         ...
 
-    def get_schemas(self, sync: str) -> list[FieldSchema]:
-        """The stored field descriptions of ``sync`` (``step.schemas`` replaces them)."""
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+    def commit(self, step: Step) -> list[int]:
+        """Apply ``step`` in one transaction; return the ids of ``step.new_items`` in order.
+
+        ``events_done`` marks inbox entries processed with their outcome; ``field_times``
+        keeps, per linked field, the latest source time applied (never moving backwards);
+        ``echoes`` are remembered and ``drop_echoes`` (ids) spent: a spent entry never matches
+        :meth:`find_echo` again (one entry recognizes one webhook); one without a source time
+        is forgotten at once, one with a source time still counts in :meth:`echo_times` until
+        it expires. ``outbox_add`` and ``outbox_update`` queue and settle failed fast-loop
+        writes.
+        """
         ...

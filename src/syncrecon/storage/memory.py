@@ -31,14 +31,21 @@ from ._base import (
     Step,
     SyncState,
     claim_lost,
-    lease_lost,
+)
+from ._rules import (
+    check_fence,
+    check_reopen,
+    counter_hour,
+    counter_window,
+    first_sighting,
+    lease_free,
+    merge_base,
+    merge_item,
+    prune_cutoffs,
+    update_item,
 )
 
 __all__ = ["MemoryStorage"]
-
-
-def _hour(value: datetime) -> datetime:
-    return utc(value).replace(minute=0, second=0, microsecond=0)
 
 
 def _copy(value: Any) -> Any:
@@ -169,8 +176,7 @@ class MemoryStorage:
     def acquire_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
         now = utc(now)
         with self._lock:
-            held = self._leases.get(name)
-            if held is not None and held[0] != owner and held[1] > now:
+            if not lease_free(self._leases.get(name), owner, now):
                 return False
             self._leases[name] = (owner, now + ttl)
             return True
@@ -194,12 +200,9 @@ class MemoryStorage:
             return self._leases.get(name)
 
     def _check_fence(self, step: Step) -> None:
-        if step.fence is None:
-            return
-        name, owner = step.fence
-        held = self._leases.get(name)
-        if held is None or held[0] != owner:
-            raise lease_lost(name, owner, None if held is None else held[0])
+        if step.fence is not None:
+            held = self._leases.get(step.fence[0])
+            check_fence(step, None if held is None else held[0])
 
     def get_links(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, Link]:
         with self._lock:
@@ -306,8 +309,7 @@ class MemoryStorage:
     def counter_totals(
         self, metric: str, *, since: datetime | None = None, until: datetime | None = None
     ) -> list[tuple[Mapping[str, str], int]]:
-        low = _hour(since) if since is not None else None
-        high = utc(until) if until is not None else None
+        low, high = counter_window(since, until)
         totals: dict[str, int] = {}
         with self._lock:
             for (m, labels, bucket), value in self._counters.items():
@@ -351,10 +353,8 @@ class MemoryStorage:
                 linked = links.get((update.sync, update.left_key))
                 if linked is None:
                     continue
-                base = copy.deepcopy(dict(linked.base))
-                base.update(_copy(dict(update.values)))
-                for name in update.drop:
-                    base.pop(name, None)
+                values = _copy(dict(update.values))
+                base = merge_base(copy.deepcopy(dict(linked.base)), values, update.drop)
                 links[(update.sync, update.left_key)] = attrs.evolve(linked, base=base)
                 _forget_marks(link_marks, update.sync, update.left_key)
             for seen in step.marks:
@@ -370,34 +370,17 @@ class MemoryStorage:
                     link_marks[where] = (seen.seen, seen.digest)
             for item in step.new_items:
                 existing = active.get(item.item_key)
-                stored = attrs.evolve(
+                copied = attrs.evolve(
                     item,
                     left_value=_copy(item.left_value),
                     right_value=_copy(item.right_value),
                     base_value=_copy(item.base_value),
                     resolution=_copy(item.resolution),
-                    updated_at=step.at,
                 )
                 if existing is not None:
-                    old_item = items[existing]
-                    if old_item.status is Status.ESCALATED and stored.status is Status.OPEN:
-                        # Never lowered: an escalated item waits for an operator.
-                        stored = attrs.evolve(
-                            stored,
-                            status=Status.ESCALATED,
-                            rule=old_item.rule,
-                            category=old_item.category,
-                        )
-                    stored = attrs.evolve(
-                        stored,
-                        id=existing,
-                        detected_at=old_item.detected_at,
-                        assignee=old_item.assignee,
-                        note=item.note if item.note is not None else old_item.note,
-                        times_seen=old_item.times_seen + 1,
-                    )
+                    stored = merge_item(items[existing], copied, step.at)
                 else:
-                    stored = attrs.evolve(stored, id=next_id)
+                    stored = attrs.evolve(first_sighting(copied, step.at), id=next_id)
                     next_id += 1
                 assert stored.id is not None
                 items[stored.id] = stored
@@ -410,24 +393,13 @@ class MemoryStorage:
                 prior = items.get(upd.id)
                 if prior is None:
                     continue
-                assignee = prior.assignee if upd.assignee is None else (upd.assignee or None)
-                new = attrs.evolve(
-                    prior,
-                    assignee=assignee,
-                    status=upd.status,
-                    resolution=_copy(upd.resolution),
-                    resolved_at=upd.resolved_at,
-                    note=upd.note if upd.note is not None else prior.note,
-                    updated_at=step.at,
+                new = update_item(
+                    prior, attrs.evolve(upd, resolution=_copy(upd.resolution)), step.at
                 )
                 items[upd.id] = new
                 holder = active.get(new.item_key)
+                check_reopen(new, holder)
                 if new.status.is_active:
-                    if holder is not None and holder != upd.id:
-                        raise StorageError(
-                            f"item {upd.id} cannot be reopened: item {holder} is active for"
-                            f" the same record and field"
-                        )
                     active[new.item_key] = upd.id
                 elif holder == upd.id:
                     del active[new.item_key]
@@ -442,7 +414,7 @@ class MemoryStorage:
             cycle = None
             if step.cycle is not None:
                 cycle = attrs.evolve(step.cycle, report=_copy(dict(step.cycle.report)))
-            bucket = _hour(step.at)
+            bucket = counter_hour(step.at)
             counts = [
                 ((c.metric, _codec.dumps(dict(c.labels)), bucket), c.amount) for c in step.counters
             ]
@@ -553,7 +525,7 @@ class MemoryStorage:
                 self._inbox_keys[(entry.source, entry.dedupe_key)] = self._serial
                 ids.append(self._serial)
                 self._serial += 1
-            bucket = _hour(at)
+            bucket = counter_hour(at)
             for c in counters:
                 key3 = (c.metric, _codec.dumps(dict(c.labels)), bucket)
                 self._counters[key3] = self._counters.get(key3, 0) + c.amount
@@ -696,59 +668,53 @@ class MemoryStorage:
         return sorted(found, key=lambda f: (f.side.value, f.field))
 
     def prune(self, retention: Retention, now: datetime) -> Mapping[str, int]:
-        now = utc(now)
         removed: dict[str, int] = {}
         with self._lock:
-            if retention.inbox is not None:
-                cut = now - retention.inbox
-                old = [
-                    i for i, e in self._inbox.items() if e.status == "done" and e.received_at < cut
-                ]
-                for event_id in old:
-                    entry = self._inbox.pop(event_id)
-                    self._inbox_keys.pop((entry.source, entry.dedupe_key), None)
-                    self._inbox_leases.pop(event_id, None)
-                removed["inbox"] = len(old)
-            if retention.echoes is not None:
-                cut = now - retention.echoes
-                expired = [i for i, e in self._echoes.items() if e.expires_at < cut]
-                for echo_id in expired:
-                    del self._echoes[echo_id]
-                self._spent = self._spent - set(expired)
-                removed["echoes"] = len(expired)
-            if retention.outbox is not None:
-                cut = now - retention.outbox
-                settled = [
-                    i
-                    for i, o in self._outbox.items()
-                    if o.status in ("done", "failed") and o.next_at < cut
-                ]
-                for entry_id in settled:
-                    del self._outbox[entry_id]
-                    self._outbox_leases.pop(entry_id, None)
-                removed["outbox"] = len(settled)
-            if retention.cycles is not None:
-                cut = now - retention.cycles
-                cycles = [i for i, c in self._cycles.items() if c.started_at < cut]
-                for cycle_id in cycles:
-                    del self._cycles[cycle_id]
-                removed["cycles"] = len(cycles)
-            if retention.counters is not None:
-                cut = _hour(now - retention.counters)
-                counters = [k for k in self._counters if k[2] < cut]
-                for key3 in counters:
-                    del self._counters[key3]
-                removed["counters"] = len(counters)
-            if retention.closed_items is not None:
-                cut = now - retention.closed_items
-                closed = [
-                    i
-                    for i, d in self._items.items()
-                    if not Status(d.status).is_active
-                    and d.resolved_at is not None
-                    and d.resolved_at < cut
-                ]
-                for item_id in closed:
-                    del self._items[item_id]
-                removed["items"] = len(closed)
+            for kind, cut in prune_cutoffs(retention, now).items():
+                removed[kind] = self._prune(kind, cut)
         return removed
+
+    def _prune(self, kind: str, cut: datetime) -> int:
+        """Remove the rows of ``kind`` older than ``cut`` (see ``prune_cutoffs``); how many."""
+        if kind == "inbox":
+            old = [i for i, e in self._inbox.items() if e.status == "done" and e.received_at < cut]
+            for event_id in old:
+                entry = self._inbox.pop(event_id)
+                self._inbox_keys.pop((entry.source, entry.dedupe_key), None)
+                self._inbox_leases.pop(event_id, None)
+            return len(old)
+        if kind == "echoes":
+            expired = [i for i, e in self._echoes.items() if e.expires_at < cut]
+            for echo_id in expired:
+                del self._echoes[echo_id]
+            self._spent = self._spent - set(expired)
+            return len(expired)
+        if kind == "outbox":
+            settled = [
+                i
+                for i, o in self._outbox.items()
+                if o.status in ("done", "failed") and o.next_at < cut
+            ]
+            for entry_id in settled:
+                del self._outbox[entry_id]
+                self._outbox_leases.pop(entry_id, None)
+            return len(settled)
+        if kind == "cycles":
+            cycles = [i for i, c in self._cycles.items() if c.started_at < cut]
+            for cycle_id in cycles:
+                del self._cycles[cycle_id]
+            return len(cycles)
+        if kind == "counters":
+            counters = [k for k in self._counters if k[2] < cut]
+            for key3 in counters:
+                del self._counters[key3]
+            return len(counters)
+        assert kind == "items", kind
+        closed = [
+            i
+            for i, d in self._items.items()
+            if not Status(d.status).is_active and d.resolved_at is not None and d.resolved_at < cut
+        ]
+        for item_id in closed:
+            del self._items[item_id]
+        return len(closed)

@@ -20,7 +20,7 @@ from os import PathLike
 from typing import Any
 
 from .. import _codec
-from .._clock import parse_ts, ts, utc
+from .._clock import parse_ts, ts
 from .._exceptions import SchemaVersionError, StorageError
 from .._models import Side
 from .._retention import Retention
@@ -32,6 +32,7 @@ from ._base import (
     FieldSchema,
     InboxEntry,
     ItemKey,
+    ItemUpdate,
     Link,
     LinkMark,
     OutboxEntry,
@@ -39,7 +40,18 @@ from ._base import (
     Step,
     SyncState,
     claim_lost,
-    lease_lost,
+)
+from ._rules import (
+    check_fence,
+    check_reopen,
+    counter_hour,
+    counter_window,
+    first_sighting,
+    lease_free,
+    merge_base,
+    merge_item,
+    prune_cutoffs,
+    update_item,
 )
 
 __all__ = ["SQLiteStorage"]
@@ -57,7 +69,7 @@ def _opt_parse(text: str | None) -> datetime | None:
 
 def hour_bucket(value: datetime) -> str:
     """The hourly counter bucket of ``value``."""
-    return ts(utc(value).replace(minute=0, second=0, microsecond=0))
+    return ts(counter_hour(value))
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -117,6 +129,31 @@ def _item(row: sqlite3.Row) -> Discrepancy:
         updated_at=_opt_parse(row["updated_at"]),
         resolved_at=_opt_parse(row["resolved_at"]),
         cycle_id=row["cycle_id"],
+        note=row["note"],
+        assignee=row["assignee"],
+        times_seen=row["times_seen"],
+    )
+
+
+_HEAD_COLUMNS = (
+    "id, sync, left_key, right_key, field, status, rule, category, detected_at, note, assignee,"
+    " times_seen"
+)
+"""What the rules read of a stored item (``merge_item``, ``update_item``): no values."""
+
+
+def _item_head(row: sqlite3.Row) -> Discrepancy:
+    """A stored item without its values (they are not decoded): what the rules read of it."""
+    return Discrepancy(
+        id=row["id"],
+        sync=row["sync"],
+        left_key=row["left_key"] or None,
+        right_key=row["right_key"] or None,
+        field=row["field"],
+        status=Status(row["status"]),
+        rule=row["rule"],
+        category=row["category"],
+        detected_at=parse_ts(row["detected_at"]),
         note=row["note"],
         assignee=row["assignee"],
         times_seen=row["times_seen"],
@@ -258,7 +295,8 @@ class SQLiteStorage:
             row = db.execute(
                 "SELECT owner, expires_at FROM leases WHERE name = ?", (name,)
             ).fetchone()
-            if row is not None and row["owner"] != owner and parse_ts(row["expires_at"]) > utc(now):
+            holder = None if row is None else (row["owner"], parse_ts(row["expires_at"]))
+            if not lease_free(holder, owner, now):
                 return False
             db.execute(
                 "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)"
@@ -289,12 +327,9 @@ class SQLiteStorage:
 
     @staticmethod
     def _check_fence(db: sqlite3.Connection, step: Step) -> None:
-        if step.fence is None:
-            return
-        name, owner = step.fence
-        row = db.execute("SELECT owner FROM leases WHERE name = ?", (name,)).fetchone()
-        if row is None or row["owner"] != owner:
-            raise lease_lost(name, owner, None if row is None else row["owner"])
+        if step.fence is not None:
+            row = db.execute("SELECT owner FROM leases WHERE name = ?", (step.fence[0],)).fetchone()
+            check_fence(step, None if row is None else row["owner"])
 
     # -- links -------------------------------------------------------------------------------
 
@@ -360,7 +395,8 @@ class SQLiteStorage:
                     f" FROM {table} WHERE sync = ? AND {column} IN ({marks})",
                     (sync, *chunk),
                 )
-                found.update((row[at], make(row)) for row in cur)
+                for row in cur:
+                    found[row[at]] = make(row)
         return found
 
     def iter_link_keys(self, sync: str, *, batch: int = 1000) -> Iterator[list[tuple[str, str]]]:
@@ -491,8 +527,9 @@ class SQLiteStorage:
     def counter_totals(
         self, metric: str, *, since: datetime | None = None, until: datetime | None = None
     ) -> list[tuple[Mapping[str, str], int]]:
-        low = hour_bucket(since) if since is not None else ""
-        high = ts(until) if until is not None else "~"
+        first, end = counter_window(since, until)
+        low = "" if first is None else ts(first)
+        high = "~" if end is None else ts(end)
         with self._read() as db:
             rows = db.execute(
                 "SELECT labels, sum(value) AS total FROM counters"
@@ -538,10 +575,7 @@ class SQLiteStorage:
                 ).fetchone()
                 if row is None:
                     continue  # unlinked in the meantime: nothing to keep a base for
-                base = _codec.loads(row["base"])
-                base.update(update.values)
-                for name in update.drop:
-                    base.pop(name, None)
+                base = merge_base(_codec.loads(row["base"]), update.values, update.drop)
                 db.execute(
                     "UPDATE links SET base = ?, updated_at = ?, left_seen = NULL,"
                     " left_digest = NULL, right_seen = NULL, right_digest = NULL"
@@ -571,24 +605,9 @@ class SQLiteStorage:
                     refreshed,
                 )
             for item in step.new_items:
-                ids.append(self._upsert_item(db, item, now))
+                ids.append(self._upsert_item(db, item, step.at))
             for upd in step.item_updates:
-                db.execute(
-                    "UPDATE items SET status = ?, resolution = ?, resolved_at = ?,"
-                    " note = coalesce(?, note), assignee = coalesce(?, assignee), updated_at = ?"
-                    " WHERE id = ?",
-                    (
-                        Status(upd.status).value,
-                        _enc(upd.resolution),
-                        _opt_ts(upd.resolved_at),
-                        upd.note,
-                        None if upd.assignee is None else (upd.assignee or None),
-                        now,
-                        upd.id,
-                    ),
-                )
-                if upd.assignee == "":
-                    db.execute("UPDATE items SET assignee = NULL WHERE id = ?", (upd.id,))
+                self._update_item(db, upd, step.at)
             for sync, side, mark in step.watermarks:
                 column = "left_watermark" if Side(side) is Side.LEFT else "right_watermark"
                 db.execute(
@@ -999,107 +1018,136 @@ class SQLiteStorage:
     def prune(self, retention: Retention, now: datetime) -> Mapping[str, int]:
         # Each batch is its own short transaction over an index (0006_retention.sql), and the
         # lock is let go between batches: webhook enqueues slip in between.
-        kinds: list[tuple[str, timedelta | None, str]] = [
-            (
-                "inbox",
-                retention.inbox,
-                "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox"
-                " WHERE status = 'done' AND received_at < ? LIMIT ?)",
-            ),
-            (
-                "echoes",
-                retention.echoes,
-                "DELETE FROM echoes WHERE id IN (SELECT id FROM echoes"
-                " WHERE expires_at < ? LIMIT ?)",
-            ),
-            (
-                "outbox",
-                retention.outbox,
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
-                " WHERE status IN ('done', 'failed') AND next_at < ? LIMIT ?)",
-            ),
-            (
-                "cycles",
-                retention.cycles,
-                "DELETE FROM cycles WHERE rowid IN (SELECT rowid FROM cycles"
-                " WHERE started_at < ? LIMIT ?)",
-            ),
-            (
-                "counters",
-                retention.counters,
-                "DELETE FROM counters WHERE (metric, labels, bucket) IN"
-                " (SELECT metric, labels, bucket FROM counters WHERE bucket < ? LIMIT ?)",
-            ),
-            (
-                "items",
-                retention.closed_items,
-                "DELETE FROM items WHERE id IN (SELECT id FROM items"
-                " WHERE resolved_at < ? AND status IN ('resolved', 'auto_resolved', 'dismissed')"
-                " LIMIT ?)",
-            ),
-        ]
         removed: dict[str, int] = {}
-        for kind, age, sql in kinds:
-            if age is None:
-                continue
-            cut = hour_bucket(now - age) if kind == "counters" else ts(now - age)
+        for kind, cut in prune_cutoffs(retention, now).items():
             removed[kind] = 0
             while True:
                 with self._tx() as db:
-                    gone = int(db.execute(sql, (cut, retention.batch)).rowcount)
+                    gone = int(db.execute(_PRUNE[kind], (ts(cut), retention.batch)).rowcount)
                 removed[kind] += gone
                 if gone < retention.batch:
                     break
         return removed
 
-    def _upsert_item(self, db: sqlite3.Connection, item: Discrepancy, now: str) -> int:
-        key = (item.sync, item.left_key or "", item.right_key or "", item.field)
-        values = (
-            Status(item.status).value,
-            _enc(item.left_value),
-            _enc(item.right_value),
-            _enc(item.base_value),
-            int(item.has_base),
-            item.rule,
-            item.category,
-            item.explanation,
-            _enc(item.resolution),
-            _opt_ts(item.resolved_at),
-            item.cycle_id,
-            item.note,
-        )
+    # -- queue items: the rules (``_rules``) decide, these read and write the rows ----------
+
+    @staticmethod
+    def _active_item(db: sqlite3.Connection, key: ItemKey) -> Discrepancy | None:
+        """The active item of ``key``, without its values (``_item_head``), if there is one."""
         row = db.execute(
-            "SELECT id, status, rule, category FROM items WHERE sync = ? AND left_key = ?"
+            f"SELECT {_HEAD_COLUMNS} FROM items WHERE sync = ? AND left_key = ?"  # noqa: S608
             " AND right_key = ? AND field = ? AND status IN ('open', 'escalated')",
             key,
         ).fetchone()
-        if row is not None:
-            if row["status"] == Status.ESCALATED.value and Status(item.status) is Status.OPEN:
-                # Never lowered: an escalated item waits for an operator whatever comes next.
-                values = (
-                    Status.ESCALATED.value,
-                    *values[1:5],
-                    row["rule"],
-                    row["category"],
-                    *values[7:],
-                )
-            db.execute(
-                "UPDATE items SET status = ?, left_value = ?, right_value = ?, base_value = ?,"
-                " has_base = ?, rule = ?, category = ?, explanation = ?, resolution = ?,"
-                " resolved_at = ?, cycle_id = ?, note = coalesce(?, note), updated_at = ?,"
-                " times_seen = times_seen + 1 WHERE id = ?",
-                (*values, now, row["id"]),
-            )
-            return int(row["id"])
+        return None if row is None else _item_head(row)
+
+    @staticmethod
+    def _write_item(db: sqlite3.Connection, item: Discrepancy) -> None:
+        """Store every changeable column of the existing item ``item`` (by its id)."""
+        db.execute(
+            "UPDATE items SET status = ?, left_value = ?, right_value = ?, base_value = ?,"
+            " has_base = ?, rule = ?, category = ?, explanation = ?, resolution = ?,"
+            " detected_at = ?, updated_at = ?, resolved_at = ?, cycle_id = ?, note = ?,"
+            " assignee = ?, times_seen = ? WHERE id = ?",
+            (
+                Status(item.status).value,
+                _enc(item.left_value),
+                _enc(item.right_value),
+                _enc(item.base_value),
+                int(item.has_base),
+                item.rule,
+                item.category,
+                item.explanation,
+                _enc(item.resolution),
+                ts(item.detected_at),
+                _opt_ts(item.updated_at),
+                _opt_ts(item.resolved_at),
+                item.cycle_id,
+                item.note,
+                item.assignee,
+                item.times_seen,
+                item.id,
+            ),
+        )
+
+    def _upsert_item(self, db: sqlite3.Connection, item: Discrepancy, at: datetime) -> int:
+        active = self._active_item(db, item.item_key)
+        if active is not None:
+            merged = merge_item(active, item, at)
+            self._write_item(db, merged)
+            assert merged.id is not None
+            return merged.id
+        new = first_sighting(item, at)
         cur = db.execute(
-            "INSERT INTO items (status, left_value, right_value, base_value, has_base, rule,"
-            " category, explanation, resolution, resolved_at, cycle_id, note, sync, left_key,"
-            " right_key, field, detected_at, updated_at, assignee)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*values, *key, ts(item.detected_at), now, item.assignee),
+            "INSERT INTO items (sync, left_key, right_key, field, status, left_value,"
+            " right_value, base_value, has_base, rule, category, explanation, resolution,"
+            " detected_at, updated_at, resolved_at, cycle_id, note, assignee, times_seen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *new.item_key,
+                Status(new.status).value,
+                _enc(new.left_value),
+                _enc(new.right_value),
+                _enc(new.base_value),
+                int(new.has_base),
+                new.rule,
+                new.category,
+                new.explanation,
+                _enc(new.resolution),
+                ts(new.detected_at),
+                _opt_ts(new.updated_at),
+                _opt_ts(new.resolved_at),
+                new.cycle_id,
+                new.note,
+                new.assignee,
+                new.times_seen,
+            ),
         )
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
+
+    def _update_item(self, db: sqlite3.Connection, upd: ItemUpdate, at: datetime) -> None:
+        row = db.execute(
+            f"SELECT {_HEAD_COLUMNS} FROM items WHERE id = ?",  # noqa: S608
+            (upd.id,),
+        ).fetchone()
+        if row is None:
+            return  # an unknown item: nothing to update
+        prior = _item_head(row)
+        new = update_item(prior, upd, at)
+        if new.status.is_active and not prior.status.is_active:
+            holder = self._active_item(db, new.item_key)
+            check_reopen(new, None if holder is None else holder.id)
+        db.execute(  # the columns an update changes (see ``update_item``)
+            "UPDATE items SET status = ?, resolution = ?, resolved_at = ?, note = ?,"
+            " assignee = ?, updated_at = ? WHERE id = ?",
+            (
+                Status(new.status).value,
+                _enc(new.resolution),
+                _opt_ts(new.resolved_at),
+                new.note,
+                new.assignee,
+                _opt_ts(new.updated_at),
+                new.id,
+            ),
+        )
+
+
+_PRUNE = {
+    "inbox": "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox"
+    " WHERE status = 'done' AND received_at < ? LIMIT ?)",
+    "echoes": "DELETE FROM echoes WHERE id IN (SELECT id FROM echoes WHERE expires_at < ? LIMIT ?)",
+    "outbox": "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+    " WHERE status IN ('done', 'failed') AND next_at < ? LIMIT ?)",
+    "cycles": "DELETE FROM cycles WHERE rowid IN (SELECT rowid FROM cycles"
+    " WHERE started_at < ? LIMIT ?)",
+    "counters": "DELETE FROM counters WHERE (metric, labels, bucket) IN"
+    " (SELECT metric, labels, bucket FROM counters WHERE bucket < ? LIMIT ?)",
+    "items": "DELETE FROM items WHERE id IN (SELECT id FROM items"
+    " WHERE resolved_at < ? AND status IN ('resolved', 'auto_resolved', 'dismissed') LIMIT ?)",
+}
+"""The batch of rows each kind of ``prune_cutoffs`` removes: older than the cutoff, at most the
+batch size."""
 
 
 def _statements(script: str) -> list[str]:
