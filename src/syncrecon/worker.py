@@ -20,9 +20,10 @@ again at the next one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 
 import anyio.to_thread
@@ -60,7 +61,9 @@ class Worker:
     Between rounds the worker sleeps until the first of these is due: the next drain (``poll``
     or ``coalesce`` seconds after the round), the next cycle, the next prune. Nothing tells it
     when another process stores an event, hence the ``poll``; in this process, :meth:`wake`
-    makes an idle worker drain at once. :meth:`stop` ends the sleep at once.
+    makes an idle worker drain at once, and a running worker listens to its handler
+    (:meth:`~syncrecon.webhooks.WebhookHandler.add_listener`), so every request that stores
+    new events wakes it. :meth:`stop` ends the sleep at once.
     """
 
     def __init__(
@@ -202,7 +205,8 @@ class Worker:
 
     def run_forever(self) -> None:
         """Run rounds until :meth:`stop` (blocking)."""
-        self._loop.run(self._round)
+        with self._listening():
+            self._loop.run(self._round)
 
     def wake(self) -> None:
         """Make an idle worker start a round now, rather than at its next ``poll``.
@@ -261,7 +265,24 @@ class Worker:
         """Check the schema, then run rounds on the calling event loop until :meth:`stop`."""
         if self.scheduler is not None:
             await anyio.to_thread.run_sync(self.check_schema)
-        await self._loop.arun(self._around)
+        with self._listening():
+            await self._loop.arun(self._around)
+
+    @contextlib.contextmanager
+    def _listening(self) -> Iterator[None]:
+        """While rounds run, the handler's newly stored events :meth:`wake` this worker."""
+        handler = self.handler
+        if handler is None:
+            yield
+            return
+        handler.add_listener(self._events_stored)
+        try:
+            yield
+        finally:
+            handler.remove_listener(self._events_stored)
+
+    def _events_stored(self, count: int) -> None:
+        self.wake()
 
 
 def load(path: str) -> Worker:
