@@ -51,6 +51,19 @@ def _main(argv: Sequence[str] | None) -> int:
     bench.add_argument(
         "--deepdiff-sample", type=int, default=2000, help="pairs DeepDiff compares (scaled)"
     )
+    bench.add_argument(
+        "--diffsync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time DiffSync's no-op sync at the same size (default: when diffsync is installed)",
+    )
+    bench.add_argument(
+        "--scaling",
+        type=_sizes,
+        default=(),
+        metavar="N,N,...",
+        help="also run a first and a steady cycle at each size, each in its own process (slow)",
+    )
 
     worker = commands.add_parser(
         "worker",
@@ -119,6 +132,21 @@ def _main(argv: Sequence[str] | None) -> int:
             file=sys.stderr,
         )
         return 2
+    diffsync = args.diffsync
+    if diffsync is not False and _missing("diffsync"):
+        if diffsync:
+            print(
+                "syncrecon bench: --diffsync needs the bench extra (diffsync missing):"
+                " pip install 'syncrecon[bench]'",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            "syncrecon bench: noop_cycle_vs_diffsync skipped (diffsync missing):"
+            " pip install 'syncrecon[bench]'",
+            file=sys.stderr,
+        )
+        diffsync = False
     from ._bench import run_bench
 
     result = run_bench(
@@ -127,9 +155,22 @@ def _main(argv: Sequence[str] | None) -> int:
         drift=args.drift,
         db=args.db,
         deepdiff_sample=args.deepdiff_sample,
+        diffsync=diffsync is not False,
+        scaling=args.scaling,
     )
     print(json.dumps(result, sort_keys=True, indent=None if args.json else 2))
     return 0
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """``--scaling``'s comma-separated record counts."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of record counts: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"record counts must be positive: {text!r}")
+    return sizes
 
 
 def _missing(*modules: str) -> list[str]:

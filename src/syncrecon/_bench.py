@@ -3,7 +3,11 @@
 Both simulated systems generate their records on demand from the seed (only written or
 drifted records are stored), so the figures measure syncrecon, not the simulator. A first
 cycle links the two sides; then a share of the records drifts on either side and a
-steady-state cycle runs. The figures are the steady-state cycle's.
+steady-state cycle runs. The figures are the steady-state cycle's. A converged re-run follows,
+then, an hour later, a cycle in which nothing changed (``unchanged_record_cpu_us``,
+``noop_cycle_s``), held against DiffSync's no-op sync at the same size when asked
+(:mod:`syncrecon._bench_diffsync`). ``scaling`` runs a first and a steady cycle at several
+sizes, each in its own process (:mod:`syncrecon._bench_scaling`).
 
 ``compare_s_per_100k`` is measured on a sample of the steady-state cycle's input (both sides'
 projected values and the stored bases, as dictionaries), over every pair of the sample: check
@@ -18,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _codec
+from ._bench_scaling import rss_mb, run_scaling
 from ._connector import RetrySettings
 from ._models import Side
 from ._policy import MISSING, FieldState, recency, unchanged
@@ -38,7 +42,9 @@ from .testing import ManualClock
 from .webhooks._events import WebhookRequest
 
 
-def _drift(rng: random.Random, clock: ManualClock, left: Any, right: Any, n: int, k: int) -> None:
+def drift_records(
+    rng: random.Random, clock: ManualClock, left: Any, right: Any, n: int, k: int
+) -> None:
     """Drift ``k`` of ``n`` records: each on one side, on a field whose rule fixes it."""
     for i in rng.sample(range(n), k):
         clock.advance(1)
@@ -122,8 +128,15 @@ def run_bench(
     compare_sample: int = 20_000,
     webhooks: bool = True,
     connectors: bool = True,
+    diffsync: bool = False,
+    scaling: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Run the benchmark and return its figures (see also :mod:`syncrecon._bench_http`)."""
+    """Run the benchmark and return its figures (see also :mod:`syncrecon._bench_http`).
+
+    ``diffsync`` adds DiffSync's no-op sync at the same size (:mod:`syncrecon._bench_diffsync`,
+    needs the ``diffsync`` package); ``scaling`` adds a first and a steady cycle at each of
+    those sizes, each in its own process (:mod:`syncrecon._bench_scaling`).
+    """
     rng = random.Random(seed)
     clock = ManualClock()
     left, right = generated_pair(records, seed, clock)
@@ -143,7 +156,7 @@ def run_bench(
 
         clock.advance(3600)
         drifted = int(records * drift)
-        _drift(rng, clock, left, right, records, drifted)
+        drift_records(rng, clock, left, right, records, drifted)
         clock.advance(3600)
         sample = _pairs_sample(reconciler, left, right, records, compare_sample, rng)
         left.calls.clear()
@@ -153,6 +166,12 @@ def run_bench(
         steady_s = time.perf_counter() - wall
         steady_calls = {"left": dict(left.calls), "right": dict(right.calls)}
         again = reconciler.run_cycle()
+
+        # Nothing changed since the converged re-run: the cycle finds every record unchanged.
+        clock.advance(3600)
+        wall = time.perf_counter()
+        noop = reconciler.run_cycle()
+        noop_s = time.perf_counter() - wall
         storage.close()
 
     ours_s, differing = _our_compare_seconds(reconciler.sync.fields, sample)
@@ -198,16 +217,43 @@ def run_bench(
         if compare_100k
         else None,
         "converged_rerun_writes": again.total_writes,
+        "unchanged_record_cpu_us": round(_own_cpu(noop) / (2 * records) * 1e6, 2),
+        "noop_cycle_s": round(noop_s, 3),
+        "noop_cycle_unchanged": dict(noop.unchanged),
+        "noop_cycle_phases_cpu_s": dict(noop.timings),
+        "noop_cycle_api_calls": noop.total_api_calls,
+        "noop_cycle_writes": noop.total_writes,
         **(run_webhook_bench() if webhooks else {}),
         **(_connector_figures(records) if connectors else {}),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": rss_mb(),
+        **(_diffsync_figures(records, seed, noop_s, _own_cpu(noop)) if diffsync else {}),
+        **(run_scaling(scaling, seed=seed, drift=drift) if scaling else {}),
+    }
+
+
+def _diffsync_figures(records: int, seed: int, noop_s: float, noop_cpu: float) -> dict[str, Any]:
+    """DiffSync's no-op sync at the same size, against the no-op cycle: wall seconds, and
+    CPU with both sides' listing calls (the simulated systems' work) left out."""
+    from ._bench_diffsync import run_diffsync
+
+    theirs = run_diffsync(records, seed=seed)
+    seconds = theirs["diffsync_s"]
+    own = theirs["diffsync_cpu_s"] - theirs["diffsync_listing_cpu_s"]
+    return {
+        "noop_cycle_vs_diffsync": round(noop_s / seconds, 3) if seconds else None,
+        "noop_cycle_vs_diffsync_own_cpu": round(noop_cpu / own, 3) if own > 0 else None,
+        **theirs,
     }
 
 
 def _own_cpu(report: CycleReport) -> float:
-    """A cycle's CPU seconds over its phases, less what its connector calls took."""
+    """A cycle's CPU seconds over its phases, less what its connector calls took.
+
+    ``decide`` runs inside ``compare``, so it is not counted again.
+    """
     timings = dict(report.timings)
     connectors = timings.pop("connectors", 0.0)
+    timings.pop("decide", None)
     return max(sum(timings.values()) - connectors, 0.0)
 
 
