@@ -113,3 +113,23 @@ def test_the_storage_skeleton_in_extending_names_every_method() -> None:
     cls = namespace["MyStorage"]
     assert isinstance(cls, type)
     assert isinstance(cls.__new__(cls), Storage)
+
+
+# The site is built by Sphinx with MyST (``make docs``). MkDocs' Markdown extensions render
+# there as plain text, without a warning to fail the build: an admonition is written
+# ```` ```{note} ```` (or ``:::{note}``), an include ```` ```{include} ````, and an API entry
+# an autodoc directive in an ```` ```{eval-rst} ```` block (see docs/reference.md).
+MKDOCS_ONLY = re.compile(
+    r"^ *(?:!!!|\?\?\?\+?) *\w"  # admonitions (admonition, pymdownx.details)
+    r"|^ *::: *[\w.]+ *$"  # mkdocstrings' ``::: syncrecon.Name``
+    r"|^ *-+8<-+"  # pymdownx.snippets
+    r"|\{ *[#.][\w-]+ *\}$",  # attr_list: ``## Heading { #anchor }``
+    re.M,
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_mkdocs_only_syntax(page: Path) -> None:
+    text = FENCE.sub("", page.read_text("utf-8"))  # code blocks may show anything
+    found = [m.group(0).strip() for m in MKDOCS_ONLY.finditer(text)]
+    assert found == [], f"{page.relative_to(ROOT)}: MkDocs syntax Sphinx would print as text"

@@ -420,28 +420,31 @@ _ROUTES = [
 class HubSpotEmulator:
     """HubSpot's CRM v3 API in memory, behind an ``httpx`` transport or as an ASGI app.
 
-    Args:
-        clock: Any object with ``now() -> aware datetime``; every timestamp, rate window,
-            token expiry and index lag reads it (default: the wall clock).
-        access_token: A private-app token that never expires (``None``: none).
-        client_id, client_secret, refresh_token: The OAuth app and its initial refresh token.
-        access_token_ttl: Seconds an OAuth access token lives (``expires_in``).
-        rotate_refresh_tokens: Issue a new refresh token on each refresh; the old one is then
-            invalid (HubSpot keeps it; this is for testing a connector that stores rotations).
-        portal_id, app_id: Put in token responses and 429 ``groupName``.
-        ten_second_limit: Requests per rolling 10 s for the private app (``access_token``;
-            HubSpot: 100 Free/Starter, 190 Professional/Enterprise; ``None``: unlimited).
-        oauth_ten_second_limit: The same for the OAuth app, whose tokens share one window
-            (HubSpot: 110 for a public app).
-        daily_limit: Requests per day per account for the private app, reset at midnight in
-            ``daily_reset_tz`` (``None``: unlimited). OAuth tokens have no daily limit and get
-            no daily headers.
-        search_limit_per_second: Search requests per rolling second per account.
-        index_lag: Seconds before a create or update shows in search (list/read are instant).
-        sleep: Called with seconds by ``slow_pages``; default: advance the clock if it has
-            ``advance``, else ``time.sleep``.
-        seed: Seeds correlation ids and issued tokens (deterministic runs).
-        standard_objects: Register deals, contacts and companies with default properties.
+    :param clock: Any object with ``now() -> aware datetime``; every timestamp, rate window,
+        token expiry and index lag reads it (default: the wall clock).
+    :param access_token: A private-app token that never expires (``None``: none).
+    :param client_id: The OAuth app's client id.
+    :param client_secret: The OAuth app's client secret.
+    :param refresh_token: The OAuth app's initial refresh token.
+    :param access_token_ttl: Seconds an OAuth access token lives (``expires_in``).
+    :param rotate_refresh_tokens: Issue a new refresh token on each refresh; the old one is
+        then invalid (HubSpot keeps it; this is for testing a connector that stores rotations).
+    :param portal_id: Put in token responses and 429 ``groupName``.
+    :param app_id: Put in token responses and 429 ``groupName``.
+    :param ten_second_limit: Requests per rolling 10 s for the private app (``access_token``;
+        HubSpot: 100 Free/Starter, 190 Professional/Enterprise; ``None``: unlimited).
+    :param oauth_ten_second_limit: The same for the OAuth app, whose tokens share one window
+        (HubSpot: 110 for a public app).
+    :param daily_limit: Requests per day per account for the private app, reset at midnight in
+        ``daily_reset_tz`` (``None``: unlimited). OAuth tokens have no daily limit and get
+        no daily headers.
+    :param search_limit_per_second: Search requests per rolling second per account.
+    :param index_lag: Seconds before a create or update shows in search (list/read are
+        instant).
+    :param sleep: Called with seconds by ``slow_pages``; default: advance the clock if it has
+        ``advance``, else ``time.sleep``.
+    :param seed: Seeds correlation ids and issued tokens (deterministic runs).
+    :param standard_objects: Register deals, contacts and companies with default properties.
     """
 
     def __init__(
