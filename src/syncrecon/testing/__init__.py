@@ -458,6 +458,7 @@ class GeneratedSystem(SimulatedSystem):
 
     def delete(self, key: str) -> None:
         self._records.pop(key, None)
+        self._order = None
         if self._index(key) is not None:
             self._deleted.add(key)
 
@@ -467,7 +468,14 @@ class GeneratedSystem(SimulatedSystem):
         if not self.capabilities.incremental:
             since = None
         position = int(cursor) if cursor else 0
-        extra = sorted((k for k in self._records if self._index(k) is None), key=_natural_order)
+        # Created records, by key: cached until a record is created or deleted (``_order`` is
+        # reset then), as re-sorting every stored record on every page made a listing
+        # quadratic in the records edited.
+        if self._order is None:
+            self._order = sorted(
+                (k for k in self._records if self._index(k) is None), key=_natural_order
+            )
+        extra = self._order
         end = self.count + len(extra)
         if self.faults.truncate_after is not None:
             end = min(end, self.faults.truncate_after)
