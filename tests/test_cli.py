@@ -1,10 +1,10 @@
-"""The command line: the demo's JSON contract, and the benchmark on a small run."""
+"""The command line: the demo as a process, the benchmark on a small run, and apps named by
+import path (the other commands' output and errors: test_cli_commands.py, test_demo.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,48 +29,24 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_json_converges_and_keeps_the_database(tmp_path: Path) -> None:
-    db = tmp_path / "demo.sqlite"
-    proc = _run("demo", "--json", "--seed", "3", "--records", "600", "--db", str(db))
+def test_the_demo_runs_as_a_process_and_keeps_its_files(tmp_path: Path) -> None:
+    """``python -m syncrecon demo`` as a reader runs it; the rest is in test_demo.py."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncrecon", "demo", "--records", "120"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["converged"] is True
-    assert out["discrepancies_found"] > 0
-    assert isinstance(out["api_calls"], int)
-    assert out["api_calls"] > 0
-    assert set(out["auto_resolved"]) >= {"merge", "recency", "source_of_truth", "create_on"}
-    assert all(isinstance(v, int) for v in out["auto_resolved"].values())
-    assert {"deal_value", "contract_dates"} <= set(out["escalated"])
-    # Both loops ran: the fast loop applied webhooks, dropped repeated deliveries, recognized
-    # the webhooks of syncrecon's own writes and refused changes older than applied ones.
-    events = out["webhook_events"]
-    assert all(isinstance(v, int) for v in events.values())
-    assert events["applied"] > 0
-    assert events["duplicate"] > 0
-    assert events["echo"] > 0
-    assert events["stale"] > 0
-    assert "rejected" not in events  # every simulated webhook is signed and well formed
-    with sqlite3.connect(db) as conn:
-        cycles = conn.execute("SELECT count(*) FROM cycles").fetchone()[0]
-        escalated = conn.execute(
-            "SELECT count(*) FROM items WHERE status = 'escalated'"
-        ).fetchone()[0]
-        counted = conn.execute("SELECT count(*) FROM inbox WHERE outcome = 'applied'").fetchone()[0]
-    assert cycles == len(out["cycles"])
-    assert escalated == sum(out["escalated"].values())
-    assert counted == events["applied"]
-
-
-def test_demo_is_reproducible_with_a_seed() -> None:
-    first = json.loads(_run("demo", "--json", "--seed", "5", "--records", "300").stdout)
-    second = json.loads(_run("demo", "--json", "--seed", "5", "--records", "300").stdout)
-    assert first == second
-
-
-def test_demo_text_output() -> None:
-    proc = _run("demo", "--records", "300")
-    assert proc.returncode == 0, proc.stderr
-    assert "the systems agree on every non-escalated field: yes" in proc.stdout
+    assert "Result: the systems agree on every field not waiting for an operator (" in (proc.stdout)
+    assert "python -m syncrecon queue --db syncrecon-demo.sqlite list" in proc.stdout
+    assert proc.stderr.splitlines()[0] == "step 1/6 120 deals per system and the first cycle"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "syncrecon-demo.sqlite",
+        "syncrecon-demo.systems.json",
+    ]
 
 
 def test_bench_small_run_reports_its_figures() -> None:
@@ -239,15 +215,6 @@ def test_a_bad_queue_app_is_one_line_and_status_2(
     argv = ["queue", "--db", "q.sqlite", "resolve", "1", "--take", "left"]
     assert main([*argv, "--app", "cliapp.sync:deals"]) == 1
     assert "no queue item" in _one_line(capsys.readouterr().err).lower()
-
-
-def test_worker_help_shows_the_import_path_form(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["worker", "--help"])
-    assert exited.value.code == 0
-    out = capsys.readouterr().out
-    assert "pkg.mod:attr" in out
-    assert "myapp.sync:worker" in out
 
 
 SCRIPT = Path(sys.executable).with_name("syncrecon")

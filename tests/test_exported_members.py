@@ -23,6 +23,7 @@ from syncrecon import _exceptions
 PUBLIC_MODULES = [
     "syncrecon",
     "syncrecon.dashboard",
+    "syncrecon.demo_app",
     "syncrecon.metrics",
     "syncrecon.queue",
     "syncrecon.storage",

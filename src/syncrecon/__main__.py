@@ -35,12 +35,30 @@ def _main(argv: Sequence[str] | None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
-        "demo", help="two simulated CRMs drift; both loops keep them in agreement"
+        "demo",
+        help="two simulated CRMs drift; both loops keep them in agreement",
+        description="Simulate a day of two CRMs drifting apart while the fast loop and the"
+        " reconciliation cycles keep them in agreement, then print a report. The database and"
+        " the two systems' records are kept for the dashboard and queue commands.",
+        epilog="afterwards: python -m syncrecon dashboard --db syncrecon-demo.sqlite;"
+        " python -m syncrecon queue --db syncrecon-demo.sqlite list (the report prints the"
+        " exact commands)",
     )
-    demo.add_argument("--json", action="store_true", help="print one JSON object")
-    demo.add_argument("--db", help="keep the SQLite database at this path")
-    demo.add_argument("--seed", type=int, default=7, help="make the run reproducible")
-    demo.add_argument("--records", type=int, default=3000, help="deals per system")
+    demo.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the report"
+    )
+    demo.add_argument(
+        "--db",
+        metavar="PATH",
+        help="keep the SQLite database here (default: ./syncrecon-demo.sqlite), and the"
+        " systems' records next to it; both are replaced on every run",
+    )
+    demo.add_argument(
+        "--seed", type=int, default=7, help="the same seed gives the same run (default: 7)"
+    )
+    demo.add_argument(
+        "--records", type=int, default=3000, metavar="N", help="deals per system (default: 3000)"
+    )
 
     bench = commands.add_parser("bench", help="measure a reconciliation at scale")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -69,7 +87,10 @@ def _main(argv: Sequence[str] | None) -> int:
         "worker",
         help="drain the webhook inbox and run cycles",
         description="Drain the webhook inbox, run the reconciliation cycles on schedule and"
-        " prune old rows. The current directory is importable.",
+        f" prune old rows. The app is named by its import path, {APP_PATH_FORM}; the current"
+        " directory is importable.",
+        epilog="examples: syncrecon worker myapp.sync:worker;"
+        " syncrecon worker syncrecon.demo_app:worker --once (the demo's next cycle)",
     )
     worker.add_argument(
         "app",
@@ -119,11 +140,9 @@ def _main(argv: Sequence[str] | None) -> int:
             runner.stop()
         return 0
     if args.command == "demo":
-        from ._demo import render, run_demo
+        from ._demo import run_cli as run_demo
 
-        summary = run_demo(seed=args.seed, records=args.records, db=args.db)
-        print(json.dumps(summary, sort_keys=True) if args.json else render(summary))
-        return 0 if summary["converged"] else 1
+        return run_demo(args)
     missing = _missing("deepdiff", "standardwebhooks", "jwt", "cryptography")
     if missing:
         print(
