@@ -1045,23 +1045,12 @@ class _Cycle:
         """Read linked records whose counterpart was not listed; stage absent ones as gone.
 
         A full sweep also looks for links neither of whose records was listed (both deleted,
-        or a crash after a propagated delete) and reads both sides by key.
+        or a crash after a propagated delete) and reads both sides by key. Once every listed
+        record's counterpart is staged, it scans the links only when fewer links are staged
+        than storage holds (the scan is a third of an unchanged record's cost, and usually
+        finds nothing).
         """
-        if not self.incremental:
-            unseen: list[tuple[str, str]] = []
-            batch = self.rec.batch_size
-            for linked in self.storage.iter_link_keys(self.sync.name, batch=batch):
-                left_seen = stash.staged(0, [left for left, _ in linked])
-                right_seen = stash.staged(1, [right for _, right in linked])
-                unseen += [
-                    (left, right)
-                    for left, right in linked
-                    if left not in left_seen and right not in right_seen
-                ]
-            for side in Side:
-                keys = [pair[_SIDE_INDEX[side]] for pair in unseen]
-                self._read_by_key(stash, side, keys, missed=True)
-        else:
+        if self.incremental:
             # Failed or skipped fixes wait in the queue: re-read their records by key.
             pairs = {
                 (i.left_key, i.right_key)
@@ -1079,6 +1068,20 @@ class _Cycle:
         for side in Side:
             wanted = [o for _, o in stash.missing_counterparts(_SIDE_INDEX[side])]
             self._read_by_key(stash, side.other, wanted, missed=not self.incremental)
+        if not self.incremental and stash.linked_left() < self.storage.count_links(self.sync.name):
+            unseen: list[tuple[str, str]] = []
+            batch = self.rec.batch_size
+            for linked in self.storage.iter_link_keys(self.sync.name, batch=batch):
+                left_seen = stash.staged(0, [left for left, _ in linked])
+                right_seen = stash.staged(1, [right for _, right in linked])
+                unseen += [
+                    (left, right)
+                    for left, right in linked
+                    if left not in left_seen and right not in right_seen
+                ]
+            for side in Side:
+                keys = [pair[_SIDE_INDEX[side]] for pair in unseen]
+                self._read_by_key(stash, side, keys, missed=True)
         # Records listed without some mapped field (a partial answer): read by key once.
         for side in Side:
             self.forced[side].update(self.partial[side])  # staged in full again

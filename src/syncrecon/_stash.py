@@ -387,6 +387,15 @@ class Stash:
         while rows := cur.fetchmany(batch):
             yield rows
 
+    def linked_left(self) -> int:
+        """How many linked left records are staged (in full or light)."""
+        return int(
+            self.db.execute(
+                "SELECT (SELECT count(*) FROM rec WHERE side = 0 AND link IS NOT NULL)"
+                " + (SELECT count(*) FROM seen WHERE side = 0)"
+            ).fetchone()[0]
+        )
+
     def light_partners(self) -> list[str]:
         """Right keys staged light whose left record was staged changed: the pair is decided,
         so the right record's own values are needed (a read by key stages it in full)."""
