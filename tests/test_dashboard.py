@@ -678,7 +678,9 @@ def test_to_dict_is_json_with_the_five_numbers(board: Dashboard) -> None:
         "time_to_resolution",
         "signals",
         "api_requests",
+        "triage",
     ]
+    assert data["triage"] == {}  # no suggestion was shown
     assert data["window"]["start"] == "2026-02-22T12:00:00+00:00"
     assert data["window"]["end"] == "2026-03-01T12:00:00+00:00"
     assert data["fast_loop_events"]["by_source"] == {"hubspot": 19, "billing": 8}
@@ -719,9 +721,10 @@ def test_the_text_table(board: Dashboard) -> None:
     assert row("hubspot") == ["hubspot", "(hubspot->billing)", "19", "10", "4", "3", "0", "2"]
     assert "  rejected by reason: SignatureError 2, MalformedPayloadError 1" in lines
     assert (
-        "2. Reconciliation: 3 cycles (full 2, incremental 1), 19 discrepancies found,"
-        " 11 new queue items" in lines
+        "2. Reconciliation: 3 cycles (full 2, incremental 1), 19 discrepancies found"
+        " (one that waits is counted by every cycle)" in lines
     )
+    assert "  11 new queue items this week: 4 settled automatically, 7 sent to an operator" in lines
     assert row("recency") == ["recency", "9", "69.2%"]
     assert row("deal_value") == ["deal_value", "4", "57.1%"]
     assert (
@@ -729,7 +732,10 @@ def test_the_text_table(board: Dashboard) -> None:
         in lines
     )
     assert row("1d-3d") == ["1d-3d", "2", "#" * 20]
-    assert "  queue depth: 3 (contract_dates 1, deal_value 1, schema_drift 1)" in lines
+    assert (
+        "  queue: 3 wait for an operator now (of any age)"
+        " (contract_dates 1, deal_value 1, schema_drift 1)" in lines
+    )
     assert any(line.startswith("  oldest open: #") and "waiting 30d" in line for line in lines)
     # Earlier weeks' rates 0, 0 and 40/41 have the median 0: the newest (65%) is up 65 points.
     assert "  auto-resolution rate: 65.0% (trend up, +65.0 points)" in lines
@@ -759,7 +765,7 @@ def test_cli_prints_the_table_the_json_and_writes_the_page(
     assert run_cli(cli("--db", str(sqlite_path), until)) == 0
     table = capsys.readouterr().out
     assert "5. Time to resolution: 6 closed" in table
-    assert "  queue depth: 3" in table
+    assert "  queue: 3 wait for an operator now" in table
 
     assert run_cli(cli("--db", str(sqlite_path), until, "--json")) == 0
     data = json.loads(capsys.readouterr().out)

@@ -582,10 +582,12 @@ def test_resolving_schema_drift_acknowledges_it(world: World) -> None:
     view = world.queue.show(item_id)
     assert view.record_level
     assert "became a multi-select" in str(view)
-    result = world.queue.resolve(item_id)
+    # Lifting a quarantine says who decides and confirms it (tests/test_queue_drift.py).
+    with pytest.raises(QueueError, match="who decides"):
+        world.queue.resolve(item_id)
+    result = world.queue.resolve(item_id, by="ops", confirm=True)
     assert result.outcome is ResolutionOutcome.ACKNOWLEDGED
     assert "quarantine is lifted" in (world.storage.get_item(item_id).note or "")
-    # No sync definition is needed to acknowledge.
     assert world.queue.list(category="schema_drift") == []
 
 
@@ -604,7 +606,7 @@ def test_a_quarantined_field_is_not_written_until_its_drift_is_resolved(world: W
     with pytest.raises(QueueError, match=f"quarantined by schema drift \\(item {drift_id}\\)"):
         world.queue.resolve(item_id, take="left")
     assert world.right.write_log == []
-    world.queue.resolve(drift_id, by="ops")
+    world.queue.resolve(drift_id, by="ops", confirm=True)
     assert world.queue.resolve(item_id, take="left").outcome is ResolutionOutcome.RESOLVED
     assert world.right.get(rk).fields["Amount"] == 150
 
@@ -656,11 +658,11 @@ def test_show_gives_values_base_explanation_and_history(world: World) -> None:
     assert [h.field for h in view.history] == ["stage", "amount"]
     assert view.history[1].id == first
     text = str(view)
-    for part in (
+    for part in (  # the systems by their names: crm (left) and erp (right)
         f"item {current.id}: escalated (deal_value)",
-        f"left {lk} / right {rk}",
-        "left:   175",
-        "right:  150",
+        f"record: crm {lk} / erp {rk}",
+        "crm:    175",
+        "erp:    150",
         "base:   150",
         f"#{first}",
         "-> 150",
@@ -676,7 +678,13 @@ def test_show_gives_values_base_explanation_and_history(world: World) -> None:
 # The async front door
 
 
-@pytest.mark.parametrize("name", ["list", "show", "resolve", "dismiss", "assign"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "list", "page", "count", "facets", "show", "group", "suggest", "resolve", "dismiss",
+        "assign", "preview", "resolve_many", "acknowledge_many", "dismiss_many", "assign_many",
+    ],
+)  # fmt: skip
 def test_sync_and_async_doors_take_the_same_arguments(name: str) -> None:
     sync_door = inspect.signature(getattr(OperatorQueue, name))
     async_door = inspect.signature(getattr(OperatorQueue, f"a{name}"))
@@ -877,7 +885,10 @@ def test_cli_round_trips(
 
     code, out, _ = run("show", str(item_id))
     assert code == 0
-    assert "left:   150" in out
+    assert "left:   150" in out  # without --app the systems are "left" and "right"
+    code, out, _ = run("show", str(item_id), "--app", f"{app_module.__name__}:sync")
+    assert code == 0
+    assert "crm:    150" in out
     assert json.loads(run("show", str(item_id), "--json")[1])["id"] == item_id
 
     assert run("assign", str(item_id), "--to", "gus")[:2] == (

@@ -12,6 +12,7 @@ import re
 import sys
 import types
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -69,15 +70,22 @@ def test_the_list_page_shows_the_queue_and_filters_it(world: World, client: http
     page = response.text
     assert f'href="/items/{item_id}"' in page
     assert "deal_value" in page
-    assert f"{lk} / {rk}" in page
-    assert "2 items, newest first." in page
+    assert (
+        f'<span class="pair"><span class="sys">crm</span><span>{lk}</span>'
+        f'<span class="sys">erp</span><span>{rk}</span></span>' in page
+    )
+    assert "2 active items, newest first." in page
     assert "<script" not in page
 
     only_stage = client.get("/", params={"category": "stage"}).text
-    assert f'href="/items/{item_id}"' not in only_stage
-    assert "1 item, newest first." in only_stage
+    assert f'href="/items/{item_id}' not in only_stage
+    assert "1 active item, newest first." in only_stage
     assert "No items match." in client.get("/", params={"status": "dismissed"}).text
-    assert client.get("/", params={"status": "pending"}).status_code == 400
+    # A bad filter is said on the list page itself, with the form to fix it.
+    bad = client.get("/", params={"status": "pending", "category": "stage"})
+    assert bad.status_code == 400
+    assert "There is no status &#x27;pending&#x27;" in bad.text
+    assert '<option value="stage" selected>' in bad.text
     assert client.get("/", params={"limit": "many"}).status_code == 400
     head = client.head("/")
     assert head.status_code == 200
@@ -339,8 +347,9 @@ def test_the_dashboard_page(world: World, monkeypatch: pytest.MonkeyPatch) -> No
     fake = types.ModuleType("syncrecon.dashboard")
 
     class Rendered:
-        def __init__(self, storage: Storage) -> None:
+        def __init__(self, storage: Storage, *, now: Any) -> None:
             self.storage = storage
+            assert now == world.clock.now()
 
         def to_html(self) -> str:
             return "<!DOCTYPE html><title>dash</title><svg></svg>"
@@ -452,7 +461,7 @@ def test_values_read_as_a_person_reads_them_and_forms_keep_the_exact_form(
             at=world.clock.now(),
             new_items=[
                 Discrepancy(
-                    sync="deals", field="close", status=Status.ESCALATED,
+                    sync="deals", field="amount", status=Status.ESCALATED,
                     detected_at=world.clock.now(), left_key="h9", right_key="s9",
                     left_value=date(2026, 8, 22), right_value=date(2026, 9, 1),
                     base_value=None, has_base=True,
@@ -469,3 +478,113 @@ def test_values_read_as_a_person_reads_them_and_forms_keep_the_exact_form(
     assert "2026-08-22" in hidden(page, "seen_left")  # the exact form, for the stale check
     listing = client.get("/").text
     assert "2026-08-22" in listing
+
+
+# --------------------------------------------------------------------------------------------
+# An operator's way through the pages
+
+
+def test_forms_carry_the_lists_filters_back(world: World, client: httpx.Client) -> None:
+    _keys, item_id = amount_conflict(world)
+    page = client.get(f"/items/{item_id}", params={"category": "deal_value", "limit": "25"}).text
+    assert hidden(page, "return") == "category=deal_value&limit=25"
+    assert 'href="/?category=deal_value&amp;limit=25"' in page  # back to the list
+    response = post(client, f"/items/{item_id}/assign", to="bea", **{"return": "category=x"})
+    assert response.headers["location"] == f"/items/{item_id}?done=assigned&category=x"
+    # Whatever comes back is read as filters and written anew: nothing else gets through.
+    sneaky = post(client, f"/items/{item_id}/assign", to="bea", **{"return": "x=\r\nSet-Cookie"})
+    assert sneaky.headers["location"] == f"/items/{item_id}?done=assigned"
+
+
+def test_a_schema_drift_item_is_lifted_not_dismissed(world: World, client: httpx.Client) -> None:
+    now = world.clock.now()
+    (drift_id,) = world.storage.commit(
+        Step(
+            at=now,
+            new_items=[
+                Discrepancy(
+                    sync="deals",
+                    field="amount",
+                    status=Status.ESCALATED,
+                    detected_at=now,
+                    category="schema_drift",
+                )
+            ],
+        )
+    )
+    page = client.get(f"/items/{drift_id}").text
+    assert "Lift the quarantine" in page
+    assert 'name="confirm"' in page
+    assert 'action="/items/{drift_id}/dismiss"' not in page
+    refused = post(client, f"/items/{drift_id}/dismiss", reason="noise", by="ada")
+    assert refused.status_code == 400
+    assert "closed by lifting its quarantine" in refused.text
+    assert "<h1>Item #" in refused.text  # the item's page, not a bare error
+    no_name = post(client, f"/items/{drift_id}/resolve", confirm="yes")
+    assert no_name.status_code == 400
+    assert "Type your name" in no_name.text
+    unconfirmed = post(client, f"/items/{drift_id}/resolve", by="ada", note="fixed the map")
+    assert unconfirmed.status_code == 400
+    assert "Tick the box" in unconfirmed.text
+    assert 'value="fixed the map"' in unconfirmed.text  # what was typed is kept
+    assert world.storage.get_item(drift_id).status is Status.ESCALATED
+
+
+def test_the_dashboard_links_back_to_the_queue(world: World) -> None:
+    keys = world.pair(1)
+    world.cycle()
+    for hour in range(5):  # five hours of cycles in a seven-day window
+        world.left.edit(keys[0], amount=200 + hour)
+        world.clock.advance(timedelta(hours=1))
+        world.cycle()
+    (waiting,) = world.queue.list()
+    world.clock.advance(timedelta(minutes=1))  # the window ends before now: the last cycle in
+    outer = Starlette(routes=[Mount("/ops/queue", app=QueueApp(world.queue))])
+    with serve(outer) as url, httpx.Client(base_url=url) as c:
+        page = c.get("/ops/queue/dashboard").text
+    assert '<a href="/ops/queue/">&larr; Operator queue</a>' in page
+    assert f'<a href="/ops/queue/items/{waiting.id}">#{waiting.id}</a>' in page
+    assert 'href="/ops/queue/?status=escalated"' in page
+    assert "1 waits for an operator now (of any age)" in page
+    assert "<script" not in page
+    # The cycles fill the chart's time axis: the first bar at its left, the last at its right.
+    cycles = re.findall(r"<svg\b.*?</svg>", page, re.S)[1]
+    xs = [float(x) for x in re.findall(r'<rect class="bar" x="([\d.]+)"', cycles)]
+    assert len(xs) == 6 + 1  # six cycles, and the legend's bar
+    bars = xs[:-1]
+    assert max(bars) - min(bars) > 0.8 * (596 - 44)
+
+
+def test_the_dashboard_as_a_file_links_nowhere(world: World) -> None:
+    from syncrecon.dashboard import build_dashboard
+
+    world.pair(1)
+    world.cycle()
+    page = build_dashboard(world.storage, now=world.clock.now()).to_html()
+    assert "<a " not in page
+    assert "Operator queue" not in page
+
+
+def test_bulk_forms_are_checked_like_the_others(world: World, client: httpx.Client) -> None:
+    (_lk, rk), item_id = amount_conflict(world)
+    evil = client.post(
+        "/bulk",
+        data={"action": "left", "id": str(item_id), "step": "confirm"},
+        headers={"origin": "http://evil.example"},
+    )
+    assert evil.status_code == 403
+    preview = post(client, "/bulk", action="left", id=str(item_id), scope="checked")
+    assert preview.status_code == 200
+    assert "Writes 150 to Amount in erp." in preview.text
+    assert world.right.write_log == []  # a preview writes nothing
+    assert hidden(preview.text, "step") == "confirm"
+    bad = post(client, "/bulk", action="left", id="1,<script>", scope="checked")
+    assert bad.status_code == 400
+    assert "<h1>Operator queue</h1>" in bad.text
+    assert "<script>" not in bad.text
+    nothing = post(client, "/bulk", action="left", scope="checked")
+    assert "Check the items to act on" in nothing.text
+    done = post(client, "/bulk", action="left", id=str(item_id), step="confirm", by="ada")
+    assert done.status_code == 200
+    assert "1 resolved." in done.text
+    assert world.right.get(rk).fields["Amount"] == 150

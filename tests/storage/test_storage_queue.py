@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from storage_helpers import AT, SYNC, commit, item, link, snapshot
+from storage_helpers import AT, HOSTILE, SYNC, commit, item, link, snapshot
 
 from syncrecon import StorageError
 from syncrecon.storage import Counter, Discrepancy, ItemUpdate, Status, Step, Storage
@@ -402,3 +402,212 @@ def test_items_page_by_keyset_and_filter_by_resolution(storage: Storage) -> None
     )
     recent = storage.list_items(sync="d", resolved_since=at + timedelta(hours=2))
     assert [i.id for i in recent] == [ids[3]]
+
+
+# -- pages, counts, search and facets ------------------------------------------------------------
+
+
+@pytest.fixture
+def crowd(storage: Storage) -> dict[str, int]:
+    """Items to page, count and search: assignees, values of every kind, two syncs."""
+    specs: list[tuple[str, dict[str, Any]]] = [
+        ("amount", {"left_value": Decimal("1250.50"), "right_value": 1200, "assignee": "ada"}),
+        ("stage", {"left_value": "Closed Won", "right_value": "closed won ", "assignee": "bea"}),
+        ("close", {"left_value": date(2026, 8, 22), "right_value": None, "has_base": True,
+                   "base_value": date(2026, 8, 1)}),
+        ("touched", {"left_value": datetime(2026, 8, 22, 14, 30, tzinfo=UTC),
+                     "right_value": datetime(2026, 8, 22, 16, 30, tzinfo=UTC)}),
+        ("tags", {"left_value": ["vip", "Zürich"], "right_value": [], "assignee": ""}),
+        ("*", {"right": None, "category": "possible_duplicate",
+               "explanation": "natural key 'ÄDA@example.com' matches several records"}),
+        ("notes", {"sync": "other", "left_value": "Straße", "right_value": "STRASSE",
+                   "category": "unresolved_conflict", "assignee": "ada"}),
+    ]  # fmt: skip
+    ids: dict[str, int] = {}
+    for minute, (name, kw) in enumerate(specs):
+        at = AT + timedelta(minutes=minute)
+        kw = {"status": Status.ESCALATED, "category": "deal_value", **kw}
+        left = kw.pop("left", f"L-{name}")
+        right = kw.pop("right", f"R-{name}")
+        field = "*" if name == "*" else name
+        (ids[name],) = commit(
+            storage, at=at, new_items=[item(field, left, right, detected_at=at, **kw)]
+        )
+    # One closed item, and an assignee set by an update (not by the new item).
+    commit(
+        storage, item_updates=[ItemUpdate(id=ids["close"], status=Status.ESCALATED, assignee="cy")]
+    )
+    (ids["gone"],) = commit(
+        storage,
+        at=AT + timedelta(minutes=30),
+        new_items=[item("gone", "L-gone", "R-gone", detected_at=AT + timedelta(minutes=30))],
+    )
+    commit(storage, item_updates=[ItemUpdate(id=ids["gone"], status=Status.DISMISSED)])
+    return ids
+
+
+ACTIVE = [Status.ESCALATED, Status.OPEN]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, ["gone", "notes", "*", "tags", "touched", "close", "stage", "amount"]),
+        ({"statuses": ACTIVE}, ["notes", "*", "tags", "touched", "close", "stage", "amount"]),
+        ({"assignee": "ada"}, ["notes", "amount"]),
+        ({"assignee": "cy"}, ["close"]),
+        ({"assignee": "nobody"}, []),
+        ({"unassigned": True, "statuses": ACTIVE}, ["*", "tags", "touched"]),
+        ({"unassigned": True, "sync": SYNC}, ["gone", "*", "tags", "touched"]),
+        ({"assignee": "ada", "sync": "other"}, ["notes"]),
+        # search: keys, field, category, explanation, values as a person reads them; any case
+        ({"search": "l-stage"}, ["stage"]),
+        ({"search": "R-TAGS"}, ["tags"]),
+        ({"search": "touch"}, ["touched"]),
+        ({"search": "POSSIBLE_dup"}, ["*"]),
+        ({"search": "äda@EXAMPLE"}, ["*"]),
+        ({"search": "matches several"}, ["*"]),
+        ({"search": "1250.50"}, ["amount"]),
+        ({"search": "2026-08-22"}, ["touched", "close"]),
+        ({"search": "2026-08-22 16:30"}, ["touched"]),
+        ({"search": "2026-08-01"}, ["close"]),  # the base value
+        ({"search": "closed won"}, ["stage"]),
+        ({"search": '"closed won "'}, ["stage"]),  # text is quoted: an exact value
+        ({"search": "zürich"}, ["tags"]),
+        ({"search": "strasse"}, ["notes"]),  # case folding: Straße is STRASSE
+        ({"search": "(blank)", "statuses": ACTIVE}, ["close"]),
+        ({"search": "(none)"}, ["tags"]),
+        ({"search": "unresolved", "sync": SYNC}, []),
+        ({"search": "   "}, ["gone", "notes", "*", "tags", "touched", "close", "stage", "amount"]),
+        ({"search": "'); DROP TABLE items; --"}, []),
+        ({"search": "%"}, []),
+        ({"search": "_"}, ["notes", "*", "tags", "touched", "close", "stage", "amount"]),
+        ({"search": "l_amount"}, []),  # a literal underscore, not a wildcard
+        ({"key": "L-amount", "sync": SYNC}, ["amount"]),
+        ({"key": "L-amount", "sync": "other"}, []),
+    ],
+    ids=str,
+)
+def test_list_and_count_items_filter_alike(
+    storage: Storage, crowd: dict[str, int], filters: dict[str, Any], expected: list[str]
+) -> None:
+    assert _names(storage.list_items(**filters), crowd) == expected
+    assert storage.count_items(**filters) == len(expected)
+    oldest = storage.list_items(**filters, order="oldest")
+    assert _names(oldest, crowd) == expected[::-1]
+
+
+def test_pages_by_offset_in_both_orders(storage: Storage, crowd: dict[str, int]) -> None:
+    newest = _names(storage.list_items(statuses=ACTIVE), crowd)
+    pages = [
+        _names(storage.list_items(statuses=ACTIVE, limit=3, offset=o), crowd) for o in (0, 3, 6)
+    ]
+    assert [n for page in pages for n in page] == newest
+    assert pages[-1] == [newest[-1]]
+    oldest = [
+        n
+        for o in (0, 3, 6)
+        for n in _names(
+            storage.list_items(statuses=ACTIVE, order="oldest", limit=3, offset=o), crowd
+        )
+    ]
+    assert oldest == newest[::-1]
+    assert storage.list_items(statuses=ACTIVE, offset=7) == []
+    assert storage.count_items(statuses=ACTIVE) == 7
+    with pytest.raises(ValueError, match="order"):
+        storage.list_items(order="sideways")  # type: ignore[arg-type]
+
+
+def test_same_time_items_keep_their_id_order_both_ways(storage: Storage) -> None:
+    ids = commit(storage, new_items=[item("a"), item("b"), item("c")])
+    assert [i.id for i in storage.list_items(order="oldest")] == ids
+    assert [i.id for i in storage.list_items(order="newest")] == ids[::-1]
+
+
+def test_the_keyset_cursor_filters_in_either_order(storage: Storage, crowd: dict[str, int]) -> None:
+    touched = storage.get_item(crowd["touched"])
+    cursor = (touched.detected_at, crowd["touched"])
+    assert _names(storage.list_items(before=cursor, order="oldest"), crowd) == [
+        "amount", "stage", "close",
+    ]  # fmt: skip
+    assert storage.count_items(before=cursor) == 3
+
+
+def test_count_items_by_status_and_resolution(storage: Storage, crowd: dict[str, int]) -> None:
+    assert storage.count_items() == 8
+    assert storage.count_items(statuses=[Status.DISMISSED]) == 1
+    assert storage.count_items(statuses=[Status.RESOLVED]) == 0
+    assert storage.count_items(sync="nope") == 0
+    assert storage.count_items(category="deal_value", statuses=ACTIVE) == 5
+    assert storage.count_items(field="*") == 1
+    assert storage.count_items(resolved_since=AT) == 0
+
+
+def test_a_search_follows_an_items_new_values(storage: Storage) -> None:
+    (i,) = commit(storage, new_items=[item(left_value="first", right_value="x")])
+    assert storage.count_items(search="first") == 1
+    commit(storage, new_items=[item(left_value="second", right_value="x", explanation="again")])
+    assert storage.count_items(search="first") == 0
+    assert [x.id for x in storage.list_items(search="SECOND")] == [i]
+    assert storage.count_items(search="again") == 1
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_a_search_is_data(storage: Storage, text: str) -> None:
+    (i,) = commit(storage, new_items=[item(left_value=f"<{text}>")])
+    commit(storage, new_items=[item("other", left_value="plain")])
+    found = [x.id for x in storage.list_items(search=f"<{text}>")]
+    assert found == [i]
+    assert storage.count_items(search=text) >= (1 if text.strip() else 2)
+    assert len(storage.list_items()) == 2  # nothing dropped
+
+
+def test_item_facets_name_what_the_active_items_hold(
+    storage: Storage, crowd: dict[str, int]
+) -> None:
+    assert storage.item_facets() == {
+        "sync": ["deals", "other"],
+        "category": ["deal_value", "possible_duplicate", "unresolved_conflict"],
+        "field": ["*", "amount", "close", "notes", "stage", "tags", "touched"],
+        "assignee": ["ada", "bea", "cy"],
+    }  # "gone" is dismissed: not among them
+    assert storage.item_facets(sync="other") == {
+        "sync": ["other"],
+        "category": ["unresolved_conflict"],
+        "field": ["notes"],
+        "assignee": ["ada"],
+    }
+    assert storage.item_facets(sync="nope") == {
+        "sync": [], "category": [], "field": [], "assignee": [],
+    }  # fmt: skip
+
+
+def test_sqlite_gives_items_stored_before_search_their_search_text(sqlite_path: Any) -> None:
+    """Version 12 added the search text: items written by an older syncrecon get theirs."""
+    import sqlite3
+
+    from syncrecon.storage.sqlite import SQLiteStorage, _migrations, _statements
+
+    db = sqlite3.connect(sqlite_path, isolation_level=None)
+    for version, script in _migrations():
+        if version < 12:
+            for statement in _statements(script):
+                db.execute(statement)
+    db.execute("PRAGMA user_version = 11")
+    for n in range(1500):  # more than one batch of the backfill
+        db.execute(
+            "INSERT INTO items (sync, left_key, right_key, field, status, left_value,"
+            " right_value, explanation, detected_at, updated_at) VALUES"
+            " (?, ?, ?, ?, 'escalated', ?, ?, ?, ?, ?)",
+            (SYNC, f"L{n}", f"R{n}", "amount", '{"$decimal":"1250.50"}', str(n),
+             "Edited on both sides", "2026-01-05T10:15:00.000000Z",
+             "2026-01-05T10:15:00.000000Z"),
+        )  # fmt: skip
+    db.close()
+    storage = SQLiteStorage(sqlite_path)
+    storage.setup()
+    assert storage.schema_version() >= 12
+    assert storage.count_items(search="1250.50") == 1500
+    assert storage.count_items(search="EDITED ON") == 1500
+    assert [i.left_key for i in storage.list_items(search="r1499")] == ["L1499"]
+    storage.close()

@@ -49,9 +49,11 @@ What it does with HubSpot's API (facts from HubSpot's documentation):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -122,6 +124,15 @@ TIERS: Mapping[str, int] = {
 SEARCH_PER_SECOND = 5
 
 STANDARD_TYPES: Mapping[str, str] = {"0-1": "contacts", "0-2": "companies", "0-3": "deals"}
+
+APP_URL = "https://app.hubspot.com"
+"""Where HubSpot's pages are (an account in another data centre is redirected from here)."""
+#: The type ids of HubSpot's standard objects, by the names the API takes.
+_OBJECT_TYPE_IDS: Mapping[str, str] = {
+    **{name: type_id for type_id, name in STANDARD_TYPES.items()},
+    "tickets": "0-5",
+}
+_TYPE_ID = re.compile(r"^[0-9]+-[0-9]+$")
 
 
 def _modified_property(object_type: str) -> str:
@@ -292,6 +303,7 @@ class _HubSpot(HttpOperations):
         types: Mapping[str, str] | None = None,
         timer: Timer | None = None,
         clock: Clock | None = None,
+        portal_id: str | int | None = None,
     ) -> None:
         if (token is None) == (auth is None):
             raise ConfigurationError("HubSpot: give exactly one of token= or auth=")
@@ -301,6 +313,12 @@ class _HubSpot(HttpOperations):
             raise ConfigurationError("HubSpot: properties= names the properties to sync")
         self.name = name
         self.object_type = object_type
+        portal = str(portal_id).strip() if portal_id is not None else None
+        if portal is not None and not portal.isdigit():
+            raise ConfigurationError(
+                f"HubSpot: portal_id must be the account's number, not {portal!r}"
+            )
+        self.portal_id = portal
         self.properties = list(dict.fromkeys(properties))
         self.field_history = field_history
         self.lookback = lookback
@@ -354,6 +372,16 @@ class _HubSpot(HttpOperations):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, object_type={self.object_type!r})"
+
+    def record_url(self, key: str) -> str | None:
+        """The record's page in HubSpot
+        (``https://app.hubspot.com/contacts/{portal_id}/record/{object_type_id}/{id}``), or
+        ``None`` when the connector was given no ``portal_id`` (or the object type has no
+        known type id). No request is made."""
+        type_id = _OBJECT_TYPE_IDS.get(self.object_type, self.object_type)
+        if self.portal_id is None or not _TYPE_ID.match(type_id) or not key:
+            return None
+        return f"{APP_URL}/contacts/{self.portal_id}/record/{type_id}/{quote(str(key), safe='')}"
 
     # -- types --------------------------------------------------------------------------------
 
@@ -787,6 +815,8 @@ class HubSpotConnector(_HubSpot, HttpConnector):
     :param idempotency_property: a unique text property that records each create's
         idempotency key, so a create whose answer was lost is found, not repeated.
     :param timer: the time the limiter and retries wait on (a virtual one in tests).
+    :param portal_id: the account's (portal's) number: with it, :meth:`record_url` gives each
+        record's page in HubSpot (the operator queue links to it).
     """
 
 

@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -334,6 +334,8 @@ class _Salesforce(HttpOperations):
                 return RateLimiter([Window(daily_limit, DAY)], timer=timer, name=f"{name} API")
 
             limiter = shared_limiter(f"salesforce:{account}", make) if account else make()
+        self._instance_url = instance_url.rstrip("/") if instance_url else None
+        self._auth = auth
         base = instance_url or f"https://{INSTANCE}"
         self.api = HttpApi(
             client,
@@ -361,6 +363,19 @@ class _Salesforce(HttpOperations):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, sobject={self.sobject!r})"
+
+    def record_url(self, key: str) -> str | None:
+        """The record's page in Salesforce (``{instance_url}/lightning/r/{sobject}/{id}/view``),
+        or ``None`` while the org's URL is not known (an ``auth`` whose token answer, which
+        names it, has not come yet). No request is made."""
+        base = self._instance_url
+        if base is None:
+            token = getattr(self._auth, "token", None)
+            found = getattr(token, "instance_url", None)
+            base = found.rstrip("/") if isinstance(found, str) and found else None
+        if base is None or not key:
+            return None
+        return f"{base}/lightning/r/{self.sobject}/{quote(str(key), safe='')}/view"
 
     def _data(self, suffix: str) -> str:
         return f"/services/data/{self.version}{suffix}"

@@ -37,6 +37,7 @@ from ._queries import (
     _queue,
     _sum,
     _tally,
+    _triage,
     _went_to_operator,
 )
 from ._stats import _rate, _spikes_in
@@ -124,6 +125,7 @@ def build_dashboard(
         escalated=escalated,
         time_to_resolution=_queue(storage, sync, start, end),
         api_requests=_api_requests(storage, start, end, sync),
+        triage=_triage(storage, start, end, sync),
         signals=Signals(
             auto_resolution_rate=_rate(sum(auto_by_rule.values()), sum(escalated.values())),
             trend=tuple(trend),

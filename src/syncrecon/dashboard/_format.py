@@ -60,6 +60,38 @@ def _n(count: int, one: str, many: str | None = None) -> str:
     return f"{count} {one if count == 1 else many or one + 's'}"
 
 
+def _window_words(window: timedelta) -> str:
+    """The window as a person says it: ``this week``, ``in the last 28 days``."""
+    if window == timedelta(days=7):
+        return "this week"
+    if window == timedelta(days=1):
+        return "today"
+    days = window / timedelta(days=1)
+    if days == int(days):
+        return f"in the last {int(days)} days"
+    return f"in the last {format_duration(window)}"
+
+
+def _new_items_words(new: int, escalated: int, window: timedelta) -> str:
+    """``11 new queue items this week: 4 settled automatically, 7 sent to an operator``.
+
+    ``new`` counts the queue items first detected in the window (each once), ``escalated``
+    those of them that went to an operator; the rest were settled (or are being settled) by
+    the rules.
+    """
+    words = f"{_n(new, 'new queue item')} {_window_words(window)}"
+    if not new:
+        return words
+    settled = max(0, new - escalated)
+    return f"{words}: {settled} settled automatically, {escalated} sent to an operator"
+
+
+def _waiting_words(depth: int) -> str:
+    """``3 wait for an operator now (of any age)``: the queue's escalated items at ``now``."""
+    verb = "waits" if depth == 1 else "wait"
+    return f"{depth} {verb} for an operator now (of any age)"
+
+
 def _listed(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
 

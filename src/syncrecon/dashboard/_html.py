@@ -3,14 +3,20 @@
 The page has inline CSS and SVG charts, no script, and loads nothing from anywhere. A notebook
 shows the same content and style without the ``<html>`` around it (``Dashboard._repr_html_``).
 Every text and attribute value is escaped (:func:`_tag`).
+
+Served inside the operator queue's web pages (:class:`syncrecon.web.QueueApp`), the page gets
+``queue_url`` (the queue's mount point): a way back to the queue, and links from the waiting
+items to their pages. Narrow screens (a phone, 400 px) stack the wide tables and let a chart
+scroll sideways in its box rather than shrink its text below 10 px.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
@@ -19,28 +25,36 @@ from ._format import (
     _dur,
     _listed,
     _n,
+    _new_items_words,
     _pct,
     _request_rows,
     _share_rows,
     _trend_words,
+    _waiting_words,
     _when,
+    _window_words,
     format_duration,
 )
 from ._model import UNCATEGORIZED
 
 if TYPE_CHECKING:
-    from ._model import Dashboard, FastLoopEvents, Signals, TimeToResolution
+    from ._model import CyclePoint, Dashboard, FastLoopEvents, Signals, TimeToResolution
 
 
-def render_page(d: Dashboard) -> str:
-    """The whole page: ``<!DOCTYPE html>``, the style in ``<head>``, the dashboard in ``<body>``."""
+def render_page(d: Dashboard, *, queue_url: str | None = None) -> str:
+    """The whole page: ``<!DOCTYPE html>``, the style in ``<head>``, the dashboard in ``<body>``.
+
+    ``queue_url`` is where the operator queue's pages are served (``""`` at the root,
+    ``"/ops/queue"`` under a prefix): the page then links back to the queue and to the items
+    it names. Without it the page links nowhere (it may be a file sent by mail).
+    """
     title = "syncrecon dashboard" + (f": {d.sync}" if d.sync else "")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"{_render_html(d)}\n</body>\n</html>\n"
+        f"{_render_html(d, queue_url)}\n</body>\n</html>\n"
     )
 
 
@@ -57,14 +71,20 @@ _CSS = (
     "padding-bottom:4px}"
     ".sr-dash .sub{color:#5b6475;margin:0 0 12px}"
     ".sr-dash .cards{display:flex;flex-wrap:wrap;gap:10px}"
-    ".sr-dash .card{flex:1 1 140px;border:1px solid #d8dce3;border-radius:6px;padding:8px 12px;"
+    ".sr-dash .card{flex:1 1 220px;border:1px solid #d8dce3;border-radius:6px;padding:8px 12px;"
     "background:#f7f8fa}"
     ".sr-dash .card .n{font-size:1.6em;font-weight:600}"
     ".sr-dash .card .l{color:#5b6475;font-size:.85em}"
     ".sr-dash table{border-collapse:collapse;margin:8px 0;font-size:.9em}"
-    ".sr-dash th,.sr-dash td{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:right}"
+    ".sr-dash th,.sr-dash td{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:right;"
+    "overflow-wrap:anywhere}"
     ".sr-dash th:first-child,.sr-dash td:first-child{text-align:left}"
     ".sr-dash th{background:#f0f2f5}"
+    ".sr-dash nav.sr-nav{margin:0 0 12px}"
+    ".sr-dash nav.sr-nav a{margin-right:16px}"
+    ".sr-dash a{color:#0b57d0}"
+    ".sr-dash .card a{color:inherit}"
+    ".sr-dash .chart-box{max-width:720px}"
     ".sr-dash svg.chart{width:100%;max-width:720px;height:auto;display:block;margin:8px 0}"
     ".sr-dash svg text{font-size:11px;fill:#3a4252}"
     ".sr-dash .axis{stroke:#9aa3b2;stroke-width:1}"
@@ -76,32 +96,99 @@ _CSS = (
     ".sr-dash .empty{fill:#f7f8fa}"
     ".sr-dash .warn{color:#b3261e;font-weight:600}"
     ".sr-dash .muted{color:#5b6475}"
+    # A phone: wide tables become one block per row, a chart keeps its text at 10 px or more
+    # and scrolls sideways in its box instead of shrinking (the page itself never does).
+    "@media (max-width:600px){"
+    ".sr-dash{padding:10px}"
+    ".sr-dash .card{flex:1 1 120px}"
+    ".sr-dash table.stack,.sr-dash table.stack tbody,.sr-dash table.stack tr,"
+    ".sr-dash table.stack td{display:block}"
+    ".sr-dash table.stack thead{display:none}"
+    ".sr-dash table.stack tr{border:1px solid #d8dce3;border-radius:6px;margin:6px 0;"
+    "padding:4px 0}"
+    ".sr-dash table.stack td,.sr-dash table.stack td:first-child{border:0;text-align:left;"
+    "padding:1px 10px}"
+    ".sr-dash table.stack td::before{content:attr(data-label) ': ';color:#5b6475}"
+    ".sr-dash .chart-box{overflow-x:auto}"
+    ".sr-dash svg.chart{min-width:600px}"
+    "}"
 )
 
 
 # -- the content --------------------------------------------------------------------------------
 
 
-def _render_html(d: Dashboard) -> str:
+class _Queue:
+    """Links into the operator queue's pages, when the dashboard is served with them."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = None if url is None else url.rstrip("/")
+
+    def link(self, path: str, content: str, **query: str) -> str:
+        """``content`` (markup) as a link to ``path`` in the queue, or as it is without one."""
+        if self.url is None:
+            return content
+        href = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        return _tag("a", content, href=href)
+
+    def waiting(self, content: str, category: str | None = None) -> str:
+        """A link to the escalated items (of ``category``): the ones the dashboard counts."""
+        query = {"status": "escalated"}
+        if category is not None:
+            query["category"] = category
+        return self.link("/", content, **query)
+
+
+def _render_html(d: Dashboard, queue_url: str | None = None) -> str:
     """The dashboard's content: a title, the headline cards, a section per number, the signals."""
+    queue = _Queue(queue_url)
     out = [
         '<div class="sr-dash">',
-        *_heading(d),
+        *_nav(queue),
+        *_heading(d, queue),
         *_fast_loop_events(d.fast_loop_events),
-        *_reconciliation(d),
+        *_reconciliation(d, queue),
         *_shares("3. Auto-resolved by rule", "rule", d.auto_resolved),
         *_shares("4. Escalated to an operator by category", "category", d.escalated),
-        *_time_to_resolution(d.time_to_resolution),
+        *_triage_html(d),
+        *_time_to_resolution(d.time_to_resolution, queue),
         *_signals(d.signals),
         "</div>",
     ]
     return "\n".join(out)
 
 
-def _heading(d: Dashboard) -> list[str]:
+def _triage_html(d: Dashboard) -> list[str]:
+    """How often the triage's suggestions were taken, under number 4 (nothing when none)."""
+    if not d.triage:
+        return []
+    rows = [
+        [source, c["shown"], c["taken"], f"{c['taken'] / c['shown']:.0%}" if c["shown"] else "-"]
+        for source, c in d.triage.items()
+    ]
+    return [
+        _tag("p", "Triage suggestions, shown to operators and taken by them:"),
+        _html_table(["source", "shown", "taken", "taken share"], rows),
+    ]
+
+
+def _nav(queue: _Queue) -> list[str]:
+    if queue.url is None:
+        return []
+    return [
+        _tag(
+            "nav",
+            queue.link("/", "&larr; Operator queue") + queue.waiting(_e("Waiting for an operator")),
+            class_="sr-nav",
+        )
+    ]
+
+
+def _heading(d: Dashboard, queue: _Queue) -> list[str]:
     ev, rec, ttr, sig = d.fast_loop_events, d.reconciliation, d.time_to_resolution, d.signals
     days = d.window / timedelta(days=1)
     scope = f"sync {d.sync}" if d.sync else "all syncs"
+    period = _window_words(d.window)
     return [
         _tag("h1", "syncrecon dashboard"),
         _tag(
@@ -113,11 +200,11 @@ def _heading(d: Dashboard) -> list[str]:
             "div",
             _card(ev.total, "fast-loop events")
             + _card(rec.cycles, "reconciliation cycles")
-            + _card(rec.discrepancies_found, "discrepancies found")
-            + _card(sum(d.auto_resolved.values()), "auto-resolved")
-            + _card(sum(d.escalated.values()), "escalated to an operator")
+            + _card(rec.new_discrepancies, f"new queue items {period}")
+            + _card(sum(d.auto_resolved.values()), "auto-resolved by rules")
+            + _card(sum(d.escalated.values()), f"sent to an operator {period}")
+            + _card(ttr.queue_depth, "waiting for an operator now", queue.waiting)
             + _card(_dur(ttr.p50), "median time to resolution")
-            + _card(ttr.queue_depth, "waiting in the queue")
             + _card(_pct(sig.auto_resolution_rate), "auto-resolution rate"),
             class_="cards",
         ),
@@ -142,17 +229,17 @@ def _fast_loop_events(ev: FastLoopEvents) -> list[str]:
     return out
 
 
-def _reconciliation(d: Dashboard) -> list[str]:
+def _reconciliation(d: Dashboard, queue: _Queue) -> list[str]:
     rec = d.reconciliation
     modes = _listed(rec.cycles_by_mode)
+    depth = d.time_to_resolution.queue_depth
     return [
         _tag("h2", "2. Reconciliation cycles and discrepancies"),
         _tag(
             "p",
             _e(
                 f"{_n(rec.cycles, 'cycle')}{f' ({modes})' if modes else ''} found"
-                f" {_n(rec.discrepancies_found, 'discrepancy', 'discrepancies')};"
-                f" {_n(rec.new_discrepancies, 'new queue item')}. "
+                f" {_n(rec.discrepancies_found, 'discrepancy', 'discrepancies')}. "
             )
             + _tag(
                 "span",
@@ -160,7 +247,18 @@ def _reconciliation(d: Dashboard) -> list[str]:
                 class_="muted",
             ),
         ),
+        _tag(
+            "p",
+            _tag(
+                "strong",
+                _e(_new_items_words(rec.new_discrepancies, sum(d.escalated.values()), d.window)),
+            )
+            + "; "
+            + queue.waiting(_e(_waiting_words(depth)))
+            + ".",
+        ),
         _cycles_svg(d),
+        _cycles_span_words(d.reconciliation.per_cycle),
         _html_table(["system", "endpoint", "API requests"], _request_rows(d.api_requests))
         if d.api_requests
         else "",
@@ -177,7 +275,7 @@ def _shares(title: str, name: str, counts: Mapping[str, int]) -> list[str]:
     ]
 
 
-def _time_to_resolution(ttr: TimeToResolution) -> list[str]:
+def _time_to_resolution(ttr: TimeToResolution, queue: _Queue) -> list[str]:
     out = [
         _tag("h2", "5. Time to resolution of the operator queue"),
         _tag(
@@ -189,16 +287,27 @@ def _time_to_resolution(ttr: TimeToResolution) -> list[str]:
             ),
         ),
         _histogram_svg(ttr),
-        _tag("p", _e(f"Queue depth: {ttr.queue_depth}.")),
+        _tag("p", "Queue: " + queue.waiting(_e(_waiting_words(ttr.queue_depth))) + "."),
     ]
     if ttr.queue_by_category:
-        out.append(_html_table(["waiting: category", "items"], list(ttr.queue_by_category.items())))
+        out.append(
+            _html_table(
+                ["waiting: category", "items"],
+                [
+                    [_Markup(queue.waiting(_e(c), category=c)), n]
+                    for c, n in ttr.queue_by_category.items()
+                ],
+            )
+        )
     if ttr.oldest_open is not None:
         o = ttr.oldest_open
+        name = _e(f"#{o.id}") if o.id is None else queue.link(f"/items/{o.id}", _e(f"#{o.id}"))
         out.append(
             _tag(
                 "p",
-                _e(f"Oldest open item: #{o.id} ({o.category or UNCATEGORIZED}), field ")
+                "Oldest open item: "
+                + name
+                + _e(f" ({o.category or UNCATEGORIZED}), field ")
                 + _tag("code", _e(o.field))
                 + " of "
                 + _tag("code", _e(o.left_key or o.right_key or "-"))
@@ -246,15 +355,30 @@ def _signals(sig: Signals) -> list[str]:
     return out
 
 
+class _Markup(str):
+    """A table cell that is markup already (a link made with :func:`_tag`): not escaped again."""
+
+    __slots__ = ()
+
+
 def _html_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A table; one of more than three columns stacks its rows on a narrow screen."""
     head = "".join(_tag("th", _e(h)) for h in headers)
-    body = "".join(_tag("tr", "".join(_tag("td", _e(c)) for c in row)) for row in rows)
-    return _tag("table", _tag("thead", _tag("tr", head)) + _tag("tbody", body))
+
+    def cell(label: str, value: object) -> str:
+        return _tag("td", value if isinstance(value, _Markup) else _e(value), data_label=label)
+
+    body = "".join(
+        _tag("tr", "".join(cell(h, c) for h, c in zip(headers, row, strict=True))) for row in rows
+    )
+    table = _tag("thead", _tag("tr", head)) + _tag("tbody", body)
+    return _tag("table", table, class_="stack") if len(headers) > 3 else _tag("table", table)
 
 
-def _card(value: object, text: str) -> str:
+def _card(value: object, text: str, link: Callable[[str], str] | None = None) -> str:
+    number = _e(value) if link is None else link(_e(value))
     return _tag(
-        "div", _tag("div", _e(value), class_="n") + _tag("div", _e(text), class_="l"), class_="card"
+        "div", _tag("div", number, class_="n") + _tag("div", _e(text), class_="l"), class_="card"
     )
 
 
@@ -311,11 +435,14 @@ def _cycles_svg(d: Dashboard) -> str:
     frame = _Frame(44, 596, 16, 210)
     top_value = _nice(max(p.discrepancies for p in points))
     parts = frame.axes(top_value, rate_axis=True)
-    span = (d.window_end - d.window_start).total_seconds()
+    # The time axis spans the cycles (padded), not the whole window: a day of cycles in a
+    # week's window would otherwise squeeze into one corner of the chart.
+    low, high = _cycles_span(points, d.window_start, d.window_end)
+    span = (high - low).total_seconds()
     bar_w = max(1.0, min(10.0, (frame.right - frame.left) / len(points) * 0.6))
     line: list[str] = []
     for p in points:
-        at = (p.finished_at - d.window_start).total_seconds() / span
+        at = (p.finished_at - low).total_seconds() / span
         x = frame.left + (frame.right - frame.left) * min(1.0, max(0.0, at))
         y = frame.y(p.discrepancies / top_value)
         tip = _tip(
@@ -340,18 +467,77 @@ def _cycles_svg(d: Dashboard) -> str:
                 parts.append(_tag("circle", tip, class_="dot", cx=x, cy=ry, r=2.5))
     if len(line) > 1:
         parts.append(_tag("polyline", class_="rate", points=" ".join(line)))
-    parts.append(_tag("text", _e(_when(d.window_start)), x=frame.left, y=frame.bottom + 16))
-    parts.append(
-        _tag(
-            "text",
-            _e(_when(d.window_end)),
-            x=frame.right,
-            y=frame.bottom + 16,
-            text_anchor="end",
-        )
-    )
+    for tick, text in _time_ticks(low, high):
+        x = frame.left + (frame.right - frame.left) * (tick - low).total_seconds() / span
+        parts.append(_tag("line", class_="axis", x1=x, y1=frame.bottom, x2=x, y2=frame.bottom + 4))
+        parts.append(_tag("text", _e(text), x=x, y=frame.bottom + 16, text_anchor="middle"))
     parts += _legend(frame.left, 238, "discrepancies found (left axis)", "auto-resolution rate")
     return _svg(640, 256, label, parts)
+
+
+def _cycles_span(
+    points: Sequence[CyclePoint], window_start: datetime, window_end: datetime
+) -> tuple[datetime, datetime]:
+    """The per-cycle chart's time axis: the cycles' finish times, padded, inside the window.
+
+    The padding is a twentieth of the span and at least five minutes on each side, so the
+    first and last bars are not cut in half and one cycle stands in the middle of ten minutes.
+    """
+    first = min(p.finished_at for p in points)
+    last = max(p.finished_at for p in points)
+    pad = max((last - first) / 20, timedelta(minutes=5))
+    low, high = max(first - pad, window_start), min(last + pad, window_end)
+    if high <= low:  # a cycle at the very edge of a window of an hour
+        low, high = first - pad, last + pad
+    return low, high
+
+
+_TICK_STEPS = tuple(
+    timedelta(minutes=m)
+    for m in (1, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080, 20160, 40320)
+)
+
+
+def _time_ticks(low: datetime, high: datetime, most: int = 6) -> list[tuple[datetime, str]]:
+    """Round times (UTC) inside ``[low, high]``, at most ``most``, with their labels.
+
+    The step is the smallest of 1, 5, 10, 15, 30 minutes, 1, 2, 3, 6, 12 hours, 1, 2, 7, 14 or
+    28 days that gives at most ``most`` ticks. A label is ``HH:MM``, with the date (``MM-DD``)
+    on the first tick and wherever the day changes; whole-day steps show the date only.
+    """
+    span = high - low
+    step = next((s for s in _TICK_STEPS if span / s <= most), _TICK_STEPS[-1])
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    tick = epoch + step * math.ceil((low - epoch) / step)
+    out: list[tuple[datetime, str]] = []
+    day = None
+    while tick <= high:
+        if step >= timedelta(days=1):
+            text = tick.strftime("%m-%d")
+        elif tick.date() != day:
+            text = tick.strftime("%m-%d %H:%M")
+        else:
+            text = tick.strftime("%H:%M")
+        day = tick.date()
+        out.append((tick, text))
+        tick += step
+    return out
+
+
+def _cycles_span_words(points: Sequence[CyclePoint]) -> str:
+    """Under the per-cycle chart: the time its axis spans (the cycles', not the window's)."""
+    if not points:
+        return ""
+    first = min(p.finished_at for p in points)
+    last = max(p.finished_at for p in points)
+    when = (
+        f"at {_when(first)} UTC" if first == last else f"from {_when(first)} to {_when(last)} UTC"
+    )
+    return _tag(
+        "p",
+        _e(f"The chart's time axis spans the cycles: they finished {when}."),
+        class_="muted",
+    )
 
 
 def _histogram_svg(ttr: TimeToResolution) -> str:
@@ -470,7 +656,8 @@ def _legend(x: float, y: float, bar: str, rate: str) -> list[str]:
 
 
 def _svg(width: int, height: int, label: str, parts: Iterable[str]) -> str:
-    return _tag(
+    """A chart in its box (the box scrolls sideways on a narrow screen)."""
+    chart = _tag(
         "svg",
         _tip(label) + "".join(parts),
         class_="chart",
@@ -478,6 +665,7 @@ def _svg(width: int, height: int, label: str, parts: Iterable[str]) -> str:
         role="img",
         aria_label=label,
     )
+    return _tag("div", chart, class_="chart-box")
 
 
 def _empty(width: int, height: int, label: str, message: str) -> str:

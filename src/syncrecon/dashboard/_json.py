@@ -102,6 +102,7 @@ def render_dict(d: Dashboard) -> dict[str, Any]:
             "fast_loop_outcomes": dict(sig.fast_loop_outcomes),
         },
         "api_requests": {system: dict(n) for system, n in d.api_requests.items()},
+        "triage": {source: dict(n) for source, n in d.triage.items()},
     }
 
 

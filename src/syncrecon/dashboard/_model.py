@@ -314,6 +314,10 @@ class Dashboard:
     #: API requests in the window by system and endpoint, both loops (what providers bill and
     #: limit; HTTP connectors count each request, others each call under ``"calls"``).
     api_requests: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
+    #: Triage suggestions in the window by their source (``rules``, a model...): how many an
+    #: operator was shown (``shown``) and how many were resolved exactly as suggested
+    #: (``taken``). Suggestions are never applied without an operator.
+    triage: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
 
     # -- renderings: each lives in its own module -----------------------------------------------
 

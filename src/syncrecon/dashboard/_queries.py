@@ -99,6 +99,18 @@ def _api_requests(
     return {system: dict(sorted(e.items())) for system, e in sorted(out.items())}
 
 
+def _triage(
+    storage: Storage, start: datetime, end: datetime, sync: str | None
+) -> dict[str, dict[str, int]]:
+    """Triage suggestions shown to operators and taken by them, by the triage's source."""
+    out: dict[str, dict[str, int]] = {}
+    for what in ("shown", "taken"):
+        for labels, n in _counters(storage, f"triage_suggestions_{what}", start, end, sync):
+            counts = out.setdefault(labels.get("source", ""), {"shown": 0, "taken": 0})
+            counts[what] += n
+    return dict(sorted(out.items()))
+
+
 # -- cycle reports ------------------------------------------------------------------------------
 
 

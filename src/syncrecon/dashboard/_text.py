@@ -10,17 +10,19 @@ from ._format import (
     _dur,
     _listed,
     _n,
+    _new_items_words,
     _pct,
     _request_rows,
     _share_rows,
     _trend_words,
+    _waiting_words,
     _when,
     format_duration,
 )
 from ._model import UNCATEGORIZED
 
 if TYPE_CHECKING:
-    from ._model import Dashboard, FastLoopEvents, Reconciliation, Signals, TimeToResolution
+    from ._model import Dashboard, FastLoopEvents, Signals, TimeToResolution
 
 _TEXT_CYCLES = 12
 """The text shows at most this many of the window's cycles, the newest."""
@@ -35,7 +37,7 @@ def render_text(d: Dashboard) -> str:
         "",
         *_fast_loop_events(d.fast_loop_events),
         "",
-        *_reconciliation(d.reconciliation, d.api_requests),
+        *_reconciliation(d),
         "",
         *_shares(
             f"3. Auto-resolved by rule: {sum(d.auto_resolved.values())}", "rule", d.auto_resolved
@@ -46,12 +48,22 @@ def render_text(d: Dashboard) -> str:
             "category",
             d.escalated,
         ),
+        *_triage_lines(d),
         "",
         *_time_to_resolution(d.time_to_resolution),
         "",
         *_signals(d.signals),
     ]
     return "\n".join(out) + "\n"
+
+
+def _triage_lines(d: Dashboard) -> list[str]:
+    """How often the triage's suggestions were taken (nothing when none was shown)."""
+    return [
+        f"  Triage suggestions ({source}): {c['shown']} shown, {c['taken']} taken"
+        + (f" ({c['taken'] / c['shown']:.0%})" if c["shown"] else "")
+        for source, c in d.triage.items()
+    ]
 
 
 def _fast_loop_events(ev: FastLoopEvents) -> list[str]:
@@ -76,14 +88,14 @@ def _fast_loop_events(ev: FastLoopEvents) -> list[str]:
     return out
 
 
-def _reconciliation(
-    rec: Reconciliation, api_requests: Mapping[str, Mapping[str, int]]
-) -> list[str]:
+def _reconciliation(d: Dashboard) -> list[str]:
+    rec, api_requests = d.reconciliation, d.api_requests
     modes = _listed(rec.cycles_by_mode)
     out = [
         f"2. Reconciliation: {_n(rec.cycles, 'cycle')}{f' ({modes})' if modes else ''},"
-        f" {_n(rec.discrepancies_found, 'discrepancy', 'discrepancies')} found,"
-        f" {_n(rec.new_discrepancies, 'new queue item')}",
+        f" {_n(rec.discrepancies_found, 'discrepancy', 'discrepancies')} found"
+        " (one that waits is counted by every cycle)",
+        f"  {_new_items_words(rec.new_discrepancies, sum(d.escalated.values()), d.window)}",
     ]
     if rec.per_cycle:
         shown = rec.per_cycle[-_TEXT_CYCLES:]
@@ -129,7 +141,7 @@ def _time_to_resolution(ttr: TimeToResolution) -> list[str]:
             [[b.label, str(b.count), "#" * round(20 * b.count / top)] for b in ttr.histogram],
         )
     queue = _listed(ttr.queue_by_category)
-    out.append(f"  queue depth: {ttr.queue_depth}{f' ({queue})' if queue else ''}")
+    out.append(f"  queue: {_waiting_words(ttr.queue_depth)}{f' ({queue})' if queue else ''}")
     if ttr.oldest_open is not None:
         o = ttr.oldest_open
         out.append(

@@ -19,7 +19,11 @@ from ..storage._base import Discrepancy
 from ._api import OperatorQueue
 from ._items import DEFAULT_STATUSES, StatusFilter, is_record_level
 from ._loader import load_syncs
+from ._pages import QueueFilter
+from ._resolve import PlannedResolution, Resolution
 from ._views import item_data, shown
+
+_STATUS_HELP = "escalated, open, resolved, auto_resolved, dismissed or all (repeatable)"
 
 
 def register_cli(
@@ -29,34 +33,53 @@ def register_cli(
     parser = subparsers.add_parser(
         "queue",
         help="work the operator queue: list, show, resolve, dismiss, assign",
-        description="Work the operator queue of a syncrecon SQLite database.",
+        description="Work the operator queue of a syncrecon SQLite database. resolve,"
+        " dismiss and assign take one item id, several, or a filter (--sync, --category,"
+        " --field, ... or their --filter-... spellings); --preview shows what they would do.",
     )
     parser.add_argument("--db", required=True, help="the SQLite database")
     actions = parser.add_subparsers(dest="queue_action", required=True, metavar="ACTION")
 
     ls = actions.add_parser("list", help="list queue items (active ones by default)")
     ls.add_argument("--sync", help="only items of this sync")
-    ls.add_argument(
-        "--status",
-        action="append",
-        help="escalated, open, resolved, auto_resolved, dismissed or all (repeatable)",
-    )
+    ls.add_argument("--status", action="append", help=_STATUS_HELP)
     ls.add_argument("--category", help="only this escalation category")
     ls.add_argument("--field", help="only this field (its left name; * for record-level)")
     ls.add_argument("--key", help="only items of the record with this key (either side)")
     ls.add_argument("--older-than-hours", type=float, help="only items at least this old")
     ls.add_argument("--assignee", help="only items assigned to this person ('' = unassigned)")
+    ls.add_argument("--unassigned", action="store_true", help="only items assigned to nobody")
+    ls.add_argument(
+        "--search",
+        metavar="TEXT",
+        help="only items with TEXT in their keys, field, category, explanation or values"
+        " (any case)",
+    )
+    ls.add_argument(
+        "--order", choices=["newest", "oldest"], default="newest", help="newest (default) first"
+    )
     ls.add_argument(
         "--limit", type=int, default=100, help="at most this many items (a notice says if more)"
     )
+    ls.add_argument("--offset", type=int, default=0, help="skip this many matching items")
     ls.add_argument("--json", action="store_true", help="print a JSON array")
 
-    show = actions.add_parser("show", help="show one item: values, base, why, history")
-    show.add_argument("id", type=int)
+    show = actions.add_parser(
+        "show", help="show one item: values, base, why, history, group, suggestion"
+    )
+    show.add_argument("id", type=int, help="the item's id")
+    show.add_argument(
+        "--app",
+        metavar=APP_PATH_FORM,
+        help="import path of the host's sync definition(s): names the systems and links"
+        " their records",
+    )
     show.add_argument("--json", action="store_true", help="print one JSON object")
 
-    res = actions.add_parser("resolve", help="resolve an item (writes through the connectors)")
-    res.add_argument("id", type=int)
+    res = actions.add_parser(
+        "resolve", help="resolve items (writes through the connectors); see --preview"
+    )
+    _targets(res, "resolve")
     choice = res.add_mutually_exclusive_group()
     choice.add_argument("--take", choices=["left", "right"], help="take that side's value")
     choice.add_argument(
@@ -70,25 +93,85 @@ def register_cli(
     )
     res.add_argument("--by", help="who decides (recorded on the item)")
     res.add_argument("--note", help="a note to keep with the resolution")
-    res.add_argument("--json", action="store_true", help="print one JSON object")
+    res.add_argument(
+        "--confirm",
+        action="store_true",
+        help="lift a schema-drift quarantine (with --by), once the mapping is fixed",
+    )
+    res.add_argument(
+        "--preview", action="store_true", help="show what would be written; write nothing"
+    )
+    res.add_argument("--json", action="store_true", help="print JSON")
 
-    dis = actions.add_parser("dismiss", help="close an item without a change")
-    dis.add_argument("id", type=int)
-    dis.add_argument("--reason", required=True)
+    dis = actions.add_parser("dismiss", help="close items without a change")
+    _targets(dis, "dismiss")
+    dis.add_argument("--reason", required=True, help="why the items need no change")
     dis.add_argument("--by", help="who decides (recorded on the item)")
+    dis.add_argument("--preview", action="store_true", help="list the items; change nothing")
+    dis.add_argument("--json", action="store_true", help="print JSON")
 
-    assign = actions.add_parser("assign", help="assign an item to someone")
-    assign.add_argument("id", type=int)
+    assign = actions.add_parser("assign", help="assign items to someone")
+    _targets(assign, "assign")
     assign.add_argument("--to", required=True, help="a name; '' unassigns")
+    assign.add_argument("--preview", action="store_true", help="list the items; change nothing")
+    assign.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _targets(parser: argparse.ArgumentParser, action: str) -> None:
+    """The ids, or the filter, an action takes."""
+    parser.add_argument(
+        "ids", type=int, nargs="*", metavar="ID", help=f"the ids of the items to {action}"
+    )
+    group = parser.add_argument_group(
+        "filter", f"{action} every item that matches (instead of ids; active items by default)"
+    )
+    group.add_argument("--filter-sync", "--sync", dest="f_sync", help="items of this sync")
+    group.add_argument(
+        "--filter-status", "--status", dest="f_status", action="append", help=_STATUS_HELP
+    )
+    group.add_argument(
+        "--filter-category", "--category", dest="f_category", help="items of this category"
+    )
+    group.add_argument(
+        "--filter-field", "--field", dest="f_field", help="items of this field (its left name)"
+    )
+    group.add_argument(
+        "--filter-key", "--key", dest="f_key", help="items of the record with this key"
+    )
+    group.add_argument(
+        "--filter-assignee", "--assignee", dest="f_assignee", help="items assigned to this person"
+    )
+    group.add_argument(
+        "--filter-unassigned",
+        "--unassigned",
+        dest="f_unassigned",
+        action="store_true",
+        help="items assigned to nobody",
+    )
+    group.add_argument(
+        "--filter-search",
+        "--search",
+        dest="f_search",
+        metavar="TEXT",
+        help="items with TEXT in their keys, field, category, explanation or values",
+    )
+    group.add_argument(
+        "--filter-older-than-hours",
+        "--older-than-hours",
+        dest="f_older",
+        type=float,
+        help="items at least this old",
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run the ``queue`` command parsed by a parser made with :func:`register_cli`.
 
     Returns the exit status: 0 when the action was done, 1 when it was not (an error, or a
-    resolution that left the item open: changed since opened, or a failed write), 2 when
-    ``--app`` names no usable object (one line on stderr says why).
+    resolution that left an item open: changed since opened, a failed write, an item of a
+    bulk action refused), 2 when ``--app`` names no usable object (one line on stderr says
+    why).
     """
     from ..storage.sqlite import SQLiteStorage
 
@@ -114,38 +197,47 @@ def run_cli(args: argparse.Namespace) -> int:
         storage.close()
 
 
+def _statuses(given: Sequence[str] | None) -> StatusFilter:
+    if not given:
+        return DEFAULT_STATUSES
+    return None if "all" in given else tuple(given)
+
+
+def _hours(hours: float | None) -> timedelta | None:
+    return None if hours is None else timedelta(hours=hours)
+
+
+def _filter(args: argparse.Namespace) -> QueueFilter | None:
+    """The filter an action's options name, or ``None`` when they name none."""
+    named = [
+        args.f_sync,
+        args.f_status,
+        args.f_category,
+        args.f_field,
+        args.f_key,
+        args.f_assignee,
+        args.f_search,
+        args.f_older,
+    ]
+    if all(v is None for v in named) and not args.f_unassigned:
+        return None
+    return QueueFilter(
+        status=_statuses(args.f_status),
+        sync=args.f_sync,
+        category=args.f_category,
+        field=args.f_field,
+        key=args.f_key,
+        assignee=args.f_assignee,
+        unassigned=args.f_unassigned,
+        search=args.f_search,
+        older_than=_hours(args.f_older),
+    )
+
+
 def _run_action(queue: OperatorQueue, args: argparse.Namespace) -> int:
     action = args.queue_action
     if action == "list":
-        statuses: StatusFilter = DEFAULT_STATUSES
-        if args.status:
-            statuses = None if "all" in args.status else tuple(args.status)
-        older = None
-        if args.older_than_hours is not None:
-            older = timedelta(hours=args.older_than_hours)
-        items = queue.list(
-            sync=args.sync,
-            status=statuses,
-            category=args.category,
-            field=args.field,
-            key=args.key,
-            older_than=older,
-            assignee=args.assignee,
-            limit=args.limit + 1,  # one more, to know whether more match
-        )
-        more = len(items) > args.limit
-        items = items[: args.limit]
-        if args.json:
-            _print_json([item_data(i) for i in items])
-        else:
-            print(_table(items, queue.clock.now()))
-        if more:
-            print(
-                f"showing the first {args.limit} matching items; more match"
-                " (narrow the filters, or raise --limit)",
-                file=sys.stderr,
-            )
-        return 0
+        return _list(queue, args)
     if action == "show":
         view = queue.show(args.id)
         if args.json:
@@ -153,6 +245,13 @@ def _run_action(queue: OperatorQueue, args: argparse.Namespace) -> int:
         else:
             print(view)
         return 0
+    where = _filter(args)
+    ids: list[int] = list(args.ids)
+    if ids and where is not None:
+        raise QueueError("give item ids or a filter, not both")
+    if not ids and where is None:
+        raise QueueError(f"{action} needs the ids of the items, or a filter (--sync, ...)")
+    single = len(ids) == 1 and not args.preview
     if action == "resolve":
         kwargs: dict[str, Any] = {}
         if args.take is not None:
@@ -162,24 +261,122 @@ def _run_action(queue: OperatorQueue, args: argparse.Namespace) -> int:
                 kwargs["value"] = _codec.loads(args.value)
             except ValueError as exc:
                 raise QueueError(f"--value is not JSON: {exc}") from None
-        result = queue.resolve(args.id, by=args.by, note=args.note, **kwargs)
-        if args.json:
-            _print_json(result.to_dict())
-        else:
-            print(result)
-        return 0 if result.closed else 1
-    if action == "dismiss":
-        item = queue.dismiss(args.id, args.reason, by=args.by)
-        print(f"item {item.id}: dismissed")
-        return 0
-    if action == "assign":
-        item = queue.assign(args.id, args.to)
-        print(
-            f"item {item.id}: "
-            + (f"assigned to {item.assignee}" if item.assignee else "unassigned")
+        if args.preview:
+            plans = queue.preview(ids or None, filter=where, **kwargs)
+            return _print_plans(plans, args.json)
+        if single:
+            result = queue.resolve(
+                ids[0], by=args.by, note=args.note, confirm=args.confirm, **kwargs
+            )
+            if args.json:
+                _print_json(result.to_dict())
+            else:
+                print(result)
+            return 0 if result.closed else 1
+        if args.confirm:
+            raise QueueError("--confirm lifts one quarantine at a time: give one item id")
+        results = queue.resolve_many(
+            ids or None, filter=where, by=args.by, note=args.note, **kwargs
         )
-        return 0
+        return _print_results(results, args.json)
+    if action == "dismiss":
+        if args.preview:
+            return _print_targets(queue, ids, where, "dismissed", args.json)
+        if single:
+            item = queue.dismiss(ids[0], args.reason, by=args.by)
+            print(f"item {item.id}: dismissed")
+            return 0
+        results = queue.dismiss_many(ids or None, filter=where, reason=args.reason, by=args.by)
+        return _print_results(results, args.json)
+    if action == "assign":
+        if args.preview:
+            return _print_targets(queue, ids, where, "assigned", args.json)
+        if single:
+            item = queue.assign(ids[0], args.to)
+            print(
+                f"item {item.id}: "
+                + (f"assigned to {item.assignee}" if item.assignee else "unassigned")
+            )
+            return 0
+        results = queue.assign_many(ids or None, who=args.to, filter=where)
+        return _print_results(results, args.json)
     raise AssertionError(f"unknown action {action!r}")  # pragma: no cover
+
+
+def _list(queue: OperatorQueue, args: argparse.Namespace) -> int:
+    page = queue.page(
+        status=_statuses(args.status),
+        sync=args.sync,
+        category=args.category,
+        field=args.field,
+        key=args.key,
+        assignee=args.assignee,
+        unassigned=args.unassigned,
+        search=args.search,
+        older_than=_hours(args.older_than_hours),
+        order=args.order,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    if args.json:
+        _print_json([item_data(i) for i in page.items])
+    else:
+        print(_table(page.items, queue.clock.now()))
+    if not args.json or page.has_next or page.has_previous:
+        where = f"{page}, {args.order} first" if page.total else "no items match"
+        if page.has_next:
+            where += (
+                f"; more match (narrow the filters, raise --limit, or see the next page:"
+                f" --offset {page.next_offset})"
+            )
+        print(where, file=sys.stderr)
+    return 0
+
+
+def _print_plans(plans: Sequence[PlannedResolution], as_json: bool) -> int:
+    if as_json:
+        _print_json([p.to_dict() for p in plans])
+        return 0
+    for p in plans:
+        print(p)
+    ok = sum(1 for p in plans if p.ok)
+    print(
+        f"preview of {len(plans)} item{'s' if len(plans) != 1 else ''}: {ok} can be resolved"
+        f" this way, {len(plans) - ok} cannot; nothing was written"
+    )
+    return 0
+
+
+def _print_results(results: Sequence[Resolution], as_json: bool) -> int:
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            print(r)
+        done = sum(1 for r in results if r.ok)
+        print(f"{done} of {len(results)} item{'s' if len(results) != 1 else ''} done")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _print_targets(
+    queue: OperatorQueue,
+    ids: Sequence[int],
+    where: QueueFilter | None,
+    what: str,
+    as_json: bool,
+) -> int:
+    items = queue._targets(ids or None, where)
+    if as_json:
+        _print_json([item_data(i) for i in items])
+        return 0
+    print(_table(items, queue.clock.now()))
+    active = sum(1 for i in items if i.status.is_active)
+    print(
+        f"preview: {active} item{'s' if active != 1 else ''} would be {what}"
+        + (f" ({len(items) - active} closed already)" if active != len(items) else "")
+        + "; nothing was changed"
+    )
+    return 0
 
 
 def _table(items: Sequence[Discrepancy], now: datetime) -> str:

@@ -1,27 +1,40 @@
 """Resolving an item: what a resolution reports, and the engine behind
-:meth:`OperatorQueue.resolve`.
+:meth:`OperatorQueue.resolve` (and its preview).
 
-:func:`resolve` checks the choice, acknowledges a record-level item, and for a field item takes
-the item's lease and hands it to :class:`_Resolve`, which reads both records again, writes the
-chosen value where needed and commits the base, the item and the echo ledger in one step.
+:func:`resolve` checks the choice, acknowledges a record-level item (lifting a schema-drift
+quarantine after checking the schema again), and for a field item takes the item's lease and
+hands it to :class:`_Resolve`, which reads both records again, writes the chosen value where
+needed and commits the base, the item and the echo ledger in one step. :func:`plan` works out
+the same decisions from the values the item recorded, writing nothing.
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from .._connector import Caller, read_batch, write_batch
-from .._drift import SCHEMA_DRIFT_CATEGORY
+from .._connector import Caller, describe, read_batch, write_batch
+from .._drift import SCHEMA_DRIFT_CATEGORY, merges_as_list
+from .._drift import describe as describe_field
 from .._exceptions import ConfigurationError, LeaseHeldError, QueueError
 from .._models import Change, ChangeOp, Record, Side
+from .._policy import values_equal
 from .._sync import FieldMap, SyncDefinition
 from .._write_path import echo_entries, holds, record_name
-from ..storage._base import BaseUpdate, Discrepancy, ItemUpdate, Status, Step
+from ..storage._base import (
+    BaseUpdate,
+    Counter,
+    Discrepancy,
+    FieldSchema,
+    ItemUpdate,
+    Status,
+    Step,
+)
 from ._items import DEFAULT_STATUSES, active_item, is_record_level, operator_note
 from ._views import plain, shown
 
@@ -49,6 +62,14 @@ class ResolutionOutcome(enum.StrEnum):
     FAILED = "failed"
     """A read or a write failed: the item stays active with the error in its note; the base
     did not move."""
+    REFUSED = "refused"
+    """Nothing was done to this item of a bulk action: it could not be done as asked (the
+    message says why: closed already, a value for a record-level item, a one-way field, a
+    quarantine, a missing sync definition, someone else resolving it)."""
+    DISMISSED = "dismissed"
+    """The item was closed without a change (a bulk dismissal)."""
+    ASSIGNED = "assigned"
+    """The item was assigned (or unassigned); its status is unchanged (a bulk assignment)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -69,8 +90,21 @@ class Resolution:
 
     @property
     def closed(self) -> bool:
-        """Whether the item is closed now."""
-        return self.outcome in (ResolutionOutcome.RESOLVED, ResolutionOutcome.ACKNOWLEDGED)
+        """Whether the item is closed now (by this action)."""
+        return self.outcome in (
+            ResolutionOutcome.RESOLVED,
+            ResolutionOutcome.ACKNOWLEDGED,
+            ResolutionOutcome.DISMISSED,
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Whether the action was done as asked (not ``changed``, ``failed`` or ``refused``)."""
+        return self.outcome not in (
+            ResolutionOutcome.CHANGED,
+            ResolutionOutcome.FAILED,
+            ResolutionOutcome.REFUSED,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (values in the tagged form of :func:`item_data`)."""
@@ -96,6 +130,7 @@ def resolve(
     value: Any,
     by: str | None,
     note: str | None,
+    confirm: bool = False,
 ) -> Resolution:
     """Resolve ``item_id`` for ``queue``, calling connectors through ``caller``; see
     :meth:`OperatorQueue.resolve` (``value`` is :data:`UNSET` when not given)."""
@@ -107,42 +142,22 @@ def resolve(
                 f"item {item_id} is about a whole record or field ({item.category or 'no'}"
                 " category): it is acknowledged without a value (no take, no value)"
             )
-        return _acknowledge(queue, item, by, note)
-    if (take is None) == (value is UNSET):
-        raise QueueError("resolve a field item with exactly one of take='left'/'right' or value")
-    if take is not None and take not in ("left", "right"):
-        raise QueueError(f"take must be 'left' or 'right', got {take!r}")
-    sync = queue.syncs.get(item.sync)
-    if sync is None:
-        raise ConfigurationError(
-            f"resolving item {item_id} writes to the systems of sync {item.sync!r}, so it"
-            " needs that sync definition (OperatorQueue(storage, [sync]), or --app on the"
-            " command line); reading the queue needs only the database"
-        )
-    try:
-        fm = sync.field(item.field)
-    except KeyError:
-        raise ConfigurationError(
-            f"sync {item.sync!r} no longer maps the field {item.field!r}"
-        ) from None
+        if item.category == SCHEMA_DRIFT_CATEGORY:
+            return _lift_quarantine(queue, caller, item, by, note, confirm=confirm)
+        counters = queue._taken(caller, item, take=None, value=UNSET)
+        return _acknowledge(queue, item, by, note, counters=counters)
+    check_choice(take, value)
+    sync, fm = _definition(queue, item)
     if not item.left_key or not item.right_key:
         raise QueueError(f"item {item_id} names no linked pair of records")
     left_key, right_key = item.left_key, item.right_key
-    drift = [
-        d
-        for d in queue.storage.list_items(
-            sync=item.sync,
-            statuses=DEFAULT_STATUSES,
-            category=SCHEMA_DRIFT_CATEGORY,
-            field=item.field,
-        )
-        if is_record_level(d)
-    ]
-    if drift:
+    drift = quarantine(queue, item)
+    if drift is not None:
         raise QueueError(
-            f"the field {item.field!r} is quarantined by schema drift (item {drift[0].id}):"
+            f"the field {item.field!r} is quarantined by schema drift (item {drift.id}):"
             " no value is written to it until the mapping is fixed and that item resolved"
         )
+    counters = queue._taken(caller, item, take=take, value=value)
     lease = f"queue-item:{item_id}"
     owner = f"{queue.owner}:{uuid.uuid4().hex[:8]}"
     if not queue.storage.acquire_lease(lease, owner, _LEASE_TTL, queue.clock.now()):
@@ -173,22 +188,98 @@ def resolve(
                     " now; try again in a moment",
                     name=lease,
                 )
-            return _Resolve(queue, caller, sync, fm, item, chosen).run(action, by, note)
+            return _Resolve(queue, caller, sync, fm, item, chosen, counters).run(action, by, note)
         finally:
             queue.storage.release_records(owner, sorted(granted))
     finally:
         queue.storage.release_lease(lease, owner)
 
 
+def check_choice(take: str | None, value: Any) -> None:
+    """Refuse anything but exactly one of ``take`` (``"left"``/``"right"``) and ``value``."""
+    if (take is None) == (value is UNSET):
+        raise QueueError("resolve a field item with exactly one of take='left'/'right' or value")
+    if take is not None and take not in ("left", "right"):
+        raise QueueError(f"take must be 'left' or 'right', got {take!r}")
+
+
+def _definition(queue: OperatorQueue, item: Discrepancy) -> tuple[SyncDefinition, FieldMap]:
+    """The sync definition of ``item`` and its field's mapping (``ConfigurationError`` when
+    the queue does not have them)."""
+    sync = queue.syncs.get(item.sync)
+    if sync is None:
+        raise ConfigurationError(
+            f"resolving item {item.id} writes to the systems of sync {item.sync!r}, so it"
+            " needs that sync definition (OperatorQueue(storage, [sync]), or --app on the"
+            " command line); reading the queue needs only the database"
+        )
+    try:
+        fm = sync.field(item.field)
+    except KeyError:
+        raise ConfigurationError(
+            f"sync {item.sync!r} no longer maps the field {item.field!r}"
+        ) from None
+    return sync, fm
+
+
+def quarantine(queue: OperatorQueue, item: Discrepancy) -> Discrepancy | None:
+    """The active ``schema_drift`` item that stops writes to ``item``'s field, if any."""
+    drift = [
+        d
+        for d in queue.storage.list_items(
+            sync=item.sync,
+            statuses=DEFAULT_STATUSES,
+            category=SCHEMA_DRIFT_CATEGORY,
+            field=item.field,
+        )
+        if is_record_level(d)
+    ]
+    return drift[0] if drift else None
+
+
+def planned_writes(fm: FieldMap, chosen: Any, held: Callable[[Side], bool]) -> dict[Side, Any]:
+    """What resolving a field of mapping ``fm`` to ``chosen`` (left vocabulary) writes: by
+    side, the value as that side stores it, for each side that does not hold it (``held``).
+
+    :raises QueueError: when a write would go against the field's direction, or the value
+        does not map to the right system.
+    """
+    writes: dict[Side, Any] = {}
+    for side in Side:
+        if held(side):
+            continue
+        if not fm.direction.allows_write(side):
+            raise QueueError(
+                f"the field {fm.left!r} flows {fm.direction.value} only: taking"
+                f" {shown(chosen, 80)} would write it to {side}, which it never flows"
+                " to; dismiss the item instead, or choose the value that side holds"
+            )
+        if side is Side.LEFT:
+            writes[side] = chosen
+        else:
+            try:
+                writes[side] = fm.transform.to_right(chosen)
+            except Exception as exc:
+                raise QueueError(
+                    f"the value {shown(chosen, 80)} does not map to the right system:"
+                    f" {type(exc).__name__}: {exc}"
+                ) from None
+    return writes
+
+
 def _acknowledge(
-    queue: OperatorQueue, item: Discrepancy, by: str | None, note: str | None
+    queue: OperatorQueue,
+    item: Discrepancy,
+    by: str | None,
+    note: str | None,
+    *,
+    what: str = "acknowledged",
+    counters: Sequence[Counter] = (),
+    schemas: Sequence[FieldSchema] = (),
 ) -> Resolution:
     """Close a record-level item as resolved; nothing is written."""
     assert item.id is not None
     now = queue.clock.now()
-    what = "acknowledged"
-    if item.category == SCHEMA_DRIFT_CATEGORY:
-        what = "acknowledged: the mapping is fixed, the quarantine is lifted"
     queue.storage.commit(
         Step(
             at=now,
@@ -201,6 +292,8 @@ def _acknowledge(
                     assignee=by,
                 )
             ],
+            counters=list(counters),
+            schemas=list(schemas),
         )
     )
     return Resolution(
@@ -209,6 +302,193 @@ def _acknowledge(
         status=Status.RESOLVED,
         message=f"{what}; nothing was written",
     )
+
+
+# Field types of a multi-select and of a single-select (as connectors describe them; see
+# ``syncrecon._drift``): a multi-select needs a mapping that merges lists, and the reverse.
+_MULTI_TYPES: Final = frozenset(
+    {"multi_enumeration", "multipicklist", "multi_select", "checkboxes"}
+)
+_SINGLE_TYPES: Final = frozenset({"enumeration", "picklist", "select", "single_select", "radio"})
+
+
+def _lift_quarantine(
+    queue: OperatorQueue,
+    caller: Caller,
+    item: Discrepancy,
+    by: str | None,
+    note: str | None,
+    *,
+    confirm: bool,
+) -> Resolution:
+    """Resolve a ``schema_drift`` item: check that the field matches its mapping now (the
+    connectors describe it again), then close the item and keep the descriptions checked."""
+    field = item.field
+    if by is None or not confirm:
+        raise QueueError(
+            f"resolving item {item.id} lifts the schema-drift quarantine of the field"
+            f" {field!r}, so syncrecon writes that field again: do it once the mapping (or"
+            " the field) is fixed, saying who decides (by=...) and confirming it"
+            " (confirm=True; --by and --confirm on the command line)"
+        )
+    sync = queue.syncs.get(item.sync)
+    if sync is None:
+        raise ConfigurationError(
+            f"lifting the quarantine of {item.sync!r}.{field} checks the systems' field"
+            f" descriptions first, so it needs the sync definition of {item.sync!r}"
+            " (OperatorQueue(storage, [sync]), or --app on the command line)"
+        )
+    try:
+        fm = sync.field(field)
+    except KeyError:
+        what = (
+            "acknowledged: the field is no longer mapped, the quarantine is lifted"
+            " (nothing to check)"
+        )
+        return _acknowledge(queue, item, by, note, what=what)
+    checked: list[str] = []
+    problems: list[str] = []
+    schemas: list[FieldSchema] = []
+    for side in Side:
+        connector = sync.connector(side)
+        name = fm.left if side is Side.LEFT else fm.right
+        label = f"{side} field {name!r} ({connector.name})"
+        if not connector.capabilities.describes_fields:
+            checked.append(f"{label}: not described by its connector")
+            continue
+        try:
+            described = {i.name: i for i in describe(caller, connector)}
+        except Exception as exc:
+            raise QueueError(
+                f"the schema could not be checked again: {connector.name}.describe_fields"
+                f" failed ({type(exc).__name__}: {exc}); the quarantine of {field!r} stays"
+            ) from None
+        info = described.get(name)
+        if info is None:
+            problems.append(f"{label} is still missing (deleted or renamed)")
+            continue
+        fingerprint, data = describe_field(info)
+        schemas.append(
+            FieldSchema(sync=sync.name, side=side, field=name, fingerprint=fingerprint, info=data)
+        )
+        kind = str(data.get("type") or "").lower()
+        lists = merges_as_list(fm)
+        if kind in _MULTI_TYPES and not lists:
+            problems.append(f"{label} is a multi-select ({kind!r}), the mapping takes one value")
+        elif kind in _SINGLE_TYPES and lists:
+            problems.append(f"{label} takes one value ({kind!r}), the mapping merges lists")
+        needed = fm.transform.left_values if side is Side.LEFT else fm.transform.right_values
+        options = data.get("options")
+        missing = (
+            []
+            if needed is None or options is None
+            else sorted(set(needed) - set(options), key=repr)
+        )
+        if missing:
+            problems.append(f"{label} lacks options the value map needs: {missing}")
+        part = f"{label}: present, type {kind or 'unknown'!r}"
+        if needed is not None and options is not None:
+            part += f", has the {len(needed)} options the value map needs"
+        checked.append(part)
+    if problems:
+        raise QueueError(
+            f"the field {field!r} still does not match its mapping: {'; '.join(problems)}."
+            " The quarantine stays: fix the mapping (or the field), then resolve the item again"
+        )
+    what = "acknowledged: the mapping is fixed, the quarantine is lifted; checked " + "; ".join(
+        checked
+    )
+    return _acknowledge(queue, item, by, note, what=what, schemas=schemas)
+
+
+@attrs.frozen(kw_only=True)
+class PlannedResolution:
+    """What resolving one item would do (:meth:`OperatorQueue.preview`); nothing is written.
+
+    ``value`` is the chosen value (left vocabulary) and ``writes`` what would be written: by
+    side, the value as that side stores it (a side that holds the value already is not
+    written). ``acknowledge`` says a record-level item would be closed without a value.
+    ``reason`` says why the item cannot be resolved this way (then nothing would be done to
+    it); it is ``None`` when it can. The preview works from the values the item recorded: a
+    resolution still reads both records again first.
+    """
+
+    item_id: int
+    field: str
+    value: Any = None
+    writes: Mapping[Side, Any] = attrs.field(factory=dict)
+    acknowledge: bool = False
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item can be resolved this way."""
+        return self.reason is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (values in the tagged form of :func:`item_data`)."""
+        return {
+            "item_id": self.item_id,
+            "field": self.field,
+            "value": plain(self.value),
+            "writes": {str(side): plain(v) for side, v in self.writes.items()},
+            "acknowledge": self.acknowledge,
+            "reason": self.reason,
+        }
+
+    def __str__(self) -> str:
+        head = f"item {self.item_id} ({self.field}): "
+        if self.reason is not None:
+            return head + f"cannot be resolved this way: {self.reason}"
+        if self.acknowledge:
+            return head + "acknowledge; nothing is written"
+        if not self.writes:
+            return head + f"set {shown(self.value, 60)}; both systems hold it, nothing is written"
+        where = ", ".join(f"{side} {shown(v, 60)}" for side, v in self.writes.items())
+        return head + f"set {shown(self.value, 60)}; write {where}"
+
+
+def plan(
+    queue: OperatorQueue, item: Discrepancy, *, take: Take | None, value: Any
+) -> PlannedResolution:
+    """What :func:`resolve` would do to ``item`` with this choice, from the recorded values."""
+    assert item.id is not None
+
+    def refused(reason: str) -> PlannedResolution:
+        return PlannedResolution(item_id=item.id or 0, field=item.field, reason=reason)
+
+    if not item.status.is_active:
+        return refused(f"the item is {item.status.value} already")
+    if is_record_level(item):
+        if take is not None or value is not UNSET:
+            return refused(
+                f"the item is about a whole record or field ({item.category or 'no'}"
+                " category): it is acknowledged without a value"
+            )
+        if item.category == SCHEMA_DRIFT_CATEGORY:
+            return refused(
+                "resolving it lifts a schema-drift quarantine: resolve it on its own, with"
+                " by=... and confirm=True, once the mapping is fixed"
+            )
+        return PlannedResolution(item_id=item.id, field=item.field, acknowledge=True)
+    if take is None and value is UNSET:
+        return refused("a field item is resolved with take='left'/'right' or a value")
+    try:
+        _sync, fm = _definition(queue, item)
+    except ConfigurationError as exc:
+        return refused(str(exc))
+    if not item.left_key or not item.right_key:
+        return refused("the item names no linked pair of records")
+    drift = quarantine(queue, item)
+    if drift is not None:
+        return refused(f"the field {item.field!r} is quarantined by schema drift (item {drift.id})")
+    chosen = value if take is None else item.left_value if take == "left" else item.right_value
+    recorded = {Side.LEFT: item.left_value, Side.RIGHT: item.right_value}
+    try:
+        writes = planned_writes(fm, chosen, lambda side: values_equal(recorded[side], chosen))
+    except QueueError as exc:
+        return refused(str(exc))
+    return PlannedResolution(item_id=item.id, field=item.field, value=chosen, writes=writes)
 
 
 class _Resolve:
@@ -222,6 +502,7 @@ class _Resolve:
         fm: FieldMap,
         item: Discrepancy,
         chosen: Any,
+        counters: Sequence[Counter] = (),
     ) -> None:
         assert item.id is not None
         assert item.left_key
@@ -234,6 +515,7 @@ class _Resolve:
         self.id: int = item.id
         self.keys = {Side.LEFT: item.left_key, Side.RIGHT: item.right_key}
         self.chosen = chosen
+        self.counters = list(counters)
 
     def run(self, action: str, by: str | None, note: str | None) -> Resolution:
         item = self.item
@@ -257,26 +539,9 @@ class _Resolve:
         if changes:
             return self._back_to_review("changed since opened: " + "; ".join(changes))
 
-        writes: dict[Side, Any] = {}
-        for side in Side:
-            if self._holds(side, current[side], self.chosen):
-                continue
-            if not self.fm.direction.allows_write(side):
-                raise QueueError(
-                    f"the field {self.fm.left!r} flows {self.fm.direction.value} only: taking"
-                    f" {shown(self.chosen, 80)} would write it to {side}, which it never flows"
-                    " to; dismiss the item instead, or choose the value that side holds"
-                )
-            if side is Side.LEFT:
-                writes[side] = self.chosen
-            else:
-                try:
-                    writes[side] = self.fm.transform.to_right(self.chosen)
-                except Exception as exc:
-                    raise QueueError(
-                        f"the value {shown(self.chosen, 80)} does not map to the right system:"
-                        f" {type(exc).__name__}: {exc}"
-                    ) from None
+        writes = planned_writes(
+            self.fm, self.chosen, lambda side: self._holds(side, current[side], self.chosen)
+        )
 
         now = self.q.clock.now()
         # Remembered before writing: the webhook a write causes may arrive before its answer.
@@ -325,6 +590,7 @@ class _Resolve:
                 assignee=by,
             )
         )
+        step.counters.extend(self.counters)
         self.q.storage.commit(step)
         return Resolution(
             item_id=self.id,

@@ -4,16 +4,22 @@ and a value as a person reads it."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
-from decimal import Decimal
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .. import _codec
-from .._clock import utc
-from ..storage._base import Discrepancy, Status
+from .._models import Side
+from ..storage._base import Discrepancy, Status, display_text
 from ._items import is_record_level
+
+if TYPE_CHECKING:
+    from ._triage import Suggestion
+
+
+def _default_systems() -> dict[Side, str]:
+    return {Side.LEFT: "left", Side.RIGHT: "right"}
 
 
 @attrs.frozen(kw_only=True)
@@ -24,6 +30,13 @@ class ItemView:
     same field), newest first. ``current_base`` is the base stored on the link now (it may have
     moved since the item was opened), or ``None`` with ``linked=False`` when the record is not
     linked (any more).
+
+    ``group`` names the duplicate group of a ``possible_duplicate`` item (see
+    :func:`group_key`), ``None`` for other items; ``group_items`` holds the group's other
+    active items (:meth:`OperatorQueue.group` lists them all). ``suggestion`` is what the
+    queue's triage proposes, if anything (never applied by itself). ``systems`` names each
+    side's system (its connector's name; ``"left"`` and ``"right"`` when the sync definition
+    is not known) and ``urls`` the record's page in each system whose connector offers one.
     """
 
     item: Discrepancy
@@ -35,6 +48,11 @@ class ItemView:
     history: tuple[Discrepancy, ...] = ()
     linked: bool = False
     current_base: Any = None
+    group: str | None = None
+    group_items: tuple[Discrepancy, ...] = ()
+    suggestion: Suggestion | None = None
+    systems: Mapping[Side, str] = attrs.field(factory=_default_systems)
+    urls: Mapping[Side, str] = attrs.field(factory=dict)
 
     @property
     def id(self) -> int:
@@ -48,32 +66,54 @@ class ItemView:
         return is_record_level(self.item)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary: the item's data, the current base and the history."""
+        """A JSON-ready dictionary: the item's data, the current base, the history, the group,
+        the suggestion, the systems' names and the records' pages."""
         out = item_data(self.item)
         out["linked"] = self.linked
         out["current_base"] = plain(self.current_base)
         out["history"] = [item_data(h) for h in self.history]
+        out["group"] = self.group
+        out["group_items"] = [item_data(g) for g in self.group_items]
+        out["suggestion"] = None if self.suggestion is None else self.suggestion.to_dict()
+        out["systems"] = {str(side): name for side, name in self.systems.items()}
+        out["urls"] = {str(side): url for side, url in self.urls.items()}
         return out
+
+    def system(self, side: Side) -> str:
+        """The name of ``side``'s system (``"left"``/``"right"`` when not known)."""
+        return self.systems.get(side) or str(side)
 
     def __str__(self) -> str:
         item = self.item
+        left, right = self.system(Side.LEFT), self.system(Side.RIGHT)
+        width = max(7, len(left) + 1, len(right) + 1)
+
+        def row(label: str, text: str) -> str:
+            return f"  {(label + ':').ljust(width)} {text}"
+
         lines = [
             f"item {item.id}: {item.status.value}"
             + (f" ({item.category})" if item.category else "")
             + f" in sync {item.sync!r}",
-            f"  record: left {item.left_key or '-'} / right {item.right_key or '-'}",
-            f"  field:  {item.field}" + (" (the whole record)" if item.field == "*" else ""),
+            row("record", f"{left} {item.left_key or '-'} / {right} {item.right_key or '-'}"),
+            row("field", item.field + (" (the whole record)" if item.field == "*" else "")),
         ]
         if not self.record_level:
             lines += [
-                f"  left:   {shown(self.left_value)}",
-                f"  right:  {shown(self.right_value)}",
-                f"  base:   {shown(self.base_value) if self.has_base else '(never synced)'}",
+                row(left, shown(self.left_value)),
+                row(right, shown(self.right_value)),
+                row("base", shown(self.base_value) if self.has_base else "(never synced)"),
             ]
         lines.append(
-            f"  rule:   {item.rule or '-'}; detected {item.detected_at.isoformat()},"
-            f" seen {item.times_seen} time{'s' if item.times_seen != 1 else ''}"
+            row(
+                "rule",
+                f"{item.rule or '-'}; detected {item.detected_at.isoformat()},"
+                f" seen {item.times_seen} time{'s' if item.times_seen != 1 else ''}",
+            )
         )
+        for side in Side:
+            if side in self.urls:
+                lines.append(f"  open in {self.system(side)}: {self.urls[side]}")
         if item.assignee:
             lines.append(f"  assigned to: {item.assignee}")
         if item.resolved_at is not None:
@@ -86,6 +126,18 @@ class ItemView:
         if self.explanation:
             lines.append("  why:")
             lines += [f"    {line}" for line in self.explanation.splitlines()]
+        if self.suggestion is not None:
+            lines.append(f"  suggestion: {self.suggestion.describe()}")
+            if self.suggestion.category:
+                lines.append(f"    ({self.suggestion.category}, from {self.suggestion.source})")
+            else:
+                lines.append(f"    (from {self.suggestion.source})")
+            lines += [f"    {reason}" for reason in self.suggestion.reasons]
+        if self.group is not None:
+            lines.append(f"  duplicate group {self.group}: {len(self.group_items) + 1} items")
+            for g in self.group_items:
+                where = f"{left} {g.left_key}" if g.left_key else f"{right} {g.right_key or '-'}"
+                lines.append(f"    #{g.id} {where} {g.status.value}")
         if self.history:
             lines.append("  history of this record:")
             for h in self.history:
@@ -132,32 +184,10 @@ def display_value(value: Any) -> str:
     ``vip, eu``, ``(blank)``; text in quotes, so ``"42"`` and ``42`` stay apart.
 
     For reading only: ``--value`` and ``queue list --json`` keep syncrecon's tagged JSON form
-    (``{"$date": "2026-08-22"}``), which round-trips exactly.
+    (``{"$date": "2026-08-22"}``), which round-trips exactly. A queue search matches this
+    text of an item's values.
     """
-    if value is None:
-        return "(blank)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        moment = utc(value)
-        text = moment.strftime("%Y-%m-%d %H:%M:%S")
-        if moment.microsecond:
-            text += f".{moment.microsecond:06d}".rstrip("0")
-        return text + " UTC"
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return ", ".join(display_value(v) for v in value) if value else "(none)"
-    try:
-        return _codec.dumps(value)
-    except TypeError:
-        return repr(value)
+    return display_text(value)
 
 
 def shown(value: Any, width: int | None = None) -> str:

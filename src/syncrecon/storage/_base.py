@@ -14,12 +14,15 @@ backend makes alike are pure functions in ``_rules``.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
+from .. import _codec
 from .._clock import utc
 from .._exceptions import LeaseLostError
 from .._models import Side
@@ -36,6 +39,7 @@ __all__ = [
     "FieldSchema",
     "InboxEntry",
     "ItemKey",
+    "ItemOrder",
     "ItemUpdate",
     "LeaseStore",
     "Link",
@@ -177,6 +181,128 @@ class Discrepancy:
     def item_key(self) -> ItemKey:
         """The key under which at most one active item exists."""
         return (self.sync, self.left_key or "", self.right_key or "", self.field)
+
+
+ItemOrder = Literal["newest", "oldest"]
+"""The order :meth:`QueueStore.list_items` returns items in: by ``detected_at`` (then ``id``),
+newest or oldest first."""
+
+ITEM_ORDERS: Final = ("newest", "oldest")
+
+_SEARCH_VALUE_WIDTH: Final = 2000
+"""How much of one value's display text an item's search text keeps."""
+
+
+def display_text(value: Any) -> str:
+    """A value as a person reads it (see :func:`syncrecon.queue.display_value`, which is this):
+    what an item's search text holds of its values."""
+    if value is None:
+        return "(blank)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        moment = utc(value)
+        text = moment.strftime("%Y-%m-%d %H:%M:%S")
+        if moment.microsecond:
+            text += f".{moment.microsecond:06d}".rstrip("0")
+        return text + " UTC"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return ", ".join(display_text(v) for v in value) if value else "(none)"
+    try:
+        return _codec.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+def _searched(value: Any) -> str:
+    """:func:`display_text`, with text quoted but not escaped: a search for ``say "hi"``
+    finds the value ``say "hi"`` (displayed ``"say \\"hi\\""``)."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple) and value:
+        return ", ".join(_searched(v) for v in value)
+    return display_text(value)
+
+
+def search_needle(text: str) -> str:
+    """What a search for ``text`` looks for in an item's search text (case folded; a line
+    break counts as a space, as in the search text)."""
+    return text.strip().replace("\n", " ").casefold()
+
+
+def item_search_text(item: Discrepancy) -> str:
+    """What a search of the queue matches ``item`` against, case folded: its keys, field,
+    category and explanation, and (for an item about a value) the display text of its left,
+    right and base values. A search is a partial match of :func:`search_needle` in it.
+
+    The parts are separated by a line break, so a search without one never matches across
+    two of them.
+    """
+    parts = [item.left_key or "", item.right_key or "", item.field, item.category or ""]
+    parts.append(item.explanation)
+    if item.field != RECORD_FIELD and (item.left_key or item.right_key):
+        values = [item.left_value, item.right_value]
+        if item.has_base:
+            values.append(item.base_value)
+        parts += [_searched(v)[:_SEARCH_VALUE_WIDTH] for v in values]
+    return "\n".join(p.replace("\n", " ") for p in parts if p).casefold()
+
+
+def item_matches(
+    item: Discrepancy,
+    *,
+    sync: str | None = None,
+    statuses: Sequence[Status] | None = None,
+    category: str | None = None,
+    field: str | None = None,
+    key: str | None = None,
+    assignee: str | None = None,
+    unassigned: bool = False,
+    search: str | None = None,
+    before: tuple[datetime, int] | None = None,
+    resolved_since: datetime | None = None,
+) -> bool:
+    """Whether ``item`` passes the filters of :meth:`QueueStore.list_items` (a backend that
+    filters in Python, as the memory backend does, asks this)."""
+    if sync is not None and item.sync != sync:
+        return False
+    if statuses and item.status not in statuses:  # a str enum: "open" is Status.OPEN
+        return False
+    if category is not None and item.category != category:
+        return False
+    if field is not None and item.field != field:
+        return False
+    if key is not None and key not in (item.left_key, item.right_key):
+        return False
+    if assignee is not None and item.assignee != assignee:
+        return False
+    if unassigned and item.assignee:
+        return False
+    if before is not None and (item.detected_at, item.id or 0) >= (utc(before[0]), before[1]):
+        return False
+    if resolved_since is not None and (
+        item.resolved_at is None or item.resolved_at < utc(resolved_since)
+    ):
+        return False
+    if search is not None:
+        needle = search_needle(search)
+        if needle and needle not in item_search_text(item):
+            return False
+    return True
+
+
+def check_order(order: str) -> None:
+    """Raise ``ValueError`` for an order other than ``"newest"`` and ``"oldest"``."""
+    if order not in ITEM_ORDERS:
+        raise ValueError(f"order must be 'newest' or 'oldest', got {order!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -561,6 +687,10 @@ class QueueStore(Protocol):
         category: str | None = None,
         field: str | None = None,
         key: str | None = None,
+        assignee: str | None = None,
+        unassigned: bool = False,
+        search: str | None = None,
+        order: ItemOrder = "newest",
         limit: int = 100,
         offset: int = 0,
         before: tuple[datetime, int] | None = None,
@@ -568,10 +698,43 @@ class QueueStore(Protocol):
     ) -> list[Discrepancy]:
         """Queue items, newest first (by ``detected_at``, then ``id``), filtered.
 
+        ``statuses`` keeps items of those statuses (``None`` or empty: every status);
+        ``key`` items of a record with that key on either side; ``assignee`` items assigned
+        to exactly that person, ``unassigned`` items assigned to nobody. ``search`` is a
+        case-insensitive partial match in ``item_search_text`` (the keys, the field,
+        the category, the explanation and the values' display text); blank matches every
+        item. ``order="oldest"`` returns the oldest first. ``offset`` skips that many
+        matching items.
+
         ``before`` is a keyset cursor: only items older than that ``(detected_at, id)``, the
-        last item of the previous page (paging by ``offset`` rereads every earlier page).
-        ``resolved_since`` keeps only items closed at or after that time.
+        last item of the previous page (paging by ``offset`` rereads every earlier page); it
+        filters whatever the ``order``. ``resolved_since`` keeps only items closed at or after
+        that time. Raises ``ValueError`` for an unknown ``order``.
         """
+        ...
+
+    def count_items(
+        self,
+        *,
+        sync: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        category: str | None = None,
+        field: str | None = None,
+        key: str | None = None,
+        assignee: str | None = None,
+        unassigned: bool = False,
+        search: str | None = None,
+        before: tuple[datetime, int] | None = None,
+        resolved_since: datetime | None = None,
+    ) -> int:
+        """How many queue items :meth:`list_items` would return with these filters and no
+        limit."""
+        ...
+
+    def item_facets(self, *, sync: str | None = None) -> dict[str, list[str]]:
+        """The values present among the active (open or escalated) items, of ``sync`` or
+        every sync: ``{"sync": [...], "category": [...], "field": [...], "assignee": [...]}``,
+        each sorted, without ``None`` or ``""`` (what a queue page offers in its filters)."""
         ...
 
 

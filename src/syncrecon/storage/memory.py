@@ -24,13 +24,16 @@ from ._base import (
     FieldSchema,
     InboxEntry,
     ItemKey,
+    ItemOrder,
     Link,
     LinkMark,
     OutboxEntry,
     Status,
     Step,
     SyncState,
+    check_order,
     claim_lost,
+    item_matches,
 )
 from ._rules import (
     check_fence,
@@ -276,29 +279,80 @@ class MemoryStorage:
         category: str | None = None,
         field: str | None = None,
         key: str | None = None,
+        assignee: str | None = None,
+        unassigned: bool = False,
+        search: str | None = None,
+        order: ItemOrder = "newest",
         limit: int = 100,
         offset: int = 0,
         before: tuple[datetime, int] | None = None,
         resolved_since: datetime | None = None,
     ) -> list[Discrepancy]:
-        wanted = None if not statuses else {Status(s) for s in statuses}
-        with self._lock:
-            items = [
-                i
-                for i in self._items.values()
-                if (sync is None or i.sync == sync)
-                and (wanted is None or i.status in wanted)
-                and (category is None or i.category == category)
-                and (field is None or i.field == field)
-                and (key is None or key in (i.left_key, i.right_key))
-                and (before is None or (i.detected_at, i.id or 0) < (utc(before[0]), before[1]))
-                and (
-                    resolved_since is None
-                    or (i.resolved_at is not None and i.resolved_at >= utc(resolved_since))
-                )
-            ]
-        items.sort(key=lambda i: (i.detected_at, i.id or 0), reverse=True)
+        check_order(order)
+        items = self._matching(
+            sync=sync,
+            statuses=statuses,
+            category=category,
+            field=field,
+            key=key,
+            assignee=assignee,
+            unassigned=unassigned,
+            search=search,
+            before=before,
+            resolved_since=resolved_since,
+        )
+        items.sort(key=lambda i: (i.detected_at, i.id or 0), reverse=order == "newest")
         return [_out_item(i) for i in items[offset : offset + limit]]
+
+    def count_items(
+        self,
+        *,
+        sync: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        category: str | None = None,
+        field: str | None = None,
+        key: str | None = None,
+        assignee: str | None = None,
+        unassigned: bool = False,
+        search: str | None = None,
+        before: tuple[datetime, int] | None = None,
+        resolved_since: datetime | None = None,
+    ) -> int:
+        return len(
+            self._matching(
+                sync=sync,
+                statuses=statuses,
+                category=category,
+                field=field,
+                key=key,
+                assignee=assignee,
+                unassigned=unassigned,
+                search=search,
+                before=before,
+                resolved_since=resolved_since,
+            )
+        )
+
+    def _matching(self, **filters: Any) -> list[Discrepancy]:
+        """The stored items that pass ``filters`` (see ``item_matches``), not copied."""
+        if filters.get("statuses"):
+            filters["statuses"] = frozenset(Status(s) for s in filters["statuses"])
+        with self._lock:
+            return [i for i in self._items.values() if item_matches(i, **filters)]
+
+    def item_facets(self, *, sync: str | None = None) -> dict[str, list[str]]:
+        found: dict[str, set[str]] = {"sync": set(), "category": set(), "field": set()}
+        found["assignee"] = set()
+        with self._lock:
+            for key, item_id in self._active.items():
+                if sync is not None and key[0] != sync:
+                    continue
+                item = self._items[item_id]
+                for name in found:
+                    value = getattr(item, name)
+                    if value:
+                        found[name].add(value)
+        return {name: sorted(values) for name, values in found.items()}
 
     def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
         with self._lock:

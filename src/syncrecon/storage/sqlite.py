@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
 from os import PathLike
@@ -32,6 +32,7 @@ from ._base import (
     FieldSchema,
     InboxEntry,
     ItemKey,
+    ItemOrder,
     ItemUpdate,
     Link,
     LinkMark,
@@ -39,7 +40,10 @@ from ._base import (
     Status,
     Step,
     SyncState,
+    check_order,
     claim_lost,
+    item_search_text,
+    search_needle,
 )
 from ._rules import (
     check_fence,
@@ -268,6 +272,9 @@ class SQLiteStorage:
                 if version > current:
                     for statement in _statements(script):
                         db.execute(statement)
+                    after = _AFTER_MIGRATION.get(version)
+                    if after is not None:
+                        after(db)
                     db.execute(f"PRAGMA user_version = {version}")
         except BaseException:
             db.execute("ROLLBACK")
@@ -463,42 +470,76 @@ class SQLiteStorage:
         category: str | None = None,
         field: str | None = None,
         key: str | None = None,
+        assignee: str | None = None,
+        unassigned: bool = False,
+        search: str | None = None,
+        order: ItemOrder = "newest",
         limit: int = 100,
         offset: int = 0,
         before: tuple[datetime, int] | None = None,
         resolved_since: datetime | None = None,
     ) -> list[Discrepancy]:
-        where: list[str] = []
-        args: list[Any] = []
-        if sync is not None:
-            where.append("sync = ?")
-            args.append(sync)
-        if statuses:
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            args.extend(Status(s).value for s in statuses)
-        if category is not None:
-            where.append("category = ?")
-            args.append(category)
-        if field is not None:
-            where.append("field = ?")
-            args.append(field)
-        if key is not None:
-            where.append("(left_key = ? OR right_key = ?)")
-            args.extend((key, key))
-        if before is not None:
-            where.append("(detected_at, id) < (?, ?)")
-            args.extend((ts(before[0]), before[1]))
-        if resolved_since is not None:
-            where.append("resolved_at >= ?")
-            args.append(ts(resolved_since))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        check_order(order)
+        clause, args = _item_filter(
+            sync=sync,
+            statuses=statuses,
+            category=category,
+            field=field,
+            key=key,
+            assignee=assignee,
+            unassigned=unassigned,
+            search=search,
+            before=before,
+            resolved_since=resolved_since,
+        )
+        direction = "DESC" if order == "newest" else "ASC"
         with self._read() as db:
             rows = db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM items {clause}"  # noqa: S608
-                " ORDER BY detected_at DESC, id DESC LIMIT ? OFFSET ?",
+                f" ORDER BY detected_at {direction}, id {direction} LIMIT ? OFFSET ?",
                 (*args, limit, offset),
             ).fetchall()
         return [_item(r) for r in rows]
+
+    def count_items(
+        self,
+        *,
+        sync: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        category: str | None = None,
+        field: str | None = None,
+        key: str | None = None,
+        assignee: str | None = None,
+        unassigned: bool = False,
+        search: str | None = None,
+        before: tuple[datetime, int] | None = None,
+        resolved_since: datetime | None = None,
+    ) -> int:
+        clause, args = _item_filter(
+            sync=sync,
+            statuses=statuses,
+            category=category,
+            field=field,
+            key=key,
+            assignee=assignee,
+            unassigned=unassigned,
+            search=search,
+            before=before,
+            resolved_since=resolved_since,
+        )
+        with self._read() as db:
+            row = db.execute(f"SELECT COUNT(*) FROM items {clause}", args).fetchone()  # noqa: S608
+        return int(row[0])
+
+    def item_facets(self, *, sync: str | None = None) -> dict[str, list[str]]:
+        clause, args = _item_filter(sync=sync, statuses=_ACTIVE)
+        columns = ("sync", "category", "field", "assignee")
+        with self._read() as db:  # one pass: the distinct combinations are few
+            rows = db.execute(
+                f"SELECT DISTINCT {', '.join(columns)} FROM items {clause}",  # noqa: S608
+                args,
+            ).fetchall()
+        return {c: sorted({str(r[c]) for r in rows if r[c]}) for c in columns}
 
     def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
         with self._read() as db:
@@ -1048,7 +1089,7 @@ class SQLiteStorage:
             "UPDATE items SET status = ?, left_value = ?, right_value = ?, base_value = ?,"
             " has_base = ?, rule = ?, category = ?, explanation = ?, resolution = ?,"
             " detected_at = ?, updated_at = ?, resolved_at = ?, cycle_id = ?, note = ?,"
-            " assignee = ?, times_seen = ? WHERE id = ?",
+            " assignee = ?, times_seen = ?, search_text = ? WHERE id = ?",
             (
                 Status(item.status).value,
                 _enc(item.left_value),
@@ -1066,6 +1107,7 @@ class SQLiteStorage:
                 item.note,
                 item.assignee,
                 item.times_seen,
+                item_search_text(item),
                 item.id,
             ),
         )
@@ -1081,8 +1123,8 @@ class SQLiteStorage:
         cur = db.execute(
             "INSERT INTO items (sync, left_key, right_key, field, status, left_value,"
             " right_value, base_value, has_base, rule, category, explanation, resolution,"
-            " detected_at, updated_at, resolved_at, cycle_id, note, assignee, times_seen)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " detected_at, updated_at, resolved_at, cycle_id, note, assignee, times_seen,"
+            " search_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 *new.item_key,
                 Status(new.status).value,
@@ -1101,6 +1143,7 @@ class SQLiteStorage:
                 new.note,
                 new.assignee,
                 new.times_seen,
+                item_search_text(new),
             ),
         )
         assert cur.lastrowid is not None
@@ -1131,6 +1174,90 @@ class SQLiteStorage:
                 new.id,
             ),
         )
+
+
+_ACTIVE: tuple[Status, ...] = (Status.OPEN, Status.ESCALATED)
+
+
+def _item_filter(
+    *,
+    sync: str | None = None,
+    statuses: Sequence[Status] | None = None,
+    category: str | None = None,
+    field: str | None = None,
+    key: str | None = None,
+    assignee: str | None = None,
+    unassigned: bool = False,
+    search: str | None = None,
+    before: tuple[datetime, int] | None = None,
+    resolved_since: datetime | None = None,
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (``WHERE 1`` when nothing filters) and its bound arguments of the
+    queue's filters (see :meth:`QueueStore.list_items`)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if key is not None and sync is not None:
+        # The sync inside each branch: the planner then looks both keys up in their indexes.
+        where.append("((left_key = ? AND sync = ?) OR (right_key = ? AND sync = ?))")
+        args.extend((key, sync, key, sync))
+    elif key is not None:
+        where.append("(left_key = ? OR right_key = ?)")
+        args.extend((key, key))
+    elif sync is not None:
+        where.append("sync = ?")
+        args.append(sync)
+    if statuses:
+        wanted = {Status(s) for s in statuses}
+        if wanted == set(_ACTIVE):
+            # Written out, so the planner can use the index of the active items (a partial
+            # index serves only a query whose condition names its own).
+            where.append("status IN ('open', 'escalated')")
+        else:
+            where.append(f"status IN ({','.join('?' * len(wanted))})")
+            args.extend(sorted(s.value for s in wanted))
+    if category is not None:
+        where.append("category = ?")
+        args.append(category)
+    if field is not None:
+        where.append("field = ?")
+        args.append(field)
+    if assignee is not None:
+        where.append("assignee = ?")
+        args.append(assignee)
+    if unassigned:
+        where.append("(assignee IS NULL OR assignee = '')")
+    if search is not None and search_needle(search):
+        where.append("instr(search_text, ?) > 0")
+        args.append(search_needle(search))
+    if before is not None:
+        where.append("(detected_at, id) < (?, ?)")
+        args.extend((ts(before[0]), before[1]))
+    if resolved_since is not None:
+        where.append("resolved_at >= ?")
+        args.append(ts(resolved_since))
+    return f"WHERE {' AND '.join(where) or '1'}", args
+
+
+def _backfill_search_text(db: sqlite3.Connection) -> None:
+    """Give every stored item its search text (version 12 added the column)."""
+    last = 0
+    while True:
+        rows = db.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE id > ? ORDER BY id LIMIT 1000",  # noqa: S608
+            (last,),
+        ).fetchall()
+        if not rows:
+            return
+        items = [_item(r) for r in rows]
+        db.executemany(
+            "UPDATE items SET search_text = ? WHERE id = ?",
+            [(item_search_text(i), i.id) for i in items],
+        )
+        last = int(rows[-1]["id"])
+
+
+_AFTER_MIGRATION: dict[int, Callable[[sqlite3.Connection], None]] = {12: _backfill_search_text}
+"""What runs in Python right after a migration's SQL, in the same transaction."""
 
 
 _PRUNE = {
