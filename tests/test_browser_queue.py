@@ -236,7 +236,9 @@ def test_a_form_error_is_shown_on_the_item_page_with_the_input_kept(
     page.fill("#resolve input[name=note]", "from the signed PDF")
     page.click("#resolve button")
     error = page.locator("p.error").inner_text()
-    assert error.startswith("Not done: The other value is not JSON")
+    assert error.startswith(
+        "Not done: The other value cannot be read: 'one hundred' is not a number"
+    )
     assert page.locator("h1").inner_text() == f"Item #{target.id}"  # not a bare error page
     assert page.locator("#resolve input[name=value]").input_value() == "one hundred"
     assert page.locator("#resolve input[name=note]").input_value() == "from the signed PDF"

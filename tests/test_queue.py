@@ -931,7 +931,7 @@ def test_cli_round_trips(
 
     assert run("show", "424242")[0] == 1
     code, _, err = run("resolve", "1", "--value", "{not json", "--app", app)
-    assert (code, "--value is not JSON" in err) == (1, True)
+    assert (code, "--value cannot be read" in err) == (1, True)
     storage.close()
 
 

@@ -158,9 +158,9 @@ def test_resolve_with_a_custom_json_value(world: World, client: httpx.Client) ->
 
 def test_a_bad_custom_value_is_refused(world: World, client: httpx.Client) -> None:
     _keys, item_id = amount_conflict(world)
-    bad = post(client, f"/items/{item_id}/resolve", take="value", value="not json")
+    bad = post(client, f"/items/{item_id}/resolve", take="value", value="a lot")
     assert bad.status_code == 400
-    assert "not JSON" in bad.text
+    assert "The other value cannot be read: &#x27;a lot&#x27; is not a number" in bad.text
     assert post(client, f"/items/{item_id}/resolve").status_code == 400  # no choice
     assert post(client, f"/items/{item_id}/resolve", take="up").status_code == 400
     assert world.right.write_log == []
@@ -588,3 +588,28 @@ def test_bulk_forms_are_checked_like_the_others(world: World, client: httpx.Clie
     assert done.status_code == 200
     assert "1 resolved." in done.text
     assert world.right.get(rk).fields["Amount"] == 150
+
+
+def test_a_custom_value_is_typed_as_a_person_writes_it(world: World, client: httpx.Client) -> None:
+    (lk, rk), item_id = amount_conflict(world)
+    page = client.get(f"/items/{item_id}").text
+    assert 'placeholder="150"' in page  # the field's value as it would be typed
+    response = post(client, f"/items/{item_id}/resolve", take="value", value="1,250")
+    assert response.status_code == 303
+    assert world.storage.get_item(item_id).resolution == 1250
+    assert world.left.get(lk).fields["amount"] == 1250
+    assert world.right.get(rk).fields["Amount"] == 1250
+
+
+def test_the_item_page_marks_the_side_that_moved_from_the_last_agreed_value(
+    world: World, client: httpx.Client
+) -> None:
+    _keys, item_id = amount_conflict(world)  # left edited to 150, right still 100, base 100
+    page = client.get(f"/items/{item_id}").text
+    left_cell = page.split('<td data-label="crm">')[1].split("</td>")[0]
+    right_cell = page.split('<td data-label="erp">')[1].split("</td>")[0]
+    assert "changed since last agreed" in left_cell
+    assert "(as last agreed)" in right_cell
+    shown = str(world.queue.show(item_id))
+    assert "150  (changed since last agreed)" in shown
+    assert "100  (as last agreed)" in shown

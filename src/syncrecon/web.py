@@ -101,11 +101,13 @@ from .queue import (
     Resolution,
     display_value,
     is_record_level,
+    read_value,
 )
 from .queue._items import StatusFilter, group_key
 from .queue._pages import ItemPage, QueueFilter
 from .queue._resolve import PlannedResolution
 from .queue._triage import UseValue
+from .queue._views import input_text
 from .storage._base import Discrepancy, Status
 from .webhooks._asgi_base import serve_scope
 
@@ -257,6 +259,14 @@ def _text(value: Any, width: int | None = None) -> str:
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
     return text
+
+
+def _example(item: Discrepancy) -> str:
+    """The custom-value box's placeholder: the item's value as it would be typed."""
+    for value in (item.left_value, item.right_value):
+        if value is not None:
+            return input_text(value)[:40]
+    return "a value"
 
 
 def _shown(value: Any, width: int | None = None) -> str:
@@ -769,14 +779,11 @@ class QueueApp:
         if take in ("left", "right"):
             kwargs["take"] = take
         elif take == "value":
+            like = item.left_value if item.left_value is not None else item.right_value
             try:
-                kwargs["value"] = _codec.loads(form.get("value", ""))
-            except ValueError:
-                raise _FormError(
-                    400,
-                    'The other value is not JSON: put text in double quotes ("Closed Won"),'
-                    " and write numbers (42), true, false or null as they are.",
-                ) from None
+                kwargs["value"] = read_value(form.get("value", ""), like=like)
+            except ValueError as exc:
+                raise _FormError(400, f"The other value cannot be read: {exc}.") from None
         elif take:
             raise _FormError(400, "Choose one of the values offered.")
         else:
@@ -1610,14 +1617,23 @@ class QueueApp:
         out += "</table>"
         if not view.record_level:
             base = _shown(view.base_value) if view.has_base else "(never synced)"
+
+            def moved(value: Any) -> str:
+                # Which side moved away from the last agreed value (a three-way view).
+                if not view.has_base:
+                    return ""
+                if values_equal(value, view.base_value):
+                    return ' <span class="muted">(as last agreed)</span>'
+                return ' <strong class="moved">changed since last agreed</strong>'
+
             out += (
                 '<h2>Values</h2><table class="stack values"><thead><tr>'
                 f"<th>{_e(names.left)}</th><th>{_e(names.right)}</th>"
                 "<th>Last agreed value</th></tr></thead><tbody>"
                 f'<tr><td data-label="{_e(names.left)}">'
-                f"<code>{_e(_shown(view.left_value))}</code></td>"
+                f"<code>{_e(_shown(view.left_value))}</code>{moved(view.left_value)}</td>"
                 f'<td data-label="{_e(names.right)}">'
-                f"<code>{_e(_shown(view.right_value))}</code></td>"
+                f"<code>{_e(_shown(view.right_value))}</code>{moved(view.right_value)}</td>"
                 f'<td data-label="Last agreed value"><code>{_e(base)}</code></td></tr>'
                 "</tbody></table>"
             )
@@ -1736,7 +1752,7 @@ class QueueApp:
             if hint.resolution in ("left", "right"):
                 take = str(hint.resolution)
             elif isinstance(hint.resolution, UseValue) and choices.custom:
-                take, typed = "value", _text(hint.resolution.value)
+                take, typed = "value", input_text(hint.resolution.value)
         if (take == "left" and not choices.left) or (take == "right" and not choices.right):
             take = ""
         if not take and not (choices.left and choices.right):
@@ -1768,9 +1784,10 @@ class QueueApp:
                 f'<label class="choice">{radio("value")} Another value:'
                 ' <input type="text" name="value" size="24"'
                 f' value="{_e(typed)}"'
-                ' placeholder="&quot;text&quot;, 42, null"></label>'
-                f'<span class="muted">Written to both systems. JSON, as {_e(names.left)} holds'
-                ' it: text in double quotes ("Closed Won"), numbers as they are.</span>'
+                f' placeholder="{_e(_example(item))}"></label>'
+                f'<span class="muted">Written to both systems, as {_e(names.left)} holds it.'
+                " Write it as you read it: a date 2026-08-22, an amount 1200.50, a list"
+                " a, b, c; leave it empty for blank.</span>"
             )
         why = f'<p class="info">{_e(choices.why_not)}</p>' if choices.why_not else ""
         return (

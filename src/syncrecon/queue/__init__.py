@@ -45,7 +45,7 @@ from ._pages import ItemPage, QueueFilter, Facets
 from ._resolve import Resolution, ResolutionOutcome, PlannedResolution
 from ._triage import Triage, RuleTriage, Suggestion, UseValue
 from ._items import DEFAULT_STATUSES, is_record_level, group_key
-from ._views import ItemView, display_value, item_data
+from ._views import ItemView, display_value, item_data, read_value
 from ._loader import load_syncs
 from .._exceptions import QueueError, ItemClosedError, ItemNotFoundError
 # isort: on
@@ -77,4 +77,5 @@ __all__ = [
     "is_record_level",
     "item_data",
     "load_syncs",
+    "read_value",
 ]

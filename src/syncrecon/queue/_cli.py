@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .. import _codec
 from .._app import APP_PATH_FORM
 from .._exceptions import AppLoadError, QueueError, SyncReconError
 from .._sync import SyncDefinition
@@ -21,7 +20,7 @@ from ._items import DEFAULT_STATUSES, StatusFilter, is_record_level
 from ._loader import load_syncs
 from ._pages import QueueFilter
 from ._resolve import PlannedResolution, Resolution
-from ._views import item_data, shown
+from ._views import item_data, read_value, shown
 
 _STATUS_HELP = "escalated, open, resolved, auto_resolved, dismissed or all (repeatable)"
 
@@ -83,7 +82,9 @@ def register_cli(
     choice = res.add_mutually_exclusive_group()
     choice.add_argument("--take", choices=["left", "right"], help="take that side's value")
     choice.add_argument(
-        "--value", help='a JSON value in the left vocabulary ({"$date": "2026-01-31"} for dates)'
+        "--value",
+        help="the value to write, in the left vocabulary, as you read it (2026-01-31,"
+        ' 1200.50, "a, b" for a list; "" for blank); JSON works too',
     )
     res.add_argument(
         "--app",
@@ -257,10 +258,14 @@ def _run_action(queue: OperatorQueue, args: argparse.Namespace) -> int:
         if args.take is not None:
             kwargs["take"] = args.take
         if args.value is not None:
+            like = None
+            if len(ids) == 1:  # read as a value of that item's field; several: JSON or text
+                item = queue.storage.get_item(ids[0])
+                like = item.left_value if item.left_value is not None else item.right_value
             try:
-                kwargs["value"] = _codec.loads(args.value)
+                kwargs["value"] = read_value(args.value, like=like)
             except ValueError as exc:
-                raise QueueError(f"--value is not JSON: {exc}") from None
+                raise QueueError(f"--value cannot be read: {exc}") from None
         if args.preview:
             plans = queue.preview(ids or None, filter=where, **kwargs)
             return _print_plans(plans, args.json)

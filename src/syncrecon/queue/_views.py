@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from dateutil import parser as _dateparser
 
 from .. import _codec
+from .._clock import utc
 from .._models import Side
+from .._policy import values_equal
 from ..storage._base import Discrepancy, Status, display_text
 from ._items import is_record_level
 
@@ -83,6 +88,14 @@ class ItemView:
         """The name of ``side``'s system (``"left"``/``"right"`` when not known)."""
         return self.systems.get(side) or str(side)
 
+    def _moved(self, value: Any) -> str:
+        """Which side moved away from the base, for the text view."""
+        if not self.has_base:
+            return ""
+        if values_equal(value, self.base_value):
+            return "  (as last agreed)"
+        return "  (changed since last agreed)"
+
     def __str__(self) -> str:
         item = self.item
         left, right = self.system(Side.LEFT), self.system(Side.RIGHT)
@@ -100,8 +113,8 @@ class ItemView:
         ]
         if not self.record_level:
             lines += [
-                row(left, shown(self.left_value)),
-                row(right, shown(self.right_value)),
+                row(left, shown(self.left_value) + self._moved(self.left_value)),
+                row(right, shown(self.right_value) + self._moved(self.right_value)),
                 row("base", shown(self.base_value) if self.has_base else "(never synced)"),
             ]
         lines.append(
@@ -201,3 +214,88 @@ def shown(value: Any, width: int | None = None) -> str:
 def plain(value: Any) -> Any:
     """A JSON-ready copy of a value: dates and decimals in syncrecon's tagged form."""
     return json.loads(_codec.dumps(value))
+
+
+_TRUE = {"true", "yes", "y", "1", "on"}
+_FALSE = {"false", "no", "n", "0", "off"}
+
+
+def read_value(text: str, *, like: Any = None) -> Any:
+    """The value an operator typed, read as a person writes it.
+
+    ``like`` is a value of the same field (the item's left value, or its right value when the
+    left one is blank): the text is read as that kind of value, so a date is written
+    ``2026-08-22``, an amount ``1200.50`` (or ``1,200.50``), a list ``a, b, c`` and a yes/no
+    ``yes``. Empty text is blank. Without a hint, or when the hint is text, JSON is taken as
+    JSON (``42``, ``true``, ``null``, ``"quoted text"``, ``["a", "b"]``, syncrecon's tagged
+    ``{"$date": "2026-08-22"}``) and anything else as plain text. Raises ``ValueError`` with an
+    operator's message when the text is not such a value.
+    """
+    raw = text.strip()
+    if raw == "":
+        return None
+    quoted = len(raw) > 1 and raw.startswith('"') and raw.endswith('"')
+    if raw.startswith("{"):
+        return _codec.loads(raw)  # syncrecon's tagged JSON ({"$date": ...}) or an object
+    if isinstance(like, bool):
+        word = raw.casefold()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ValueError(f"{text!r} is not yes or no (write yes, no, true or false)")
+    if isinstance(like, datetime):
+        try:
+            return utc(_dateparser.isoparse(raw))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a date and time (write it like 2026-08-22T14:30:00Z)"
+            ) from None
+    if isinstance(like, date):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a date (write it like 2026-08-22)") from None
+    if isinstance(like, Decimal | int | float):
+        number = raw.replace(",", "").replace("_", "")
+        try:
+            if isinstance(like, Decimal):
+                return Decimal(number)
+            if isinstance(like, int) and number.lstrip("+-").isdigit():
+                return int(number)
+            return float(number) if isinstance(like, float) else Decimal(number)
+        except (InvalidOperation, ValueError):
+            raise ValueError(f"{text!r} is not a number (write it like 1200.50)") from None
+    if isinstance(like, list | tuple):
+        if raw.startswith("["):
+            return _codec.loads(raw)
+        item = like[0] if like else None
+        return [read_value(part, like=item) for part in raw.split(",") if part.strip()]
+    if isinstance(like, str):
+        return _codec.loads(raw) if quoted else raw
+    try:
+        return _codec.loads(raw)
+    except ValueError:
+        return raw
+
+
+def input_text(value: Any) -> str:
+    """A value as an operator would type it (what :func:`read_value` reads back, given a value
+    of the same field as ``like``): ``2026-08-22``, ``1200.50``, ``a, b``, empty for blank."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return utc(value).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal | int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, str) and "," not in v and v.strip() == v and v for v in value
+    ):
+        return ", ".join(value)
+    return _codec.dumps(value)
