@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .._codec import fingerprint
+from .. import _write_path
 from .._connector import read_batch, write_batch_or_failures
 from .._exceptions import ConnectorBugError, ConnectorError, StorageError, SyncReconError
 from .._models import Change, ChangeOp, Record, Side
@@ -99,19 +99,16 @@ def echo_entries(
     source_times: Mapping[str, datetime | None],
 ) -> list[Echo]:
     """The echo entries of one write: per target field, the value's fingerprint and the
-    time of the edit it copies."""
-    return [
-        Echo(
-            sync=sync.name,
-            side=side,
-            key=key,
-            field=name,
-            fingerprint=fingerprint(value),
-            expires_at=now + handler.echo_ttl,
-            source_time=source_times.get(name),
-        )
-        for name, value in fields.items()
-    ]
+    time of the edit it copies (the vocabulary every writer shares)."""
+    return _write_path.echo_entries(
+        sync.name,
+        side,
+        key,
+        fields,
+        now=now,
+        ttl=handler.echo_ttl,
+        source_times=source_times,
+    )
 
 
 def record_echoes(handler: WebhookHandler, now: datetime, echoes: list[Echo]) -> None:

@@ -22,6 +22,7 @@ from .._exceptions import (
     UnknownSourceError,
     WebhookError,
 )
+from .._write_path import record_name
 from ..storage._base import Counter, InboxEntry
 from ._events import ChangeEvent, EventOutcome, WebhookRequest, WebhookResponse
 from ._inbox import event_row, outcome_counter
@@ -119,7 +120,7 @@ def enqueue(
             dedupe_key=e.dedupe_key,
             event=event_row(e),
             received_at=now,
-            record=f"{src.sync.name}:{src.side.value}:{e.key}",
+            record=record_name(src.sync.name, src.side, e.key),
         )
         for e in events
     ]
