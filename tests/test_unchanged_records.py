@@ -28,6 +28,7 @@ from syncrecon import (
     source_of_truth,
     value_map,
 )
+from syncrecon._models import Page
 from syncrecon.storage import BaseUpdate, Link, SeenMark, Step, Storage
 from syncrecon.testing import ManualClock, SimulatedSystem
 
@@ -363,3 +364,109 @@ def test_storage_lists_link_keys_in_batches(storage: Storage, clock: ManualClock
     batches = list(storage.iter_link_keys("s", batch=3))
     assert [len(b) for b in batches] == [3, 3, 1]
     assert [pair for b in batches for pair in b] == [(f"L{i:02}", f"R{i:02}") for i in range(7)]
+
+
+class _ListedByTime(SimulatedSystem):
+    """Lists by modification time, two per page: an edit during a listing lists a record twice."""
+
+    def list_records(self, *, since: Any, cursor: str | None) -> Page:
+        self._enter("list_records", cursor)
+        start = int(cursor) if cursor else 0
+        listing = sorted(self._records.values(), key=lambda r: (r.modified_at, r.key))
+        more = start + 2 < len(listing)
+        return Page(
+            records=listing[start : start + 2], next_cursor=str(start + 2) if more else None
+        )
+
+
+def test_a_record_listed_twice_in_one_cycle_is_taken_as_last_read(
+    storage: Storage, clock: ManualClock
+) -> None:
+    left = _ListedByTime("crm", clock=clock, key_prefix="l")
+    right = SimulatedSystem("billing", clock=clock, key_prefix="r")
+    for i in range(5):
+        clock.advance(1)
+        left.create({"email": f"u{i}@x.com", "stage": "open", "tags": ["a"], "amount": i})
+        right.create({"email": f"u{i}@x.com", "Stage": "Open", "Tags": ["a"], "Amount": i})
+    clock.advance(HOUR)
+    rec = _rec(left, right, storage, clock)
+    rec.verify_source = False  # no re-read of the source to catch it: the staging must
+    rec.run_cycle()
+    clock.advance(HOUR)
+    left.edit("l1", stage="won")  # listed on the first page, as changed
+    for key in ("l2", "l3", "l4", "l5"):
+        clock.advance(1)
+        left.edit(key, tags=["a"])  # same values, later times: l1 comes first
+
+    def undo_after_the_first_page(cursor: object) -> None:
+        if cursor == "2":
+            clock.advance(1)
+            left.edit("l1", stage="open")  # undone: l1 is listed again, last, as unchanged
+
+    left.on_call("list_records", undo_after_the_first_page)
+    clock.advance(60)
+    report = rec.run_cycle()
+    assert report.discrepancies_found == 0
+    assert report.total_writes == 0
+    assert right.get("r1").fields["Stage"] == "Open"
+
+
+_LOOKUP = {"Open": "open"}
+
+
+def _lookup_to_left(value: Any) -> Any:
+    return _LOOKUP.get(value, value)
+
+
+def _through_a_helper(value: Any) -> Any:
+    return _lookup_to_left(value)
+
+
+class _Table:
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+
+    def __call__(self, value: Any) -> Any:
+        return self.table.get(value, value)
+
+
+@pytest.mark.parametrize("to_left", [_lookup_to_left, _through_a_helper])
+def test_a_changed_module_level_table_is_another_mapping(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch, to_left: Any
+) -> None:
+    from syncrecon._sync import mapping_fingerprint
+
+    left, right = _systems(clock, 1)
+
+    def sync() -> SyncDefinition:
+        fm = FieldMap(
+            left="stage", right="Stage", policy=recency(), transform=Transform(to_left=to_left)
+        )
+        return SyncDefinition(name="d", left=left, right=right, fields=[fm])
+
+    before = mapping_fingerprint(sync())
+    assert mapping_fingerprint(sync()) == before
+    monkeypatch.setitem(_LOOKUP, "Open", "opened")
+    assert mapping_fingerprint(sync()) != before
+
+
+def test_a_callable_object_is_fingerprinted_by_its_state(clock: ManualClock) -> None:
+    from syncrecon._sync import mapping_fingerprint
+
+    left, right = _systems(clock, 1)
+
+    def sync(table: dict[str, str]) -> SyncDefinition:
+        fm = FieldMap(
+            left="stage",
+            right="Stage",
+            policy=recency(),
+            transform=Transform(to_left=_Table(table)),
+        )
+        return SyncDefinition(name="d", left=left, right=right, fields=[fm])
+
+    assert mapping_fingerprint(sync({"Open": "open"})) == mapping_fingerprint(
+        sync({"Open": "open"})
+    )
+    assert mapping_fingerprint(sync({"Open": "open"})) != mapping_fingerprint(
+        sync({"Open": "opened"})
+    )

@@ -209,6 +209,7 @@ class Stash:
         self.db.executescript(_SCHEMA)
         self.db.execute("BEGIN")
         self._any_seen = False
+        self._any_full = False
 
     def close(self) -> None:
         """Drop the scratch file."""
@@ -243,18 +244,23 @@ class Stash:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        self._any_full = self._any_full or bool(rows)
         if self._any_seen:  # a record read again in full is no longer staged light
             self.db.executemany(
                 "DELETE FROM seen WHERE side = ? AND key = ?", [(r[0], r[1]) for r in rows]
             )
 
     def put_unchanged(self, rows: Sequence[SeenRow | tuple[int, str, str, int | None]]) -> None:
-        """Stage linked records known to be unchanged, light (see :class:`SeenRow`). A record
-        staged here is not staged in full yet (the cycle stages each record once, and reads
-        one again only in full)."""
+        """Stage linked records known to be unchanged, light (see :class:`SeenRow`), replacing
+        what was staged for them: a connector may list a record twice in one cycle (a listing
+        ordered by modification time, with an edit in between), and the later read wins."""
         if rows:
             self._any_seen = True
             self.db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)", rows)
+            if self._any_full:  # listed twice (a listing by modification time): the later wins
+                self.db.executemany(
+                    "DELETE FROM rec WHERE side = ? AND key = ?", [(r[0], r[1]) for r in rows]
+                )
 
     def count(self, side: int) -> int:
         """How many records of ``side`` the connector returned (its tombstones included)."""

@@ -216,9 +216,13 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 def _describe(value: Any, depth: int = 0) -> str:
     """A text that changes when a mapping's behaviour may have changed and not between runs.
 
-    A function is named by its qualified name, its bytecode, its constants and (a few levels
-    deep) what it captured; other values by their ``repr`` without memory addresses.
+    A function is named by its qualified name, its bytecode and constants (nested functions'
+    too), and, a few levels deep, what it captured, its defaults and the module-level names it
+    reads (a lookup table, a helper function); a callable object by its class and attributes;
+    other values by their ``repr`` without memory addresses.
     """
+    if depth > 4:
+        return type(value).__qualname__
     if isinstance(value, set | frozenset):  # their order changes with the hash seed
         return "{" + ",".join(sorted(_describe(v, depth) for v in value)) + "}"
     if isinstance(value, dict):
@@ -227,25 +231,61 @@ def _describe(value: Any, depth: int = 0) -> str:
             + ",".join(f"{_describe(k, depth)}:{_describe(v, depth)}" for k, v in value.items())
             + "}"
         )
-    code = getattr(value, "__code__", None)
-    if code is None or depth > 3:
-        return _ADDRESS.sub("", repr(value)) if code is None else getattr(value, "__qualname__", "")
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_describe(v, depth) for v in value) + "]"
+    function = getattr(value, "__func__", value)  # a bound method: its function
+    code = getattr(function, "__code__", None)
+    if code is None:
+        if callable(value) and hasattr(value, "__dict__") and not isinstance(value, type):
+            state = ",".join(
+                f"{k}={_describe(v, depth + 1)}" for k, v in sorted(vars(value).items())
+            )
+            return f"{type(value).__module__}.{type(value).__qualname__}({state})"
+        return _ADDRESS.sub("", repr(value))
+    module_globals = getattr(function, "__globals__", {})
+    read = [
+        f"{name}={_describe(module_globals[name], depth + 1)}"
+        for name in _names_read(code)
+        if name in module_globals and not _is_module(module_globals[name])
+    ]
     captured = [
         _describe(cell.cell_contents, depth + 1)
-        for cell in (getattr(value, "__closure__", None) or ())
-        if cell.cell_contents is not value
+        for cell in (getattr(function, "__closure__", None) or ())
+        if cell.cell_contents is not function
     ]
-    defaults = [_describe(d, depth + 1) for d in (getattr(value, "__defaults__", None) or ())]
-    consts = [_describe(c, depth + 1) for c in code.co_consts if not hasattr(c, "co_code")]
+    defaults = [_describe(d, depth + 1) for d in (getattr(function, "__defaults__", None) or ())]
     return "|".join(
         [
-            f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}",
-            code.co_code.hex(),
-            *consts,
+            f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}",
+            _code_text(code),
             *captured,
             *defaults,
+            *read,
         ]
     )
+
+
+def _code_text(code: Any) -> str:
+    """Bytecode and constants of a code object and of the code objects nested in it."""
+    parts = [code.co_code.hex()]
+    for const in code.co_consts:
+        parts.append(
+            _code_text(const) if hasattr(const, "co_code") else _ADDRESS.sub("", repr(const))
+        )
+    return "(" + ",".join(parts) + ")"
+
+
+def _names_read(code: Any) -> list[str]:
+    """The global names a code object (and the code nested in it) reads, in order."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            names += _names_read(const)
+    return list(dict.fromkeys(names))
+
+
+def _is_module(value: Any) -> bool:
+    return type(value).__name__ == "module"
 
 
 def mapping_fingerprint(sync: SyncDefinition) -> str:
