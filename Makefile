@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench docs clean
+.PHONY: demo test test-postgres lint typecheck pytest bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The PostgreSQL backend's tests against a real server: the one SYNCRECON_TEST_POSTGRES_URL
+# names, else a local one that .ci/postgres installs (Debian's postgresql; root or sudo) and
+# starts. `make test` runs them too when the variable is set, and skips them loudly otherwise.
+test-postgres: $(STAMP)
+	@url="$${SYNCRECON_TEST_POSTGRES_URL:-$$(.ci/postgres)}" && \
+	echo "PostgreSQL tests on $${url##*@}" && \
+	SYNCRECON_TEST_POSTGRES_URL="$$url" $(BIN)/pytest -m postgres
 
 # Warnings are errors. A fresh .site makes every run read every page: an incremental run
 # would skip the pages, and so the warnings, of the run before.

@@ -9,9 +9,15 @@ Fixtures
     Write storage contract tests against it (they live in ``tests/storage/``, one module per
     role) and nothing backend-specific; a backend-only test asks for ``memory_storage`` or
     ``sqlite_storage`` instead.
-``memory_storage`` / ``sqlite_storage``
+``memory_storage`` / ``sqlite_storage`` / ``postgres_storage``
     One backend each. ``sqlite_storage`` lives in a real file (``sqlite_path``) in the test's
     ``tmp_path``, so WAL and reopening behave as in production.
+``postgres_storage``
+    The PostgreSQL backend on the server ``SYNCRECON_TEST_POSTGRES_URL`` names, in a schema of
+    its own that is dropped after the test (``postgres_url`` and the storage's ``schema`` let
+    a test open a second storage on it). Without the variable its tests skip, loudly; with
+    ``CI`` set they fail instead (CI always has a server: ``.ci/run`` starts one).
+    ``make test-postgres`` starts a local server and runs them.
 ``sqlite_path``
     The file ``sqlite_storage`` uses: open a second ``SQLiteStorage`` on it to test reopening
     or sharing the file between two storage objects.
@@ -32,8 +38,10 @@ test. ``HYPOTHESIS_PROFILE=dev`` runs fewer examples for quick local runs.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -42,6 +50,9 @@ from syncrecon.storage import Storage
 from syncrecon.storage.memory import MemoryStorage
 from syncrecon.storage.sqlite import SQLiteStorage
 from syncrecon.testing import ManualClock
+
+if TYPE_CHECKING:
+    from syncrecon.storage.postgres import PostgresStorage
 
 settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("dev", max_examples=25, deadline=None, derandomize=True, print_blob=True)
@@ -79,14 +90,73 @@ def sqlite_storage(sqlite_path: Path) -> Iterator[SQLiteStorage]:
     store.close()
 
 
+POSTGRES_URL_VAR = "SYNCRECON_TEST_POSTGRES_URL"
+POSTGRES_SKIP = "PostgreSQL NOT TESTED"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server of the tests (``SYNCRECON_TEST_POSTGRES_URL``).
+
+    Missing: the test skips with a loud reason, or fails when ``CI`` is set (a CI run without
+    its server must not pass by skipping).
+    """
+    url = os.environ.get(POSTGRES_URL_VAR, "").strip()
+    if not url:
+        reason = (
+            f"{POSTGRES_SKIP}: {POSTGRES_URL_VAR} is not set"
+            " (make test-postgres starts a local server and runs these tests)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI is set, so a PostgreSQL server is required")
+        pytest.skip(reason)
+    return url
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a test's schema and everything in it."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def postgres_storage(postgres_url: str) -> Iterator[PostgresStorage]:
+    """The PostgreSQL backend in a fresh schema of its own (dropped after the test), set up."""
+    from syncrecon.storage.postgres import PostgresStorage
+
+    schema = f"syncrecon_test_{uuid.uuid4().hex[:16]}"
+    store = PostgresStorage(postgres_url, schema=schema, max_size=4)
+    try:
+        store.setup()
+        yield store
+    finally:
+        store.close()
+        drop_schema(postgres_url, schema)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say it out loud when the PostgreSQL tests did not run."""
+    skipped = [
+        r for r in terminalreporter.stats.get("skipped", []) if POSTGRES_SKIP in str(r.longrepr)
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(skipped)} PostgreSQL tests SKIPPED: set {POSTGRES_URL_VAR}"
+            " or run make test-postgres",
+            red=True,
+        )
+
+
 @pytest.fixture(
     params=[
         pytest.param("memory_storage", id="memory"),
         pytest.param("sqlite_storage", id="sqlite"),
-        # A backend that needs a server gets a marker so that it can be deselected, e.g.
-        # pytest.param("postgres_storage", id="postgres", marks=pytest.mark.external_service),
-        # with its fixture skipping when no server is configured (register the marker in
-        # pyproject.toml: pytest runs with --strict-markers).
+        # Needs a server: the marker lets a run select (-m postgres) or deselect it.
+        pytest.param("postgres_storage", id="postgres", marks=pytest.mark.postgres),
     ]
 )
 def storage(request: pytest.FixtureRequest) -> Storage:

@@ -7,8 +7,9 @@ claims, field times, echoes, outbox), :class:`SchemaStore` (field schemas, creat
 :class:`MetricsStore` (counters, cycle reports, retention); :meth:`Storage.commit` is the one
 write path of all of them.
 
-The backends, ``SQLiteStorage`` (the embedded default) and ``MemoryStorage``, load when first
-asked for (``from syncrecon.storage import SQLiteStorage``, or by their own modules' paths).
+The backends, ``SQLiteStorage`` (the embedded default), ``PostgresStorage`` (many processes;
+the ``postgres`` extra) and ``MemoryStorage``, load when first asked for
+(``from syncrecon.storage import SQLiteStorage``, or by their own modules' paths).
 """
 
 import importlib
@@ -46,9 +47,14 @@ from ._base import (
 
 if _TYPE_CHECKING:
     from .memory import MemoryStorage
+    from .postgres import PostgresStorage
     from .sqlite import SQLiteStorage
 
-_BACKENDS = {"MemoryStorage": ".memory", "SQLiteStorage": ".sqlite"}
+_BACKENDS = {
+    "MemoryStorage": ".memory",
+    "PostgresStorage": ".postgres",
+    "SQLiteStorage": ".sqlite",
+}
 
 
 def __getattr__(name: str) -> _Any:
@@ -84,6 +90,7 @@ __all__ = [
     "MetricsStore",
     "OutboxEntry",
     "OutboxUpdate",
+    "PostgresStorage",
     "QueueStore",
     "SQLiteStorage",
     "SchemaStore",
