@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "syncrecon",
     "syncrecon.dashboard",
     "syncrecon.demo_app",
+    "syncrecon.integrations.apscheduler",
     "syncrecon.metrics",
     "syncrecon.queue",
     "syncrecon.storage",

@@ -93,6 +93,7 @@ EDGES = (
     "syncrecon.web",
     "syncrecon.worker",
     "syncrecon.scheduling",
+    "syncrecon.integrations",
     "syncrecon.metrics",
     "syncrecon.connectors",
     "syncrecon.http",
@@ -160,6 +161,7 @@ def test_import_syncrecon_loads_no_backend_front_door_or_engine() -> None:
             "syncrecon.web",
             "syncrecon.http",
             "syncrecon.connectors",
+            "syncrecon.integrations",
         )
     }
     assert not heavy, f"import syncrecon loads {sorted(heavy)}"
