@@ -875,9 +875,9 @@ class _Cycle:
             self.want_full.clear()
 
     def _light(self, side: Side, record: Record, mark: LinkMark | None) -> SeenRow | None:
-        """The light row of a linked record known to be unchanged, or ``None`` to stage it in
-        full. Unchanged: its mark is of this mapping and (between full sweeps) the record was
-        not modified since, or its mapped values hash to the mark's digest."""
+        """The light row of a linked record whose mapped values hash to its mark's digest, or
+        ``None`` to stage it in full. (The loop in :meth:`_stage` takes the common case, a
+        record not modified since its mark between full sweeps, before calling this.)"""
         if mark is None or record.deleted:
             return None
         key = record.key
@@ -890,40 +890,36 @@ class _Cycle:
         ):
             return None
         mod = record.modified_at
-        seen = None if mod is None else _micros(mod)
-        if self.trust_times and seen is not None and mark.seen is not None and seen <= mark.seen:
-            self.t.unchanged["modification_time"] += 1
-        else:  # (the loop in _stage takes the common case, unmodified, without calling this)
-            try:
-                proj, _raw, bad = self._project(side, record)
-            except Exception:  # the full path escalates it
+        try:
+            proj, _raw, bad = self._project(side, record)
+        except Exception:  # the full path escalates it
+            return None
+        if bad or not self._names[side].issubset(record.fields):
+            return None
+        if self._digest(_codec.dumps(proj)) != digest:
+            return None
+        if side is Side.LEFT and self._nk_unmapped:
+            nat = self._natural(side, record)
+            if nat is not None and nat != mark.natural_key:
                 return None
-            if bad or not self._names[side].issubset(record.fields):
-                return None
-            if self._digest(_codec.dumps(proj)) != digest:
-                return None
-            if side is Side.LEFT and self._nk_unmapped:
-                nat = self._natural(side, record)
-                if nat is not None and nat != mark.natural_key:
-                    return None
-            self.t.unchanged["digest"] += 1
-            refreshed = self._seen(mod)
-            if refreshed is not None and refreshed != mark.seen:
-                self.side_step.marks.append(
-                    SeenMark(
-                        sync=self.sync.name,
-                        side=side,
-                        left_key=mark.left_key,
-                        base=None,
-                        seen=refreshed,
-                        digest=digest,
-                    )
+        self.t.unchanged["digest"] += 1
+        refreshed = self._seen(mod)
+        if refreshed is not None and refreshed != mark.seen:
+            self.side_step.marks.append(
+                SeenMark(
+                    sync=self.sync.name,
+                    side=side,
+                    left_key=mark.left_key,
+                    base=None,
+                    seen=refreshed,
+                    digest=digest,
                 )
+            )
         return SeenRow(
             side=_SIDE_INDEX[side],
             key=key,
             other=mark.right_key if side is Side.LEFT else mark.left_key,
-            modus=seen,
+            modus=None if mod is None else _micros(mod),
         )
 
     def _stage(
