@@ -640,6 +640,14 @@ class PostgresStorage:
             self._check_fence(db, step)
             cur = db
             if step.links:
+                links = _by_key(step.links, lambda x: (x.sync, x.left_key))
+                # Two steps upserting one new link at once would race on the right-key index,
+                # which ON CONFLICT (its arbiter is the left key) does not cover: take a lock
+                # per link first, in key order, so the second sees the first's row and updates.
+                cur.executemany(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    [(f"syncrecon-link:{link.sync}:{link.left_key}",) for link in links],
+                )
                 cur.executemany(
                     "INSERT INTO links (sync, left_key, right_key, natural_key, base,"
                     " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -657,7 +665,7 @@ class PostgresStorage:
                             _opt_ts(link.created_at) or now,
                             now,
                         )
-                        for link in _by_key(step.links, lambda x: (x.sync, x.left_key))
+                        for link in links
                     ],
                 )
             if step.unlink:
