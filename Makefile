@@ -30,12 +30,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 # The PostgreSQL backend's tests against a real server: the one SYNCRECON_TEST_POSTGRES_URL
-# names, else a local one that .ci/postgres installs (Debian's postgresql; root or sudo) and
-# starts. `make test` runs them too when the variable is set, and skips them loudly otherwise.
+# names, else a private one the test session starts and stops, from Debian's postgresql
+# binaries (.ci/postgres installs them when missing; root or sudo). `make test` runs them too,
+# and skips them loudly when there is neither.
 test-postgres: $(STAMP)
-	@url="$${SYNCRECON_TEST_POSTGRES_URL:-$$(.ci/postgres)}" && \
-	echo "PostgreSQL tests on $${url##*@}" && \
-	SYNCRECON_TEST_POSTGRES_URL="$$url" $(BIN)/pytest -m postgres
+	.ci/postgres
+	$(BIN)/pytest -m postgres
 
 # Warnings are errors. A fresh .site makes every run read every page: an incremental run
 # would skip the pages, and so the warnings, of the run before.

@@ -13,11 +13,12 @@ Fixtures
     One backend each. ``sqlite_storage`` lives in a real file (``sqlite_path``) in the test's
     ``tmp_path``, so WAL and reopening behave as in production.
 ``postgres_storage``
-    The PostgreSQL backend on the server ``SYNCRECON_TEST_POSTGRES_URL`` names, in a schema of
-    its own that is dropped after the test (``postgres_url`` and the storage's ``schema`` let
-    a test open a second storage on it). Without the variable its tests skip, loudly; with
-    ``CI`` set they fail instead (CI always has a server: ``.ci/run`` starts one).
-    ``make test-postgres`` starts a local server and runs them.
+    The PostgreSQL backend in a schema of its own that is dropped after the test
+    (``postgres_url`` and the storage's ``schema`` let a test open a second storage on it).
+    The server is the one ``SYNCRECON_TEST_POSTGRES_URL`` names, else a private one the
+    session starts from the machine's server binaries (``tests/postgres_server.py``).
+    Neither: its tests skip, loudly; with ``CI`` set they fail instead (``.ci/run`` installs
+    the binaries). ``make test-postgres`` installs them when missing and runs only these.
 ``sqlite_path``
     The file ``sqlite_storage`` uses: open a second ``SQLiteStorage`` on it to test reopening
     or sharing the file between two storage objects.
@@ -37,6 +38,7 @@ test. ``HYPOTHESIS_PROFILE=dev`` runs fewer examples for quick local runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -95,22 +97,44 @@ POSTGRES_SKIP = "PostgreSQL NOT TESTED"
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The PostgreSQL server of the tests (``SYNCRECON_TEST_POSTGRES_URL``).
+def postgres_url() -> Iterator[str]:
+    """The PostgreSQL server of the tests.
 
-    Missing: the test skips with a loud reason, or fails when ``CI`` is set (a CI run without
-    its server must not pass by skipping).
+    ``SYNCRECON_TEST_POSTGRES_URL`` when set (probed once); else a private server this session
+    starts from the machine's server binaries and stops at the end (``tests/postgres_server.py``).
+    Neither: the test skips with a loud reason, or fails when ``CI`` is set (a CI run without
+    its server must not pass by skipping). Every failure says why in one line, at once.
     """
-    url = os.environ.get(POSTGRES_URL_VAR, "").strip()
-    if not url:
-        reason = (
-            f"{POSTGRES_SKIP}: {POSTGRES_URL_VAR} is not set"
-            " (make test-postgres starts a local server and runs these tests)"
-        )
+    from postgres_server import ServerUnavailable, find_bindir, private_server, probe
+
+    def unavailable(why: str) -> None:
+        reason = f"{POSTGRES_SKIP}: {why}"
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI is set, so a PostgreSQL server is required")
         pytest.skip(reason)
-    return url
+
+    url = os.environ.get(POSTGRES_URL_VAR, "").strip()
+    if url:
+        try:
+            probe(url)
+        except ServerUnavailable as exc:
+            unavailable(f"{POSTGRES_URL_VAR}: {exc}")
+        yield url
+        return
+    bindir = find_bindir()
+    if bindir is None:
+        unavailable(
+            f"no PostgreSQL server binaries (install Debian's postgresql: .ci/postgres)"
+            f" and {POSTGRES_URL_VAR} is not set"
+        )
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            started = stack.enter_context(private_server(bindir))
+        except ServerUnavailable as exc:
+            unavailable(f"could not start a private server from {bindir}: {exc}")
+            return
+        yield started
 
 
 def drop_schema(url: str, schema: str) -> None:
