@@ -162,17 +162,18 @@ def postgres_storage(postgres_url: str) -> Iterator[PostgresStorage]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say it out loud when the PostgreSQL tests did not run."""
-    skipped = [
-        r for r in terminalreporter.stats.get("skipped", []) if POSTGRES_SKIP in str(r.longrepr)
-    ]
-    if skipped:
-        terminalreporter.write_sep(
-            "!",
-            f"{len(skipped)} PostgreSQL tests SKIPPED: set {POSTGRES_URL_VAR}"
-            " or run make test-postgres",
-            red=True,
-        )
+    """Say it out loud when the tests of a real server did not run."""
+    loud = {
+        POSTGRES_SKIP: f"PostgreSQL tests SKIPPED: set {POSTGRES_URL_VAR}"
+        " or run make test-postgres",
+        "Redis NOT TESTED": "Redis/Celery tests SKIPPED: install Debian's redis-server",
+    }
+    for marker, message in loud.items():
+        skipped = [
+            r for r in terminalreporter.stats.get("skipped", []) if marker in str(r.longrepr)
+        ]
+        if skipped:
+            terminalreporter.write_sep("!", f"{len(skipped)} {message}", red=True)
 
 
 @pytest.fixture(
