@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from ._clock import Clock, SystemClock
-from ._connector import AsyncConnector, Connector, RetrySettings
+from ._connector import AsyncConnector, Connector, PartitionedConnector, RetrySettings
 from ._exceptions import (
     AppLoadError,
     AuthenticationError,
@@ -144,6 +144,7 @@ __all__ = [
     "OperatorQueue",
     "Outcome",
     "Page",
+    "PartitionedConnector",
     "PayloadTooLargeError",
     "PermanentError",
     "QueueError",

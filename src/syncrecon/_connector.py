@@ -41,7 +41,7 @@ from ._exceptions import (
 from ._metering import RequestMeter, metering
 from ._models import Capabilities, Change, FieldInfo, Page, Record, WriteResult
 
-__all__ = ["AsyncConnector", "Connector", "RetrySettings"]
+__all__ = ["AsyncConnector", "Connector", "PartitionedConnector", "RetrySettings"]
 
 T = TypeVar("T")
 
@@ -118,6 +118,59 @@ class AsyncConnector(Protocol):
 
 
 AnyConnector = Connector | AsyncConnector
+
+
+@runtime_checkable
+class PartitionedConnector(Protocol):
+    """Optional methods of a connector that lists its records in parts, for sharded cycles
+    (:meth:`Reconciler.run_cycle` with ``shards``): each shard lists one part.
+
+    A partition is a string the connector makes up and reads back (an id range, say
+    ``"1000:2000"``; Salesforce's PK chunking and HubSpot's search on ``hs_object_id`` both
+    list by id range). The partitions of one call cover every record, each record in exactly
+    one of them, including records created after the call (the last range is open-ended).
+    ``list_partition`` and ``partitions`` may be ``async def``; ``partition_of`` is plain
+    local code (no API call).
+
+    A connector without these methods still shards: each shard lists everything and keeps the
+    records whose key hashes to it. That splits syncrecon's own work, not the reading: every
+    shard pays the whole listing's API calls.
+    """
+
+    def partitions(self, count: int) -> Sequence[str]:
+        """At most ``count`` partitions (at least one) covering every record."""
+        ...
+
+    def list_partition(self, partition: str, *, since: datetime | None, cursor: str | None) -> Page:
+        """One page of the records of ``partition``: see :meth:`Connector.list_records`."""
+        ...
+
+    def partition_of(self, key: str, partitions: Sequence[str]) -> int:
+        """The index in ``partitions`` (as :meth:`partitions` returned them) of the partition
+        that holds the record ``key``, whether or not it exists."""
+        ...
+
+
+def offers_partitions(connector: object) -> bool:
+    """Whether ``connector`` lists its records by partition (see :class:`PartitionedConnector`)."""
+    return all(
+        callable(getattr(connector, name, None))
+        for name in ("partitions", "list_partition", "partition_of")
+    )
+
+
+def list_partitions(caller: Caller, connector: AnyConnector, count: int) -> list[str]:
+    """The connector's partitions for ``count`` shards, checked (one API call)."""
+    method = getattr(connector, "partitions")  # noqa: B009 (an optional method)
+    found = caller.call(connector.name, method, count)
+    parts = list(found) if not isinstance(found, str | bytes) else []
+    if not 1 <= len(parts) <= count or not all(isinstance(p, str) for p in parts):
+        raise ConnectorBugError(
+            f"{connector.name}.partitions({count}) must return 1 to {count} strings, got {found!r}",
+            system=connector.name,
+            method="partitions",
+        )
+    return parts
 
 
 @attrs.frozen(kw_only=True)
@@ -346,6 +399,29 @@ def list_page(
             system=connector.name,
         )
     records = checked_records(connector.name, "list_records", page.records, invalid)
+    if len(records) != len(page.records):
+        page = Page(records=records, next_cursor=page.next_cursor)
+    return page
+
+
+def list_partition_page(
+    caller: Caller,
+    connector: AnyConnector,
+    partition: str,
+    *,
+    since: datetime | None,
+    cursor: str | None,
+    invalid: list[InvalidRecordError] | None = None,
+) -> Page:
+    """One listing call of one partition, type-checked like :func:`list_page`."""
+    method = getattr(connector, "list_partition")  # noqa: B009 (an optional method)
+    page = caller.call(connector.name, method, partition, since=since, cursor=cursor)
+    if not isinstance(page, Page):
+        raise InvalidRecordError(
+            f"{connector.name}.list_partition must return a Page, got {type(page).__name__}",
+            system=connector.name,
+        )
+    records = checked_records(connector.name, "list_partition", page.records, invalid)
     if len(records) != len(page.records):
         page = Page(records=records, next_cursor=page.next_cursor)
     return page

@@ -17,7 +17,8 @@ import threading
 import time
 import uuid
 from collections import Counter as TallyCounter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,7 +53,7 @@ from ._exceptions import (
     StorageError,
     TransientError,
 )
-from ._models import Change, ChangeOp, FieldInfo, Record, Side, WriteResult
+from ._models import Change, ChangeOp, FieldInfo, Page, Record, Side, WriteResult
 from ._policy import MISSING, Decision, FieldState, Outcome, unchanged
 from ._policy import values_equal as _same
 from ._stash import PairRow, Planned, PlanRow, SeenRow, Single, StagedRow, Stash
@@ -373,16 +374,82 @@ class Reconciler:
         """The storage lease that keeps two cycles of this sync from running at once."""
         return f"cycle:{self.sync.name}"
 
-    def run_cycle(self, *, dry_run: bool = False, full: bool | None = None) -> CycleReport:
+    def run_cycle(
+        self,
+        *,
+        dry_run: bool = False,
+        full: bool | None = None,
+        shards: int | None = None,
+        executor: Executor | None = None,
+        worker: Callable[[str, int], object] | None = None,
+    ) -> CycleReport:
         """Run one cycle and return its report.
 
         ``dry_run=True`` computes the full report and writes nothing to the systems or the
         queue. ``full`` forces (True) or forbids (False) a full sweep; by default the cycle is
         incremental when both connectors support it and a full sweep ran recently.
         Raises :class:`~syncrecon.LeaseHeldError` when another cycle of this sync is running.
+
+        ``shards=n`` runs a sharded cycle (see :meth:`plan_sharded_cycle`): plans it (or
+        resumes this sync's unfinished one), runs its shards at once, finishes it, and returns
+        its one report. The shards run in threads of a pool of its own, or on ``executor``;
+        each shard is ``worker(cycle_id, shard)`` (default: :meth:`run_shard` of this
+        reconciler with ``finish=False``). For processes, pass a ``ProcessPoolExecutor`` and a
+        module-level ``worker`` that builds its own reconciler over the same storage and calls
+        its :meth:`run_shard`. A shard that raised is raised here after the others finished;
+        the cycle stays unfinished (no delete applied) until it is run again.
         """
+        if shards is not None:
+            if dry_run:
+                raise ConfigurationError("a dry run is not sharded: run it with shards=None")
+            from ._shards import run_sharded
+
+            return run_sharded(self, shards, full=full, executor=executor, worker=worker)
+        if executor is not None or worker is not None:
+            raise ConfigurationError("executor and worker run the shards of shards=n")
         with Caller(self.retry) as caller:
             return _Cycle(self, caller, dry_run=dry_run, full=full).run()
+
+    def plan_sharded_cycle(self, shards: int, *, full: bool | None = None) -> str:
+        """Plan a sharded cycle of ``shards`` shards and return its id (or the id of this
+        sync's unfinished sharded cycle: one runs at a time).
+
+        Then any worker sharing the storage runs each shard, ``run_shard(cycle_id, i)`` for
+        ``i`` in ``range(shards)`` (fewer when a connector offers fewer partitions: see the
+        ``shards`` of ``storage.get_shard_plan(cycle_id)``); the last one to finish finishes the
+        cycle. Shard ``i`` lists partition ``i`` of each system
+        (:class:`~syncrecon.PartitionedConnector`; without partitions, each shard lists
+        everything and keeps the records whose key hashes to it) and writes the field updates
+        of the linked pairs whose left record is in its partition. Matching, creates and
+        deletes wait for every shard: the mass-delete guard counts the whole cycle's deletions.
+        Needs a storage with the :class:`~syncrecon.storage.ShardStore` role (every bundled
+        backend). Raises :class:`~syncrecon.LeaseHeldError` while an unsharded cycle runs.
+        """
+        from ._shards import plan_cycle
+
+        return plan_cycle(self, shards, full=full).cycle_id
+
+    def run_shard(self, cycle_id: str, shard: int, *, finish: bool = True) -> CycleReport | None:
+        """Run shard ``shard`` of the sharded cycle ``cycle_id`` under its own lease
+        (``cycle:<sync>/shard-<shard>``, renewed by a heartbeat and fencing its commits).
+
+        Plain, serialisable arguments: what a task queue's task or a scheduler's job calls.
+        A shard already done, or a cycle already finished, is not run again. With ``finish``
+        (the default), the worker that completes the last shard then finishes the cycle and
+        gets its report; otherwise (and for every other shard) the result is ``None``.
+        Raises :class:`~syncrecon.LeaseHeldError` when another worker holds this shard.
+        """
+        from ._shards import run_shard
+
+        return run_shard(self, cycle_id, shard, finish=finish)
+
+    def finish_sharded_cycle(self, cycle_id: str) -> CycleReport | None:
+        """Finish the sharded cycle ``cycle_id`` once every shard is done: match, guard
+        deletions over the whole cycle, create and delete, store one report; return it.
+        ``None`` while a shard is not done (or when the cycle is finished already)."""
+        from ._shards import finish_cycle
+
+        return finish_cycle(self, cycle_id)
 
     def check_schema(self) -> frozenset[str]:
         """Check the connectors' field descriptions now (at start-up, say), as every cycle does.
@@ -396,12 +463,28 @@ class Reconciler:
             cycle.active = self.storage.active_items(self.sync.name)
             return cycle._check_schema()
 
-    async def arun_cycle(self, *, dry_run: bool = False, full: bool | None = None) -> CycleReport:
+    async def arun_cycle(
+        self,
+        *,
+        dry_run: bool = False,
+        full: bool | None = None,
+        shards: int | None = None,
+        executor: Executor | None = None,
+        worker: Callable[[str, int], object] | None = None,
+    ) -> CycleReport:
         """:meth:`run_cycle` for async hosts: the cycle runs in a worker thread.
 
         Plain ``def`` connector methods run in that thread; ``async def`` ones run on the
-        calling event loop.
+        calling event loop. A sharded cycle (``shards=n``) runs exactly as under
+        :meth:`run_cycle`, from a worker thread: its shards run in threads (or on
+        ``executor``), and ``async def`` connector methods on an event loop of syncrecon's.
         """
+        if shards is not None:
+            return await anyio.to_thread.run_sync(
+                lambda: self.run_cycle(
+                    dry_run=dry_run, full=full, shards=shards, executor=executor, worker=worker
+                )
+            )
 
         def work() -> CycleReport:
             with Caller(self.retry, in_worker_thread=True) as caller:
@@ -435,7 +518,7 @@ class _Heartbeat:
 
     def _run(self) -> None:
         cycle = self.cycle
-        name, owner = cycle.rec.lease_name, cycle.owner
+        name, owner = cycle.lease, cycle.owner
         while not self._stop.wait(self.interval):
             try:
                 ok = cycle.storage.renew_lease(name, owner, cycle.rec.lease_ttl, cycle.clock.now())
@@ -507,16 +590,38 @@ class _Cycle:
         self._nk_unmapped = nk is not None and nk.left not in self._names[Side.LEFT]
         # One owner per cycle: two cycles of one Reconciler (two threads) exclude each other.
         self.owner = f"{rec.owner}:{self.id}"
+        self.lease = rec.lease_name
 
     # -- driver ------------------------------------------------------------------------------
 
     def run(self) -> CycleReport:
         started = self.clock.now()
         self.started = started
-        name = self.rec.lease_name
-        if not self.storage.acquire_lease(name, self.owner, self.rec.lease_ttl, started):
+        self._acquire(started)
+        beat = _Heartbeat(self)
+        beat.start()
+        try:
+            open_plans = getattr(self.storage, "open_shard_plans", None)
+            if open_plans is not None and open_plans(self.sync.name):
+                raise LeaseHeldError(
+                    f"a sharded cycle of sync {self.sync.name!r} is unfinished: finish it"
+                    " first (run_cycle(shards=...) resumes it)",
+                    name=self.lease,
+                )
+            with Stash(self.rec.scratch_dir) as stash:
+                return self._run(stash, started)
+        finally:
+            beat.stop()
+            self.storage.release_lease(self.lease, self.owner)
+
+    def _acquire(self, now: datetime) -> None:
+        """Take this cycle's lease (fencing every commit by it), or raise LeaseHeldError."""
+        name = self.lease
+        if not self.storage.acquire_lease(name, self.owner, self.rec.lease_ttl, now):
             held = self.storage.lease_holder(name)
             message = f"a cycle of sync {self.sync.name!r} is already running"
+            if name != self.rec.lease_name:
+                message = f"{name} is already being worked on"
             if held is None:
                 raise LeaseHeldError(message, name=name)
             raise LeaseHeldError(
@@ -526,14 +631,16 @@ class _Cycle:
                 until=held[1],
             )
         self.fence = (name, self.owner)
-        beat = _Heartbeat(self)
-        beat.start()
-        try:
-            with Stash(self.rec.scratch_dir) as stash:
-                return self._run(stash, started)
-        finally:
-            beat.stop()
-            self.storage.release_lease(name, self.owner)
+
+    def _load_active(self) -> None:
+        """The sync's active queue items, by key and by link; their records are read in full."""
+        self.active = self.storage.active_items(self.sync.name)
+        for item in self.active.values():
+            self.by_link.setdefault((item.left_key or "", item.right_key or ""), []).append(item)
+            for side in Side:
+                key = item.left_key if side is Side.LEFT else item.right_key
+                if key:
+                    self.forced[side].add(key)
 
     def _renew_lease(self) -> None:
         """Between batches: stop at once if the heartbeat found the lease lost."""
@@ -548,13 +655,7 @@ class _Cycle:
         incremental = self._incremental(state.watermarks, state.last_full_sweep, started)
         self.incremental = incremental
         mode = "incremental" if incremental else "full"
-        self.active = self.storage.active_items(self.sync.name)
-        for item in self.active.values():
-            self.by_link.setdefault((item.left_key or "", item.right_key or ""), []).append(item)
-            for side in Side:
-                key = item.left_key if side is Side.LEFT else item.right_key
-                if key:
-                    self.forced[side].add(key)
+        self._load_active()
         # Between full sweeps a record not modified since a cycle found it equal to its base is
         # taken as unchanged; a full sweep compares every record by value (a system that does
         # not move a record's modification time on every change is caught there).
@@ -926,6 +1027,7 @@ class _Cycle:
         self, stash: Stash, side: Side, records: Sequence[Record], *, returned: bool = True
     ) -> None:
         marks = self.storage.link_marks(self.sync.name, side, [r.key for r in records])
+        records = self._keep(side, records, marks)
         light: list[SeenRow | tuple[int, str, str, int | None]] = []
         full: list[Record] = []
         # The hot path, inline: a linked record not modified since its mark (between full
@@ -1021,9 +1123,7 @@ class _Cycle:
         began = self.clock.now()
         self.listing = True
         while True:
-            page = list_page(
-                self.caller, connector, since=since, cursor=cursor, invalid=self.invalid[side]
-            )
+            page = self._list_page(side, since, cursor)
             self._stage(stash, side, page.records)
             self._advance_mark(side, page.records, began)
             pages += 1
@@ -1036,6 +1136,30 @@ class _Cycle:
             if page.next_cursor == cursor:
                 raise RuntimeError(f"{connector.name} returned the same cursor twice: {cursor!r}")
             cursor = page.next_cursor
+
+    def _list_page(self, side: Side, since: datetime | None, cursor: str | None) -> Page:
+        """One page of ``side``'s listing (a shard lists its partition instead)."""
+        return list_page(
+            self.caller,
+            self.sync.connector(side),
+            since=since,
+            cursor=cursor,
+            invalid=self.invalid[side],
+        )
+
+    def _owns(self, left_key: str) -> bool:
+        """Whether this cycle decides the link of ``left_key`` (a shard: only its own)."""
+        return True
+
+    def _keep(
+        self, side: Side, records: Sequence[Record], marks: Mapping[str, LinkMark]
+    ) -> Sequence[Record]:
+        """The records read that this cycle stages (a shard: not those of other shards)."""
+        return records
+
+    def _scan_links(self, stash: Stash) -> bool:
+        """Whether a full sweep looks for links neither of whose records was staged."""
+        return stash.linked_left() < self.storage.count_links(self.sync.name)
 
     def _stage_counterparts(self, stash: Stash) -> None:
         """Read linked records whose counterpart was not listed; stage absent ones as gone.
@@ -1051,7 +1175,7 @@ class _Cycle:
             pairs = {
                 (i.left_key, i.right_key)
                 for i in self.active.values()
-                if i.left_key is not None and i.right_key is not None
+                if i.left_key is not None and i.right_key is not None and self._owns(i.left_key)
             }
             left_seen = stash.staged(0, [lk for lk, _ in pairs])
             right_seen = stash.staged(1, [rk for _, rk in pairs])
@@ -1064,10 +1188,11 @@ class _Cycle:
         for side in Side:
             wanted = [o for _, o in stash.missing_counterparts(_SIDE_INDEX[side])]
             self._read_by_key(stash, side.other, wanted, missed=not self.incremental)
-        if not self.incremental and stash.linked_left() < self.storage.count_links(self.sync.name):
+        if not self.incremental and self._scan_links(stash):
             unseen: list[tuple[str, str]] = []
             batch = self.rec.batch_size
             for linked in self.storage.iter_link_keys(self.sync.name, batch=batch):
+                linked = [pair for pair in linked if self._owns(pair[0])]
                 left_seen = stash.staged(0, [left for left, _ in linked])
                 right_seen = stash.staged(1, [right for _, right in linked])
                 unseen += [
@@ -2226,9 +2351,23 @@ class _Cycle:
     # -- reporting ---------------------------------------------------------------------------
 
     def _report(
-        self, mode: str, started: datetime, finished: datetime, halted: str | None, stash: Stash
+        self,
+        mode: str,
+        started: datetime,
+        finished: datetime,
+        halted: str | None,
+        stash: Stash | None,
+        *,
+        records: Mapping[str, int] | None = None,
+        pairs: int | None = None,
     ) -> CycleReport:
         t = self.t
+        if records is None:
+            assert stash is not None
+            records = {side.value: stash.count(_SIDE_INDEX[side]) for side in Side}
+        if pairs is None:
+            assert stash is not None
+            pairs = 0 if halted else stash.count_pairs()
         return CycleReport(
             cycle_id=self.id,
             sync=self.sync.name,
@@ -2236,8 +2375,8 @@ class _Cycle:
             dry_run=self.dry_run,
             started_at=started,
             finished_at=finished,
-            records={side.value: stash.count(_SIDE_INDEX[side]) for side in Side},
-            pairs_compared=0 if halted else stash.count_pairs(),
+            records=dict(records),
+            pairs_compared=pairs,
             new_links=t.new_links,
             discrepancies_found=t.found,
             auto_resolved=dict(sorted(t.auto.items())),

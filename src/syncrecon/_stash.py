@@ -65,6 +65,8 @@ CREATE TABLE plan (
     done      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX plan_target ON plan (target, op, id);
+CREATE TABLE later (side INTEGER NOT NULL, key TEXT NOT NULL,
+    PRIMARY KEY (side, key)) WITHOUT ROWID;
 """
 
 
@@ -455,6 +457,53 @@ class Stash:
     def mark_done(self, ids: Sequence[int], done: int) -> None:
         """Record the outcome of planned writes (1 ok, -1 failed or skipped)."""
         self.db.executemany("UPDATE plan SET done = ? WHERE id = ?", [(done, i) for i in ids])
+
+    def take_later(
+        self,
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Take out what a shard leaves for the step that sees the whole cycle: the records
+        linked to nothing (matching and creating need every shard's), and both records of
+        every linked pair with a side gone (deletes wait for the mass-delete guard over the
+        whole cycle), with the held records. Returns ``(rec rows, seen rows, held rows)`` as
+        plain tuples (:meth:`put`, :meth:`put_unchanged` and :meth:`hold` take them back)."""
+        db = self.db
+        db.execute("DELETE FROM later")
+        db.execute("INSERT OR IGNORE INTO later SELECT side, key FROM rec WHERE link IS NULL")
+        db.execute(
+            "INSERT OR IGNORE INTO later SELECT side, key FROM rec"
+            " WHERE link IS NOT NULL AND deleted = 1"
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO later SELECT 1 - side, other FROM rec"
+            " WHERE link IS NOT NULL AND deleted = 1"
+        )
+        rec = [
+            tuple(row)
+            for row in db.execute(
+                "SELECT r.* FROM rec r JOIN later d ON d.side = r.side AND d.key = r.key"
+            )
+        ]
+        seen = [
+            tuple(row)
+            for row in db.execute(
+                "SELECT s.* FROM seen s JOIN later d ON d.side = s.side AND d.key = s.key"
+            )
+        ]
+        db.execute("DELETE FROM rec WHERE (side, key) IN (SELECT side, key FROM later)")
+        db.execute("DELETE FROM seen WHERE (side, key) IN (SELECT side, key FROM later)")
+        held = [tuple(row) for row in db.execute("SELECT side, key FROM held")]
+        db.execute("DELETE FROM held")
+        return rec, seen, held
+
+    def staged_keys(self, side: int) -> list[str]:
+        """Every key staged on ``side`` (in full or light)."""
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT key FROM rec WHERE side = ? UNION SELECT key FROM seen WHERE side = ?",
+                (side, side),
+            )
+        ]
 
     def shared_complete(self) -> Iterator[tuple[str, str | None, str | None, str | None]]:
         """Links whose writes to both sides all succeeded: left key, base, items, rules."""

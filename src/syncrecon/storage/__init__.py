@@ -5,7 +5,8 @@ invariants of its role: :class:`LeaseStore` (leases), :class:`LinkStore` (links,
 watermarks), :class:`QueueStore` (the reconciliation queue), :class:`FastLoopStore` (inbox,
 claims, field times, echoes, outbox), :class:`SchemaStore` (field schemas, create intents) and
 :class:`MetricsStore` (counters, cycle reports, retention); :meth:`Storage.commit` is the one
-write path of all of them.
+write path of all of them. :class:`ShardStore` (sharded cycles' plans and shard results) is an
+optional role every bundled backend has.
 
 The backends, ``SQLiteStorage`` (the embedded default), ``PostgresStorage`` (many processes;
 the ``postgres`` extra) and ``MemoryStorage``, load when first asked for
@@ -37,6 +38,9 @@ from ._base import (
     QueueStore,
     SchemaStore,
     SeenMark,
+    ShardPlan,
+    ShardResult,
+    ShardStore,
     Status,
     Step,
     Storage,
@@ -95,6 +99,9 @@ __all__ = [
     "SQLiteStorage",
     "SchemaStore",
     "SeenMark",
+    "ShardPlan",
+    "ShardResult",
+    "ShardStore",
     "Status",
     "Step",
     "Storage",

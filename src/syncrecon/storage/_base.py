@@ -51,6 +51,9 @@ __all__ = [
     "QueueStore",
     "SchemaStore",
     "SeenMark",
+    "ShardPlan",
+    "ShardResult",
+    "ShardStore",
     "Status",
     "Step",
     "Storage",
@@ -472,6 +475,34 @@ class CreateIntent:
     created_at: datetime = attrs.field(converter=_utc)
 
 
+@attrs.frozen(kw_only=True)
+class ShardPlan:
+    """A sharded cycle in progress: its id, how many shards, and what every shard reads.
+
+    ``spec`` is JSON-ready data the cycle writes and reads back (its mode, the time each side
+    is read from, each connector's partitions, the prelude's partial report); storage keeps it
+    as it is. A plan stays until the step that stores the cycle's report drops it
+    (:attr:`Step.shard_plan_done`).
+    """
+
+    cycle_id: str
+    sync: str
+    shards: int
+    created_at: datetime = attrs.field(converter=_utc)
+    spec: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class ShardResult:
+    """What one shard of a sharded cycle left for the step that finishes the cycle: its
+    partial report and the work that needs the whole picture (JSON-ready ``body``)."""
+
+    cycle_id: str
+    shard: int
+    finished_at: datetime = attrs.field(converter=_utc)
+    body: Mapping[str, Any] = attrs.field(factory=dict)
+
+
 @attrs.define(kw_only=True)
 class Step:
     """Everything one logical step changes, applied by :meth:`Storage.commit` in one transaction.
@@ -508,6 +539,12 @@ class Step:
     fence: tuple[str, str] | None = None
     """``(lease name, owner)``: commit only while ``owner`` still holds that lease, else raise
     :class:`~syncrecon.LeaseLostError` and change nothing (the fencing of a cycle's commits)."""
+    shard_plan: ShardPlan | None = None
+    """A sharded cycle's plan to store (backends with the :class:`ShardStore` role)."""
+    shard_results: list[ShardResult] = attrs.field(factory=list)
+    """Finished shards' results, each replacing an earlier one of the same shard."""
+    shard_plan_done: str | None = None
+    """The id of a sharded cycle whose plan and shard results are dropped (it is finished)."""
 
     def is_empty(self) -> bool:
         """Whether the step changes nothing."""
@@ -531,6 +568,9 @@ class Step:
             or self.cycle
             or self.marks
             or self.counters
+            or self.shard_plan
+            or self.shard_results
+            or self.shard_plan_done
         )
 
 
@@ -891,6 +931,31 @@ class MetricsStore(Protocol):
         and active items are never removed. Backends remove rows in bounded batches
         (``retention.batch`` per transaction), so a big prune never holds writers up for long.
         """
+        ...
+
+
+@runtime_checkable
+class ShardStore(Protocol):
+    """Sharded cycles' plans and shard results: an optional role (every bundled backend has it;
+    a storage without it runs unsharded cycles only).
+
+    Invariants (written by :attr:`Step.shard_plan`, ``shard_results`` and ``shard_plan_done``):
+
+    - a plan stored again under its id replaces the earlier one; a shard result stored again
+      for its (cycle, shard) replaces the earlier one;
+    - dropping a plan drops its shard results in the same transaction.
+    """
+
+    def get_shard_plan(self, cycle_id: str) -> ShardPlan | None:
+        """The plan of the sharded cycle ``cycle_id``, or ``None`` (finished, or never planned)."""
+        ...
+
+    def open_shard_plans(self, sync: str) -> list[ShardPlan]:
+        """The plans of ``sync``'s sharded cycles not yet finished, oldest first."""
+        ...
+
+    def shard_results(self, cycle_id: str) -> dict[int, ShardResult]:
+        """The results of the finished shards of ``cycle_id``, by shard index."""
         ...
 
 

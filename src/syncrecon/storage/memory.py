@@ -28,6 +28,8 @@ from ._base import (
     Link,
     LinkMark,
     OutboxEntry,
+    ShardPlan,
+    ShardResult,
     Status,
     Step,
     SyncState,
@@ -150,6 +152,8 @@ class MemoryStorage:
         self._active: dict[ItemKey, int] = {}
         self._state: dict[str, SyncState] = {}
         self._cycles: dict[str, CycleRecord] = {}
+        self._shard_plans: dict[str, ShardPlan] = {}
+        self._shard_results: dict[str, dict[int, ShardResult]] = {}
         self._counters: dict[tuple[str, str, datetime], int] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._next_id = 1
@@ -354,6 +358,22 @@ class MemoryStorage:
                         found[name].add(value)
         return {name: sorted(values) for name, values in found.items()}
 
+    def get_shard_plan(self, cycle_id: str) -> ShardPlan | None:
+        with self._lock:
+            plan = self._shard_plans.get(cycle_id)
+        return None if plan is None else attrs.evolve(plan, spec=_copy(dict(plan.spec)))
+
+    def open_shard_plans(self, sync: str) -> list[ShardPlan]:
+        with self._lock:
+            plans = [p for p in self._shard_plans.values() if p.sync == sync]
+        plans.sort(key=lambda p: (p.created_at, p.cycle_id))
+        return [attrs.evolve(p, spec=_copy(dict(p.spec))) for p in plans]
+
+    def shard_results(self, cycle_id: str) -> dict[int, ShardResult]:
+        with self._lock:
+            found = dict(self._shard_results.get(cycle_id, {}))
+        return {i: attrs.evolve(r, body=_copy(dict(r.body))) for i, r in sorted(found.items())}
+
     def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
         with self._lock:
             cycles = [c for c in self._cycles.values() if sync is None or c.sync == sync]
@@ -468,6 +488,15 @@ class MemoryStorage:
             cycle = None
             if step.cycle is not None:
                 cycle = attrs.evolve(step.cycle, report=_copy(dict(step.cycle.report)))
+            plan = None
+            if step.shard_plan is not None:
+                plan = attrs.evolve(step.shard_plan, spec=_copy(dict(step.shard_plan.spec)))
+            results = [attrs.evolve(r, body=_copy(dict(r.body))) for r in step.shard_results]
+            for result in results:
+                if result.cycle_id not in self._shard_plans and (
+                    plan is None or plan.cycle_id != result.cycle_id
+                ):
+                    raise StorageError(f"no sharded cycle {result.cycle_id!r} is planned")
             bucket = counter_hour(step.at)
             counts = [
                 ((c.metric, _codec.dumps(dict(c.labels)), bucket), c.amount) for c in step.counters
@@ -488,6 +517,13 @@ class MemoryStorage:
             self._spent, self._serial = spent, serial
             if cycle is not None:
                 self._cycles[cycle.id] = cycle
+            if plan is not None:
+                self._shard_plans[plan.cycle_id] = plan
+            for result in results:
+                self._shard_results.setdefault(result.cycle_id, {})[result.shard] = result
+            if step.shard_plan_done is not None:
+                self._shard_plans.pop(step.shard_plan_done, None)
+                self._shard_results.pop(step.shard_plan_done, None)
             for key3, amount in counts:
                 self._counters[key3] = self._counters.get(key3, 0) + amount
             for intent in step.intents:

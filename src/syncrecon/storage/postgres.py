@@ -46,6 +46,8 @@ from ._base import (
     Link,
     LinkMark,
     OutboxEntry,
+    ShardPlan,
+    ShardResult,
     Status,
     Step,
     SyncState,
@@ -593,6 +595,35 @@ class PostgresStorage:
             ).fetchall()
         return {c: sorted({str(r[c]) for r in rows if r[c]}) for c in columns}
 
+    def get_shard_plan(self, cycle_id: str) -> ShardPlan | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM shard_plans WHERE cycle_id = %s", (cycle_id,)
+            ).fetchone()
+        return None if row is None else _shard_plan(row)
+
+    def open_shard_plans(self, sync: str) -> list[ShardPlan]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM shard_plans WHERE sync = %s ORDER BY created_at, cycle_id", (sync,)
+            ).fetchall()
+        return [_shard_plan(r) for r in rows]
+
+    def shard_results(self, cycle_id: str) -> dict[int, ShardResult]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM shard_results WHERE cycle_id = %s ORDER BY shard", (cycle_id,)
+            ).fetchall()
+        return {
+            int(r["shard"]): ShardResult(
+                cycle_id=r["cycle_id"],
+                shard=int(r["shard"]),
+                finished_at=parse_ts(r["finished_at"]),
+                body=_codec.loads(r["body"]),
+            )
+            for r in rows
+        }
+
     def list_cycles(self, *, sync: str | None = None, limit: int = 100) -> list[CycleRecord]:
         with self._read() as db:
             if sync is None:
@@ -750,9 +781,45 @@ class PostgresStorage:
                         _codec.dumps(dict(c.report)),
                     ),
                 )
+            self._shard_step(db, step)
             self._count(db, step.counters, step.at)
             self._fast_loop_step(db, step, now)
         return ids
+
+    @staticmethod
+    def _shard_step(db: Conn, step: Step) -> None:
+        plan = step.shard_plan
+        if plan is not None:
+            db.execute(
+                "INSERT INTO shard_plans (cycle_id, sync, shards, created_at, spec)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (cycle_id) DO UPDATE SET"
+                " sync = excluded.sync,"
+                " shards = excluded.shards, created_at = excluded.created_at,"
+                " spec = excluded.spec",
+                (
+                    plan.cycle_id,
+                    plan.sync,
+                    plan.shards,
+                    ts(plan.created_at),
+                    _codec.dumps(dict(plan.spec)),
+                ),
+            )
+        for result in step.shard_results:
+            db.execute(
+                "INSERT INTO shard_results (cycle_id, shard, finished_at, body)"
+                " VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (cycle_id, shard) DO UPDATE SET finished_at = excluded.finished_at,"
+                " body = excluded.body",
+                (
+                    result.cycle_id,
+                    result.shard,
+                    ts(result.finished_at),
+                    _codec.dumps(dict(result.body)),
+                ),
+            )
+        if step.shard_plan_done is not None:
+            db.execute("DELETE FROM shard_results WHERE cycle_id = %s", (step.shard_plan_done,))
+            db.execute("DELETE FROM shard_plans WHERE cycle_id = %s", (step.shard_plan_done,))
 
     @staticmethod
     def _count(db: Conn, counters: Sequence[Counter], at: datetime) -> None:
@@ -1333,3 +1400,13 @@ _PRUNE = {
     " AND status IN ('resolved', 'auto_resolved', 'dismissed') LIMIT %s)",
 }
 """The batch of rows each kind of ``prune_cutoffs`` removes (as in SQLite)."""
+
+
+def _shard_plan(row: Any) -> ShardPlan:
+    return ShardPlan(
+        cycle_id=row["cycle_id"],
+        sync=row["sync"],
+        shards=int(row["shards"]),
+        created_at=parse_ts(row["created_at"]),
+        spec=_codec.loads(row["spec"]),
+    )

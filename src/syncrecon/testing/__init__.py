@@ -14,10 +14,12 @@ and injects faults (failed calls, rate limits, rejected records, truncated listi
 
 from __future__ import annotations
 
+import functools
 import itertools
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -56,6 +58,34 @@ __all__ = [
 ]
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Run a connector method under the system's lock: the shards of a sharded cycle may call
+    one system from several threads at once."""
+
+    @functools.wraps(method)
+    def call(self: SimulatedSystem, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast("_F", call)
+
+
+@functools.lru_cache(maxsize=256)
+def _bounds(partition: str) -> tuple[int | None, int | None]:
+    """``"lo:hi"`` (either side may be empty: open) as numbers."""
+    lo, _, hi = partition.partition(":")
+    return (int(lo) if lo else None, int(hi) if hi else None)
+
+
+def _in_range(number: int | None, partition: str) -> bool:
+    lo, hi = _bounds(partition)
+    if number is None:  # a key without a number: the open-ended last range holds it
+        return hi is None
+    return (lo is None or number >= lo) and (hi is None or number < hi)
 
 
 class ManualClock:
@@ -156,6 +186,7 @@ class SimulatedSystem:
         self.calls: dict[str, int] = {}
         self.write_log: list[WriteLogEntry] = []
         self.faults = _Faults()
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"SimulatedSystem({self.name!r}, {len(self)} records)"
@@ -254,6 +285,7 @@ class SimulatedSystem:
                 f"{self.name}: read timeout (the call was applied)", system=self.name
             )
 
+    @_locked
     def find_created(self, idempotency_keys: Sequence[str]) -> dict[str, Record]:
         """The records created with these idempotency keys (an external id lookup)."""
         self._enter("find_created", list(idempotency_keys))
@@ -297,6 +329,7 @@ class SimulatedSystem:
                 continue
             yield record
 
+    @_locked
     def list_records(self, *, since: datetime | None, cursor: str | None) -> Page:
         self._enter("list_records", cursor)
         if not self.capabilities.incremental:
@@ -311,12 +344,14 @@ class SimulatedSystem:
         more = start + size < len(listing)
         return Page(records=chunk, next_cursor=str(start + size) if more else None)
 
+    @_locked
     def read_records(self, keys: Sequence[str]) -> Sequence[Record]:
         self._enter("read_records", list(keys))
         if len(keys) > self.capabilities.max_read_batch:
             raise PermanentError(f"batch of {len(keys)} over the read limit", system=self.name)
         return [self._records[k] for k in keys if k in self._records]
 
+    @_locked
     def write_records(self, changes: Sequence[Change]) -> Sequence[WriteResult]:
         self._enter("write_records", list(changes))
         if len(changes) > self.capabilities.max_write_batch:
@@ -373,6 +408,53 @@ class SimulatedSystem:
             )
         )
 
+    # -- partitions (sharded cycles) -----------------------------------------------------------
+
+    def _number(self, key: str) -> int | None:
+        """The number in a key of this system's form (``f"{key_prefix}{n}"``), else ``None``."""
+        if not key.startswith(self.key_prefix):
+            return None
+        tail = key[len(self.key_prefix) :]
+        return int(tail) if tail.isdigit() else None
+
+    @_locked
+    def partitions(self, count: int) -> Sequence[str]:
+        """Id ranges (``"lo:hi"``, the first and last open-ended) with about as many records
+        each, like Salesforce's PK chunking: see :class:`~syncrecon.PartitionedConnector`."""
+        self._enter("partitions", count)
+        numbers = sorted(n for n in map(self._number, self._records) if n is not None)
+        cuts = sorted(
+            {numbers[len(numbers) * i // count] for i in range(1, count)} if numbers else set()
+        )
+        cuts = [c for c in cuts if c > numbers[0]]
+        edges: list[int | None] = [None, *cuts, None]
+        return [
+            f"{'' if lo is None else lo}:{'' if hi is None else hi}"
+            for lo, hi in itertools.pairwise(edges)
+        ]
+
+    def partition_of(self, key: str, partitions: Sequence[str]) -> int:
+        """The index of the partition (of ``partitions``) that holds ``key``."""
+        number = self._number(key)
+        for i, partition in enumerate(partitions):
+            if _in_range(number, partition):
+                return i
+        return len(partitions) - 1
+
+    @_locked
+    def list_partition(self, partition: str, *, since: datetime | None, cursor: str | None) -> Page:
+        """One page of the records of one id range (see :meth:`list_records`)."""
+        self._enter("list_partition", partition)
+        if not self.capabilities.incremental:
+            since = None
+        start = int(cursor) if cursor else 0
+        size = self.capabilities.page_size
+        listing = [r for r in self._listing(since) if _in_range(self._number(r.key), partition)]
+        chunk = listing[start : start + size]
+        more = start + size < len(listing)
+        return Page(records=chunk, next_cursor=str(start + size) if more else None)
+
+    @_locked
     def describe_fields(self) -> Sequence[FieldInfo]:
         self._enter("describe_fields")
         return list(self._fields)
@@ -436,6 +518,51 @@ class GeneratedSystem(SimulatedSystem):
         """The key of generated record ``i``."""
         return f"{self.key_prefix}{i}"
 
+    def _number(self, key: str) -> int | None:
+        return self._index(key)
+
+    @_locked
+    def partitions(self, count: int) -> Sequence[str]:
+        """Ranges of the generated records' numbers, the last open-ended (it also holds the
+        records created since)."""
+        self._enter("partitions", count)
+        cuts = sorted({self.count * i // count for i in range(1, count)} - {0})
+        edges: list[int | None] = [None, *cuts, None]
+        return [
+            f"{'' if lo is None else lo}:{'' if hi is None else hi}"
+            for lo, hi in itertools.pairwise(edges)
+        ]
+
+    @_locked
+    def list_partition(self, partition: str, *, since: datetime | None, cursor: str | None) -> Page:
+        # The cursor is a position, as in list_records, within the partition's range.
+        self._enter("list_partition", partition)
+        if not self.capabilities.incremental:
+            since = None
+        lo, hi = _bounds(partition)
+        first = lo or 0
+        position = int(cursor) if cursor else first
+        if self._order is None:
+            self._order = sorted(
+                (k for k in self._records if self._index(k) is None), key=_natural_order
+            )
+        extra = self._order if hi is None else []
+        stop = self.count if hi is None else min(hi, self.count)
+        end = stop + len(extra)
+        out: list[Record] = []
+        while position < end and len(out) < self.capabilities.page_size:
+            if position < stop:
+                record = self._generated(self.key_of(position))
+            else:
+                record = self._records[extra[position - stop]]
+            position += 1
+            if record is None:
+                continue
+            if since is not None and record.modified_at is not None and record.modified_at < since:
+                continue
+            out.append(record)
+        return Page(records=out, next_cursor=str(position) if position < end else None)
+
     def _generated(self, key: str) -> Record | None:
         if key in self._deleted:
             return None
@@ -462,6 +589,7 @@ class GeneratedSystem(SimulatedSystem):
         if self._index(key) is not None:
             self._deleted.add(key)
 
+    @_locked
     def list_records(self, *, since: datetime | None, cursor: str | None) -> Page:
         # The cursor is a position: generated records first, then created ones by key.
         self._enter("list_records", cursor)
@@ -493,11 +621,13 @@ class GeneratedSystem(SimulatedSystem):
             out.append(record)
         return Page(records=out, next_cursor=str(position) if position < end else None)
 
+    @_locked
     def read_records(self, keys: Sequence[str]) -> Sequence[Record]:
         self._enter("read_records", list(keys))
         found = (self._generated(k) for k in keys)
         return [r for r in found if r is not None]
 
+    @_locked
     def write_records(self, changes: Sequence[Change]) -> Sequence[WriteResult]:
         # Materialize generated records being written, then reuse the stored-record logic.
         for change in changes:
