@@ -16,7 +16,7 @@ Fixtures
     The PostgreSQL backend in a schema of its own that is dropped after the test
     (``postgres_url`` and the storage's ``schema`` let a test open a second storage on it).
     The server is the one ``SYNCRECON_TEST_POSTGRES_URL`` names, else a private one the
-    session starts from the machine's server binaries (``tests/postgres_server.py``).
+    session starts from the machine's server binaries (``syncrecon._local_postgres``).
     Neither: its tests skip, loudly; with ``CI`` set they fail instead (``.ci/run`` installs
     the binaries). ``make test-postgres`` installs them when missing and runs only these.
 ``sqlite_path``
@@ -101,11 +101,11 @@ def postgres_url() -> Iterator[str]:
     """The PostgreSQL server of the tests.
 
     ``SYNCRECON_TEST_POSTGRES_URL`` when set (probed once); else a private server this session
-    starts from the machine's server binaries and stops at the end (``tests/postgres_server.py``).
+    starts from the machine's server binaries and stops at the end (``syncrecon._local_postgres``).
     Neither: the test skips with a loud reason, or fails when ``CI`` is set (a CI run without
     its server must not pass by skipping). Every failure says why in one line, at once.
     """
-    from postgres_server import ServerUnavailable, find_bindir, private_server, probe
+    from syncrecon._local_postgres import ServerUnavailable, find_bindir, private_server, probe
 
     def unavailable(why: str) -> None:
         reason = f"{POSTGRES_SKIP}: {why}"

@@ -26,6 +26,13 @@ Run as a script, this module is one process of the test::
 
     python tests/multiworker_helpers.py worker DIR NAME   # drains the inbox until DIR/stop-workers
     python tests/multiworker_helpers.py cycler DIR NAME   # runs cycles until DIR/stop-cycler
+    python tests/multiworker_helpers.py web DIR NAME      # serves the webhooks until DIR/stop-web
+
+Every process keeps syncrecon's storage in ``DIR/sync.sqlite``, unless ``DIR/storage.json``
+names a PostgreSQL schema (``{"url": ..., "schema": ...}``; tests/test_multiworker_chaos_postgres.py
+writes it): then all of them share that schema. A ``web`` process serves the webhook handler's
+ASGI app (:class:`~syncrecon.webhooks.asgi.WebhookApp`) with uvicorn on an ephemeral loopback
+port, which it writes to ``DIR/NAME.port`` once it listens.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ import contextlib
 import heapq
 import itertools
 import json
+import logging
 import os
 import random
+import socket
 import sqlite3
 import sys
 import threading
@@ -69,6 +78,7 @@ from syncrecon import (
     recency,
     source_of_truth,
 )
+from syncrecon.storage import Storage
 from syncrecon.storage.sqlite import SQLiteStorage
 from syncrecon.testing import WebhookEmitter, WebhookMessage
 from syncrecon.webhooks import (
@@ -83,6 +93,8 @@ WORLD_FILE = "world.sqlite"
 SYNC_FILE = "sync.sqlite"
 STOP_WORKERS = "stop-workers"
 STOP_CYCLER = "stop-cycler"
+STOP_WEB = "stop-web"
+STORAGE_FILE = "storage.json"  # when present: the PostgreSQL schema every process shares
 SYNC = "deals"
 LEFT, RIGHT = "hubspot", "salesforce"
 PREFIX = {LEFT: "hs-", RIGHT: "sf-"}
@@ -544,7 +556,7 @@ def build_handler(
 
 def build_reconciler(
     world: World,
-    storage: SQLiteStorage,
+    storage: Storage,
     *,
     who: str,
     latency: tuple[float, float] | None = API_LATENCY,
@@ -687,9 +699,21 @@ class Network:
 # -- the processes ------------------------------------------------------------------------------
 
 
+def open_storage(folder: Path) -> Storage:
+    """syncrecon's storage of the run: ``sync.sqlite``, or the PostgreSQL schema that
+    ``storage.json`` names (a small pool: every process of the run has its own)."""
+    spec = folder / STORAGE_FILE
+    if not spec.exists():
+        return SQLiteStorage(folder / SYNC_FILE)
+    from syncrecon.storage.postgres import PostgresStorage
+
+    where = json.loads(spec.read_text("utf-8"))
+    return PostgresStorage(where["url"], schema=where["schema"], min_size=1, max_size=2)
+
+
 def _worker(folder: Path, name: str) -> dict[str, Any]:
     world = World(folder)
-    storage = SQLiteStorage(folder / SYNC_FILE)
+    storage = open_storage(folder)
     handler = build_handler(world, storage, who=name)
     outcomes: Counter[str] = Counter()
     errors: list[str] = []
@@ -723,7 +747,7 @@ def _worker(folder: Path, name: str) -> dict[str, Any]:
 
 def _cycler(folder: Path, name: str) -> dict[str, Any]:
     world = World(folder)
-    storage = SQLiteStorage(folder / SYNC_FILE)
+    storage = open_storage(folder)
     reconciler = build_reconciler(world, storage, who=name)
     cycles = held = writes = 0
     errors: list[str] = []
@@ -743,9 +767,58 @@ def _cycler(folder: Path, name: str) -> dict[str, Any]:
     return {"name": name, "cycles": cycles, "lease_held": held, "writes": writes, "errors": errors}
 
 
+class _Errors(logging.Handler):
+    """Keeps the errors syncrecon logs (a web process answers 500 and logs; the test fails)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(f"{record.name}: {record.getMessage()}")
+
+
+def _web(folder: Path, name: str) -> dict[str, Any]:
+    """Serve the webhooks over HTTP on loopback until ``DIR/stop-web`` appears."""
+    import uvicorn
+
+    from syncrecon.webhooks.asgi import WebhookApp
+
+    errors = _Errors()
+    logging.getLogger("syncrecon").addHandler(errors)
+    world = World(folder)
+    storage = open_storage(folder)
+    handler = build_handler(world, storage, who=name)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        WebhookApp(handler), lifespan="off", log_config=None, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+
+    def announce_and_watch() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.01)
+        written = folder / f"{name}.port.tmp"
+        written.write_text(str(sock.getsockname()[1]), "utf-8")
+        written.replace(folder / f"{name}.port")  # whole, or not there yet
+        while not (folder / STOP_WEB).exists():
+            time.sleep(0.05)
+        server.should_exit = True
+
+    watcher = threading.Thread(target=announce_and_watch, name="stop-web", daemon=True)
+    watcher.start()
+    server.run(sockets=[sock])
+    storage.close()
+    world.close()
+    return {"name": name, "errors": errors.seen}
+
+
 def main(argv: Sequence[str]) -> int:
     role, folder, name = argv[0], Path(argv[1]), argv[2]
-    summary = _worker(folder, name) if role == "worker" else _cycler(folder, name)
+    roles = {"worker": _worker, "cycler": _cycler, "web": _web}
+    summary = roles[role](folder, name)
     (folder / f"{name}.json").write_text(json.dumps(summary), "utf-8")
     return 0
 

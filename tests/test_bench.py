@@ -207,3 +207,131 @@ def test_noop_cycle_vs_diffsync() -> None:
     assert out["noop_cycle_vs_diffsync"] == pytest.approx(
         out["noop_cycle_s"] / out["diffsync_s"], rel=0.15
     )
+
+
+# -- the served front door (syncrecon._bench_served) -----------------------------------------
+
+WRK_REPORT = """Running 1s test @ http://127.0.0.1:4000/webhooks/crm
+  2 threads and 20 connections
+Requests/sec:   9000.50
+Transfer/sec:      1.20MB
+syncrecon-wrk ok=8999 non2xx=1 reused=0
+"""
+
+
+def test_served_figures_come_from_wrk_and_only_clean_runs_give_a_ratio() -> None:
+    from syncrecon._bench_served import judge, read_wrk_report
+
+    bare = read_wrk_report(WRK_REPORT.replace("ok=8999 non2xx=1", "ok=9000 non2xx=0"))
+    assert bare["ok_per_s"] == pytest.approx(9000.5)
+    served = read_wrk_report(
+        WRK_REPORT.replace("9000.50", "4500.25").replace("non2xx=1", "non2xx=0")
+    )
+    clean = judge("sqlite", bare, served, stored=served["ok"])
+    assert clean["served_vs_bare_sqlite"] == round(4500.25 / 9000.5, 3)
+    assert "served_vs_bare_sqlite_reason" not in clean
+
+    # A non-2xx answer, a socket error, a request sent twice or a 2xx whose event is not in
+    # the inbox: the rates are reported, the ratio is not.
+    errors = read_wrk_report(
+        WRK_REPORT + "  Socket errors: connect 0, read 2, write 0, timeout 1\n"
+    )
+    assert errors["non_2xx"] == 1
+    assert errors["socket_errors"] == 3
+    assert errors["ok_per_s"] == pytest.approx(9000.5 * 8999 / 9000)
+    for run, stored in (
+        (errors, errors["ok"]),
+        ({**served, "reused": 5}, served["ok"]),
+        (served, served["ok"] - 1),
+    ):
+        figures = judge("postgres", bare, run, stored)
+        assert figures["served_vs_bare_postgres"] is None
+        assert figures["served_vs_bare_postgres_reason"]
+        assert figures["served_webhook_requests_per_s_postgres"] > 0
+    with pytest.raises(RuntimeError, match="unreadable"):
+        read_wrk_report("no figures here")
+
+
+def test_served_bench_without_wrk_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from syncrecon._bench_served import run_served_bench
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    out = run_served_bench(seconds=1)
+    for kind in ("sqlite", "postgres"):
+        assert out[f"served_vs_bare_{kind}"] is None
+        assert "wrk is not installed" in out[f"served_vs_bare_{kind}_reason"]
+
+
+def test_signed_requests_pass_the_webhook_verifier() -> None:
+    from datetime import UTC, datetime
+
+    from syncrecon._bench_served import SECRET, signed_request
+    from syncrecon.webhooks import StandardWebhooksVerifier
+
+    raw = signed_request(7, datetime.now(UTC))
+    head, body = raw.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /webhooks/crm HTTP/1.1"
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    assert int(headers["content-length"]) == len(body)
+    delivery = StandardWebhooksVerifier(secrets=[SECRET]).verify(
+        method="POST", url="http://127.0.0.1/webhooks/crm", headers=headers, body=body
+    )
+    assert delivery.delivery_id == "msg_000000007"
+
+
+def test_served_bench_measures_both_apps_over_http() -> None:
+    """One short round on SQLite (and PostgreSQL when a server is named): the keys are there
+    and every 2xx answer's event was stored. No figure is held against the goal here."""
+    import shutil
+
+    from syncrecon._bench_served import run_served_bench
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    pytest.importorskip("uvloop")
+    pytest.importorskip("httptools")
+    out = run_served_bench(seconds=1, rounds=1)
+    assert "wrk -t2 -c20 -d1s" in out["served_settings"]
+    assert out["served_vs_bare_sqlite"] is not None, out.get("served_vs_bare_sqlite_reason")
+    assert out["served_vs_bare_sqlite"] > 0
+    assert out["served_webhook_non_2xx_sqlite"] == 0
+    assert out["served_webhook_events_stored_sqlite"] > 0
+    assert out["served_bare_requests_per_s_sqlite"] > 0
+    assert len(out["served_runs_sqlite"]["webhook"]) == 1
+    if out["served_vs_bare_postgres"] is None:
+        assert out["served_vs_bare_postgres_reason"]
+
+
+def test_the_bench_reports_the_sharded_cycle(bench: dict[str, Any]) -> None:
+    assert bench["shards"] == 2
+    assert bench["same_totals"] is True  # 2 shards end where one unsharded cycle does
+    assert bench["sharded_cycle_speedup"] == pytest.approx(
+        bench["unsharded_cycle_s"] / bench["sharded_2_cycle_s"], rel=0.05
+    )
+
+
+def test_bench_cli_passes_the_parts_and_the_server_on(stub_bench: dict[str, Any]) -> None:
+    argv = ["bench", "--json", "--records", "10", "--no-diffsync"]
+    assert main(argv) == 0
+    assert (stub_bench["served"], stub_bench["drain"], stub_bench["sharded"]) == (True,) * 3
+    assert stub_bench["postgres_url"] is None
+    assert (
+        main([*argv, "--no-served", "--no-drain", "--no-sharded", "--postgres-url", "pg://x"]) == 0
+    )
+    assert (stub_bench["served"], stub_bench["drain"], stub_bench["sharded"]) == (False,) * 3
+    assert stub_bench["postgres_url"] == "pg://x"
+
+
+def test_postgres_figures_say_why_without_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    import syncrecon._local_postgres
+    from syncrecon._bench import POSTGRES_URL_VARS, _postgres_figures
+
+    for var in POSTGRES_URL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(syncrecon._local_postgres, "find_bindir", lambda: None)
+    out = _postgres_figures(None, served=False, drain=True)
+    assert out["webhook_events_per_s_postgres"] is None
+    assert "no PostgreSQL server" in out["postgres_reason"]

@@ -75,6 +75,23 @@ def _main(argv: Sequence[str] | None) -> int:
         default=None,
         help="time DiffSync's no-op sync at the same size (default: when diffsync is installed)",
     )
+    for part, what in (
+        ("served", "the webhook app served by uvicorn and driven by wrk, against a bare app"),
+        ("drain", "the PostgreSQL inbox drained by 1, 2 and 4 worker processes"),
+        ("sharded", "a steady full cycle in 2 shards against 1"),
+    ):
+        bench.add_argument(
+            f"--{part}",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"{what} (default: on)",
+        )
+    bench.add_argument(
+        "--postgres-url",
+        metavar="URL",
+        help="the server of the PostgreSQL figures (default: SYNCRECON_BENCH_POSTGRES_URL, else"
+        " a private server from the machine's PostgreSQL binaries)",
+    )
     bench.add_argument(
         "--scaling",
         type=_sizes,
@@ -176,6 +193,10 @@ def _main(argv: Sequence[str] | None) -> int:
         deepdiff_sample=args.deepdiff_sample,
         diffsync=diffsync is not False,
         scaling=args.scaling,
+        served=args.served,
+        drain=args.drain,
+        sharded=args.sharded,
+        postgres_url=args.postgres_url,
     )
     print(json.dumps(result, sort_keys=True, indent=None if args.json else 2))
     return 0

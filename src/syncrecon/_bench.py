@@ -19,12 +19,14 @@ figure to hold against DeepDiff.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,9 @@ from ._sync import FieldMap, SyncDefinition
 from .storage.sqlite import SQLiteStorage
 from .testing import ManualClock
 from .webhooks._events import WebhookRequest
+
+POSTGRES_URL_VARS = ("SYNCRECON_BENCH_POSTGRES_URL", "SYNCRECON_TEST_POSTGRES_URL")
+"""Where the PostgreSQL figures find a server of one's own, in this order."""
 
 
 def drift_records(
@@ -130,12 +135,25 @@ def run_bench(
     connectors: bool = True,
     diffsync: bool = False,
     scaling: Sequence[int] = (),
+    served: bool | None = None,
+    drain: bool | None = None,
+    sharded: bool = True,
+    postgres_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (see also :mod:`syncrecon._bench_http`).
 
     ``diffsync`` adds DiffSync's no-op sync at the same size (:mod:`syncrecon._bench_diffsync`,
     needs the ``diffsync`` package); ``scaling`` adds a first and a steady cycle at each of
-    those sizes, each in its own process (:mod:`syncrecon._bench_scaling`).
+    those sizes, each in its own process (:mod:`syncrecon._bench_scaling`). ``served`` (by
+    default: with ``webhooks``) adds the webhook app served over HTTP against a bare ASGI app
+    (:mod:`syncrecon._bench_served`: ``served_vs_bare_sqlite``, ``served_vs_bare_postgres``).
+    ``drain`` (by default: with ``webhooks``) adds the PostgreSQL inbox drained by 1, 2 and 4
+    worker processes (:mod:`syncrecon._bench_postgres`: ``webhook_events_per_s_postgres``);
+    ``sharded`` a steady full cycle in 2 shards against 1 at ``records``
+    (:mod:`syncrecon._bench_sharded`: ``sharded_cycle_speedup``). The PostgreSQL figures use
+    ``postgres_url``, else ``SYNCRECON_BENCH_POSTGRES_URL`` or ``SYNCRECON_TEST_POSTGRES_URL``,
+    else a private server started from the machine's PostgreSQL binaries for the run
+    (:mod:`syncrecon._local_postgres`); with none of them they are ``None`` with a reason.
     """
     rng = random.Random(seed)
     clock = ManualClock()
@@ -228,7 +246,13 @@ def run_bench(
         "noop_cycle_writes": noop.total_writes,
         **(run_webhook_bench() if webhooks else {}),
         **(_connector_figures(records) if connectors else {}),
-        "peak_rss_mb": rss_mb(),
+        "peak_rss_mb": rss_mb(),  # before the parts below, which build systems of their own
+        **_postgres_figures(
+            postgres_url,
+            served=webhooks if served is None else served,
+            drain=webhooks if drain is None else drain,
+        ),
+        **(_sharded_figures(records, seed, drift) if sharded else {}),
         **(_diffsync_figures(records, seed, noop_s, _own_cpu(noop)) if diffsync else {}),
         **(run_scaling(scaling, seed=seed, drift=drift) if scaling else {}),
     }
@@ -258,6 +282,64 @@ def _own_cpu(report: CycleReport) -> float:
     connectors = timings.pop("connectors", 0.0)
     timings.pop("decide", None)
     return max(sum(timings.values()) - connectors, 0.0)
+
+
+def _postgres_figures(url: str | None, *, served: bool, drain: bool) -> dict[str, Any]:
+    """The parts that need a PostgreSQL server, all on one (see :func:`run_bench`)."""
+    if not (served or drain):
+        return {}
+    from ._bench_postgres import run_drain_bench
+    from ._bench_served import run_served_bench
+
+    with _bench_postgres(url) as (server, why):
+        figures: dict[str, Any] = {}
+        if why is not None:
+            figures["postgres_reason"] = why
+        if served:
+            figures.update(run_served_bench(postgres_url=server))
+        if drain:
+            figures.update(run_drain_bench(url=server))
+        return figures
+
+
+@contextlib.contextmanager
+def _bench_postgres(url: str | None) -> Iterator[tuple[str | None, str | None]]:
+    """The server of the PostgreSQL figures and, without one, why: ``url``, the environment's,
+    or a private server for the run."""
+    import importlib.util
+
+    for candidate in (url, *(os.environ.get(var, "") for var in POSTGRES_URL_VARS)):
+        if candidate and candidate.strip():
+            yield candidate.strip(), None
+            return
+    if importlib.util.find_spec("psycopg") is None:
+        yield None, "psycopg is not installed (pip install 'syncrecon[postgres]')"
+        return
+    from ._local_postgres import ServerUnavailable, find_bindir, private_server
+
+    bindir = find_bindir()
+    if bindir is None:
+        yield (
+            None,
+            (
+                f"no PostgreSQL server: set {POSTGRES_URL_VARS[0]}, or install the server"
+                " binaries (Debian: apt-get install postgresql) for a private one"
+            ),
+        )
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(private_server(bindir))
+        except ServerUnavailable as exc:
+            yield None, f"could not start a private PostgreSQL server: {exc}"
+            return
+        yield server, None
+
+
+def _sharded_figures(records: int, seed: int, drift: float) -> dict[str, Any]:
+    from ._bench_sharded import measure_sharded_cycle
+
+    return measure_sharded_cycle(records, seed=seed, drift=drift)
 
 
 def _connector_figures(records: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from syncrecon import SchemaVersionError, Side, StorageError
 from syncrecon.storage import Counter as Count
-from syncrecon.storage import InboxEntry, Link, Step
+from syncrecon.storage import Discrepancy, InboxEntry, ItemUpdate, Link, Status, Step
 from syncrecon.storage.postgres import PostgresStorage, _migrations
 
 pytestmark = pytest.mark.postgres
@@ -172,6 +172,62 @@ def test_concurrent_steps_sharing_rows_do_not_deadlock(postgres_storage: Postgre
         t.join()
     assert errors == []
     assert {m: postgres_storage.counter_totals(m)[0][1] for m in names} == dict.fromkeys(names, 80)
+
+
+def test_steps_settling_and_escalating_the_same_items_do_not_deadlock(
+    postgres_storage: PostgresStorage,
+) -> None:
+    # A cycle re-sighting items (an upsert per item) and a worker or the queue updating the
+    # same items by id, in opposite orders: found by the multi-worker chaos test on
+    # PostgreSQL ("deadlock detected ... while updating tuple in relation items"). Every item
+    # a step writes is locked by its key, all in one sorted pass, before any row is written.
+    def sighting(field: str) -> Discrepancy:
+        return Discrepancy(
+            sync=SYNC,
+            field=field,
+            status=Status.ESCALATED,
+            detected_at=AT,
+            left_key="l1",
+            right_key="r1",
+            category="money",
+        )
+
+    fields = [f"f{i}" for i in range(6)]
+    ids = postgres_storage.commit(Step(at=AT, new_items=[sighting(f) for f in fields]))
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def resight() -> None:
+        try:
+            start.wait()
+            for _ in range(60):
+                postgres_storage.commit(Step(at=AT, new_items=[sighting(f) for f in fields]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def update() -> None:
+        try:
+            start.wait()
+            for n in range(60):
+                postgres_storage.commit(
+                    Step(
+                        at=AT,
+                        item_updates=[
+                            ItemUpdate(id=i, status=Status.ESCALATED, note=f"n{n}")
+                            for i in reversed(ids)
+                        ],
+                    )
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=resight), threading.Thread(target=update)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {postgres_storage.get_item(i).times_seen for i in ids} == {61}
 
 
 def test_two_processes_never_claim_the_same_record(

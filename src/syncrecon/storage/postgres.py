@@ -741,10 +741,15 @@ class PostgresStorage:
                         f" WHERE sync = %s AND left_key = %s AND {digest} = %s",
                         refreshed,
                     )
-            if step.new_items:
+            if step.new_items or step.item_updates:
                 # One writer per record and field at a time: the active-item check and the
-                # write below are atomic against another process's step.
+                # write below are atomic against another process's step. The items a step
+                # updates by id are locked by their keys too, all in one sorted pass before
+                # any row is written: two steps touching the same items in different orders
+                # (a cycle settling items, a worker escalating) never wait on each other's
+                # row locks in a circle.
                 keys = ["\x1f".join(i.item_key) for i in step.new_items]
+                keys += self._item_keys_of(db, [u.id for u in step.item_updates])
                 self._lock_keys(db, "item", keys, wait=True)
             for item in step.new_items:
                 ids.append(self._upsert_item(db, item, step.at))
@@ -1299,6 +1304,17 @@ class PostgresStorage:
         ).fetchone()
         assert row is not None
         return int(row["id"])
+
+    @staticmethod
+    def _item_keys_of(db: Conn, ids: Sequence[int]) -> list[str]:
+        """The keys of the items ``ids`` (a key never changes: read without a lock)."""
+        if not ids:
+            return []
+        rows = db.execute(
+            "SELECT sync, left_key, right_key, field FROM items WHERE id = ANY(%s)",
+            (list(ids),),
+        ).fetchall()
+        return ["\x1f".join((r["sync"], r["left_key"], r["right_key"], r["field"])) for r in rows]
 
     def _update_item(self, db: Conn, upd: ItemUpdate, at: datetime) -> None:
         row = db.execute(

@@ -15,6 +15,7 @@ outbox; an outbox entry that runs out of tries becomes a queue item. Nothing is 
 This module is the facade; each step has a module of its own, in the order above:
 
 - :mod:`._intake`: the front door (verify, parse, store in the inbox, answer);
+- :mod:`._group`: group commit, concurrent requests sharing one durable inbox write;
 - :mod:`._inbox`: how an event is stored in the inbox and read back, and its counter;
 - :mod:`._process`: the inbox processor (claim a batch, triage each event, commit);
 - :mod:`._triage`: the decisions about one event (pure: no I/O);
@@ -41,7 +42,8 @@ from .._models import Side
 from .._sync import SyncDefinition
 from ..storage._base import Counter, Step, Storage
 from ._events import PayloadParser, WebhookRequest, WebhookResponse
-from ._intake import answer, reject
+from ._group import GroupCommitter
+from ._intake import aanswer, answer, commit_group, reject
 from ._outbox import retry_due
 from ._process import drain_inbox
 from ._verify import Verifier
@@ -109,6 +111,14 @@ class WebhookHandler:
     longer holds (a newer change's webhook is late or lost): one extra read call per batch,
     counted, rather than an old value written over a newer one.
 
+    ``group_commit=True`` (the default) lets concurrent requests share one durable commit
+    of the inbox: the requests that arrive while a commit is in flight are written together
+    by the next one (at most ``max_group_events`` events per commit), and each is answered
+    once the commit holding its events returned. A lone request commits at once (no timer,
+    no added latency), a failed commit answers each of its requests 503 with nothing of it
+    stored, and a bad request is refused on its own before it joins any group. With
+    ``group_commit=False`` each request commits alone, in its own thread.
+
     Listeners (:meth:`add_listener`) are told how many new events each request stored: a
     running :class:`~syncrecon.worker.Worker` drains them at once, not at its next poll.
     """
@@ -128,6 +138,8 @@ class WebhookHandler:
         outbox_attempts: int = 6,
         outbox_backoff: timedelta = timedelta(seconds=30),
         verify_source: bool = False,
+        group_commit: bool = True,
+        max_group_events: int = 500,
     ) -> None:
         self.sources = {s.name: s for s in sources}
         if not self.sources:
@@ -143,6 +155,10 @@ class WebhookHandler:
         self.outbox_attempts = outbox_attempts
         self.outbox_backoff = outbox_backoff
         self.verify_source = verify_source
+        self._group_commit = bool(group_commit)
+        self._committer = GroupCommitter(
+            lambda group: commit_group(self, group), max_events=max_group_events
+        )
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._listeners: tuple[Callable[[int], object], ...] = ()
         self._listeners_lock = threading.Lock()
@@ -150,6 +166,16 @@ class WebhookHandler:
 
     def __repr__(self) -> str:
         return f"WebhookHandler(sources={sorted(self.sources)}, storage={self.storage!r})"
+
+    @property
+    def group_commit(self) -> bool:
+        """Whether concurrent requests share one durable commit of the inbox."""
+        return self._group_commit
+
+    @property
+    def max_group_events(self) -> int:
+        """The most events one shared commit holds (a larger request commits alone)."""
+        return self._committer.max_events
 
     # -- the front door (._intake) -----------------------------------------------------------
 
@@ -163,12 +189,10 @@ class WebhookHandler:
     async def ahandle(
         self, request: WebhookRequest, *, source: str | None = None
     ) -> WebhookResponse:
-        """:meth:`handle` for async hosts; storage and connector work runs in a thread."""
-
-        def work() -> WebhookResponse:
-            return answer(self, request, source, in_worker_thread=True)
-
-        return await anyio.to_thread.run_sync(work)
+        """:meth:`handle` for async hosts: the signature and the payload are checked on the
+        event loop (in a thread for a body of 64 KiB or more), storage and connector work
+        runs in threads; the loop is never blocked by them."""
+        return await aanswer(self, request, source)
 
     def reject_too_large(self, method: str, url: str) -> WebhookResponse:
         """Count and answer a request whose body is over ``max_body_bytes`` (413)."""
@@ -183,10 +207,11 @@ class WebhookHandler:
         a request of duplicates only), so that a worker in this process drains at once.
 
         It is called once the events are committed to the inbox (with ``inline=True``, after
-        the request's own processing of them), in the thread that handled the request, before
-        the answer is sent: keep it short and non-blocking, as :meth:`syncrecon.worker.Worker.wake`
-        is (a running :class:`~syncrecon.worker.Worker` adds its own). An exception it raises
-        is logged and swallowed: a listener never fails a webhook.
+        the request's own processing of them), in the thread that handled the request (for
+        :meth:`ahandle`, the event loop's), before the answer is sent: keep it short and
+        non-blocking, as :meth:`syncrecon.worker.Worker.wake` is (a running
+        :class:`~syncrecon.worker.Worker` adds its own). An exception it raises is logged and
+        swallowed: a listener never fails a webhook.
         """
         with self._listeners_lock:
             self._listeners = (*self._listeners, listener)

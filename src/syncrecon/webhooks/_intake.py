@@ -5,6 +5,14 @@ parse (400) -> durable inbox, duplicates dropped (200 ``{"accepted", "duplicates
 when the inbox cannot be written, so the provider retries) -> with ``inline=True``, the
 processing of what was stored -> the handler's listeners told how many events are new.
 
+Each request is checked on its own (:func:`admit`): a bad one is refused with its 4xx before
+it meets any other. What a request stores becomes a :class:`~._group.Ticket`; with
+``group_commit`` (the default) the tickets of concurrent requests share one durable commit
+(:mod:`._group`, :func:`commit_group`), otherwise each is committed alone. Either way a
+request is answered 2xx only after the commit that holds its events returned, and a failed
+commit answers every request in it 503 with nothing of it stored. The sync door
+(:func:`answer`) and the async door (:func:`aanswer`) differ only in how they wait.
+
 Nothing the sender controls makes it raise or answer 5xx; every rejection is counted.
 """
 
@@ -13,6 +21,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import anyio.to_thread
 
 from .._exceptions import (
     MalformedPayloadError,
@@ -25,6 +35,7 @@ from .._exceptions import (
 from .._write_path import record_name
 from ..storage._base import Counter, InboxEntry
 from ._events import ChangeEvent, EventOutcome, WebhookRequest, WebhookResponse
+from ._group import Ticket, share_out
 from ._inbox import event_row, outcome_counter
 
 if TYPE_CHECKING:
@@ -32,12 +43,107 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncrecon.webhooks")
 
+OFF_LOOP_BYTES = 64 * 1024
+"""A body at least this large is verified and parsed in a worker thread by the async door,
+so that a large batch does not hold up the event loop; smaller ones are checked on the loop."""
+
+_UNAVAILABLE = {"error": "temporarily unavailable; retry"}
+
+
+class Refusal:
+    """A request refused before it stores anything: its 4xx, and the counter it bumps."""
+
+    __slots__ = ("response", "ticket")
+
+    def __init__(self, response: WebhookResponse, ticket: Ticket) -> None:
+        self.response = response
+        self.ticket = ticket
+
+
+# --------------------------------------------------------------------------------------------
+# The two doors
+
 
 def answer(
     handler: WebhookHandler, request: WebhookRequest, name: str | None, *, in_worker_thread: bool
 ) -> WebhookResponse:
     """Verify, parse and store one request's events, and say how it went (never raises for
-    anything the sender controls)."""
+    anything the sender controls). Blocks the calling thread until its events are durable."""
+    admitted = admit(handler, request, name)
+    ticket = admitted.ticket if isinstance(admitted, Refusal) else admitted
+    commit(handler, ticket)
+    if isinstance(admitted, Refusal):
+        return refused(admitted)
+    response, stored = outcome(handler, ticket)
+    if handler.inline and stored:
+        _process_inline(handler, in_worker_thread=in_worker_thread)
+    if stored:
+        handler._tell_listeners(stored)
+    return response
+
+
+async def aanswer(
+    handler: WebhookHandler, request: WebhookRequest, name: str | None
+) -> WebhookResponse:
+    """:func:`answer` on an event loop: the checks run on the loop (in a worker thread for a
+    large body), the commit in a thread, the loop awaits it."""
+    if len(request.body) >= OFF_LOOP_BYTES:
+        admitted = await anyio.to_thread.run_sync(admit, handler, request, name)
+    else:
+        admitted = admit(handler, request, name)
+    ticket = admitted.ticket if isinstance(admitted, Refusal) else admitted
+    await acommit(handler, ticket)
+    if isinstance(admitted, Refusal):
+        return refused(admitted)
+    response, stored = outcome(handler, ticket)
+    if handler.inline and stored:
+        await anyio.to_thread.run_sync(lambda: _process_inline(handler, in_worker_thread=True))
+    if stored:
+        handler._tell_listeners(stored)
+    return response
+
+
+def commit(handler: WebhookHandler, ticket: Ticket) -> None:
+    """Commit the ticket in this thread, alone or with the requests it arrives with."""
+    if ticket.empty:
+        ticket.ids = []
+    elif handler.group_commit:
+        handler._committer.commit(ticket)
+    else:
+        _commit_alone(handler, ticket)
+
+
+async def acommit(handler: WebhookHandler, ticket: Ticket) -> None:
+    """:func:`commit` without blocking the event loop."""
+    if ticket.empty:
+        ticket.ids = []
+    elif handler.group_commit:
+        await handler._committer.acommit(ticket)
+    else:
+        await anyio.to_thread.run_sync(_commit_alone, handler, ticket)
+
+
+def _commit_alone(handler: WebhookHandler, ticket: Ticket) -> None:
+    try:
+        commit_group(handler, [ticket])
+    except Exception as exc:  # handed to the request, as a group's failure would be
+        ticket.error = exc
+
+
+def _process_inline(handler: WebhookHandler, *, in_worker_thread: bool) -> None:
+    try:
+        handler._process(in_worker_thread=in_worker_thread)
+    except Exception:  # the events are stored: a worker or the next request retries
+        log.exception("inline processing failed; events stay in the inbox")
+
+
+# --------------------------------------------------------------------------------------------
+# The steps
+
+
+def admit(handler: WebhookHandler, request: WebhookRequest, name: str | None) -> Ticket | Refusal:
+    """Check one request on its own: its ticket (the inbox entries of its events, each
+    delivery once), or its refusal. Never raises for anything the sender controls."""
     name = name or request.path.rstrip("/").rsplit("/", 1)[-1]
     src = handler.sources.get(name)
     try:
@@ -45,21 +151,8 @@ def answer(
             raise UnknownSourceError(f"no webhook source named {name!r}")
         events = _verified_events(handler, src, request)
     except WebhookError as exc:
-        return reject(handler, src, exc)
-    try:
-        ids = enqueue(handler, src, events)
-    except StorageError:
-        log.exception("could not store webhook events from %s", name)
-        return WebhookResponse.json(503, {"error": "temporarily unavailable; retry"})
-    stored = sum(1 for i in ids if i is not None)
-    if handler.inline and stored:
-        try:
-            handler._process(in_worker_thread=in_worker_thread)
-        except Exception:  # the events are stored: a worker or the next request retries
-            log.exception("inline processing failed; events stay in the inbox")
-    if stored:
-        handler._tell_listeners(stored)
-    return WebhookResponse.json(200, {"accepted": stored, "duplicates": len(ids) - stored})
+        return refusal(src, exc)
+    return ticket_for(handler, src, events)
 
 
 def _verified_events(
@@ -90,48 +183,92 @@ def _verified_events(
         raise MalformedPayloadError(f"unreadable payload: {type(exc).__name__}") from exc
 
 
-def reject(
-    handler: WebhookHandler, src: WebhookSource | None, error: WebhookError
-) -> WebhookResponse:
-    """Count a refused request and answer it with its error's 4xx."""
+def refusal(src: WebhookSource | None, error: WebhookError) -> Refusal:
+    """A refused request: its error's 4xx, and the rejection counter it bumps."""
     labels = {
         "source": src.name if src else "unknown",
         "direction": src.direction if src else "unknown",
         "outcome": EventOutcome.REJECTED.value,
         "reason": type(error).__name__,
     }
-    try:
-        handler.storage.enqueue_events(
-            [], [Counter(metric="webhook_events", labels=labels)], handler.clock.now()
-        )
-    except StorageError:
-        log.exception("could not count a rejected webhook")
-    return WebhookResponse.json(error.status_code, {"error": str(error)})
+    return Refusal(
+        WebhookResponse.json(error.status_code, {"error": str(error)}),
+        Ticket(counters=[Counter(metric="webhook_events", labels=labels)]),
+    )
 
 
-def enqueue(
+def refused(refusal: Refusal) -> WebhookResponse:
+    """The refusal's answer once its counter was committed (or could not be)."""
+    if refusal.ticket.error is not None:
+        log.error("could not count a rejected webhook", exc_info=refusal.ticket.error)
+    return refusal.response
+
+
+def reject(
+    handler: WebhookHandler, src: WebhookSource | None, error: WebhookError
+) -> WebhookResponse:
+    """Count a refused request and answer it with its error's 4xx (blocks until counted)."""
+    refused_ = refusal(src, error)
+    commit(handler, refused_.ticket)
+    return refused(refused_)
+
+
+def ticket_for(
     handler: WebhookHandler, src: WebhookSource, events: Sequence[ChangeEvent]
-) -> list[int | None]:
-    """Store the events in the inbox: each one's id, ``None`` for a duplicate delivery."""
+) -> Ticket:
+    """The inbox entries of ``events``; two identical deliveries inside one request count as
+    one (the other is a duplicate)."""
     now = handler.clock.now()
-    entries = [
-        InboxEntry(
-            source=src.name,
-            dedupe_key=e.dedupe_key,
-            event=event_row(e),
-            received_at=now,
-            record=record_name(src.sync.name, src.side, e.key),
-        )
-        for e in events
-    ]
-    # Two identical deliveries inside one request count as one.
     unique: dict[str, InboxEntry] = {}
-    for entry in entries:
-        unique.setdefault(entry.dedupe_key, entry)
-    ids = handler.storage.enqueue_events(list(unique.values()), [], now)
-    dupes = len(entries) - sum(1 for i in ids if i is not None)
+    for e in events:
+        if e.dedupe_key not in unique:
+            unique[e.dedupe_key] = InboxEntry(
+                source=src.name,
+                dedupe_key=e.dedupe_key,
+                event=event_row(e),
+                received_at=now,
+                record=record_name(src.sync.name, src.side, e.key),
+            )
+    return Ticket(list(unique.values()), source=src, repeats=len(events) - len(unique))
+
+
+def commit_group(handler: WebhookHandler, group: Sequence[Ticket]) -> None:
+    """Store a group's entries and counters in one transaction, give each ticket its ids,
+    then count the group's duplicate deliveries. Raises what the storage raised: the
+    committer hands it to every ticket of the group."""
+    entries = [e for t in group for e in t.entries]
+    counters = [c for t in group for c in t.counters]
+    now = handler.clock.now()
+    ids = handler.storage.enqueue_events(entries, counters, now)
+    share_out(group, ids)
+    dupes: dict[str, tuple[WebhookSource, int]] = {}
+    for t in group:
+        n = t.repeats + (t.ids or []).count(None)
+        if n and t.source is not None:
+            _, seen = dupes.get(t.source.name, (t.source, 0))
+            dupes[t.source.name] = (t.source, seen + n)
     if dupes:
-        handler.storage.enqueue_events(
-            [], [outcome_counter(src, EventOutcome.DUPLICATE, dupes)], now
-        )
-    return ids + [None] * (len(entries) - len(unique))
+        try:
+            handler.storage.enqueue_events(
+                [], [outcome_counter(s, EventOutcome.DUPLICATE, n) for s, n in dupes.values()], now
+            )
+        except StorageError:  # the events are stored; only their count is lost
+            log.exception("could not count duplicate webhook deliveries")
+
+
+def outcome(handler: WebhookHandler, ticket: Ticket) -> tuple[WebhookResponse, int]:
+    """The answer to a committed request, and how many new events it stored. A storage
+    failure is 503 (the provider retries); any other failure is raised (a bug: the adapter
+    answers a generic 500)."""
+    if ticket.error is not None:
+        if isinstance(ticket.error, StorageError):
+            name = ticket.source.name if ticket.source is not None else "?"
+            log.error("could not store webhook events from %s", name, exc_info=ticket.error)
+            return WebhookResponse.json(503, _UNAVAILABLE), 0
+        raise RuntimeError("storing the webhook's events failed") from ticket.error
+    ids = ticket.ids or []
+    stored = len(ids) - ids.count(None)
+    dupes = len(ids) + ticket.repeats - stored
+    # What WebhookResponse.json(200, {"accepted": ..., "duplicates": ...}) sends, made at once.
+    body = b'{"accepted": %d, "duplicates": %d}' % (stored, dupes)
+    return WebhookResponse(status=200, body=body), stored

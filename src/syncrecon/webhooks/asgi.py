@@ -45,7 +45,6 @@ from ._wire import (
     build_url,
     declared_length,
     host_header,
-    join_headers,
     normalize_prefix,
     request_target,
     server_error,
@@ -143,8 +142,15 @@ def _asgi_url(scope: Scope, headers: Mapping[str, str], prefix: str) -> str:
 
 
 def _asgi_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers, as :func:`~._wire.join_headers` gives them (one pass: this
+    runs on the event loop for every request)."""
     raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
-    return join_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return headers
 
 
 class _Unread(enum.Enum):

@@ -1,16 +1,17 @@
-"""A private PostgreSQL server for one test session, or the one a URL names.
+"""A throwaway PostgreSQL server from the machine's server binaries, or the one a URL names.
 
-``make test`` and CI need a real server for the PostgreSQL backend's tests. Rather than depend
-on a system cluster started before the run (its daemon, its authentication and its network
-setup all differ between machines), the session starts its own from the server binaries on
-the machine (Debian's ``postgresql`` package: ``/usr/lib/postgresql/<version>/bin``):
-``initdb`` into a temporary directory, ``postgres`` listening on a Unix socket in that
-directory only (no TCP port to collide with, no password, no TLS), stopped and removed when the
-session ends. As root it runs as the ``postgres`` user (``initdb`` refuses root).
+Used by the test suite and the benchmark (``python -m syncrecon bench``), never by the library
+itself. :func:`private_server` runs ``initdb`` into a temporary directory and ``postgres`` on a
+Unix socket in that directory only (no TCP port to collide with, no password, no TLS), and
+stops and removes it when the ``with`` block ends. The binaries are Debian's (``postgresql``:
+``/usr/lib/postgresql/<version>/bin``) or any ``initdb`` on the ``PATH``. As root the server
+runs as the ``postgres`` user (``initdb`` refuses root).
 
-``SYNCRECON_TEST_POSTGRES_URL`` still names a server of one's own; it is probed once with a
-short connect timeout, so a wrong URL fails in seconds with the driver's message instead of
-every test waiting for a pool that never fills.
+:func:`probe` checks a URL once with a short connect timeout, so a wrong URL fails in seconds
+with the driver's message instead of a pool waiting out its timeout on every use.
+
+A server of the session's own avoids what differs between machines in a system cluster
+started beforehand: its daemon, its authentication, its network. Private to syncrecon.
 """
 
 from __future__ import annotations
