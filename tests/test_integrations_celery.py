@@ -49,6 +49,7 @@ from syncrecon import (
 )
 from syncrecon.integrations.celery import (
     DONE,
+    PLANNED,
     SKIPPED,
     cycle_schedule,
     drain_schedule,
@@ -174,6 +175,41 @@ def test_a_cycle_task_returns_its_report_as_json() -> None:
     assert value["report"]["cycle_id"] == record.id
     # With one reconciler the sync may be left out.
     assert tasks.cycle.apply().get()["status"] == DONE
+
+
+def test_a_sharded_cycle_task_sends_a_shard_task_per_shard() -> None:
+    app = _app()
+    app.conf.task_always_eager = True  # the shard tasks run here, as a worker would run them
+    rec = _reconciler()
+    left, right = rec.sync.left, rec.sync.right
+    assert isinstance(left, SimulatedSystem)
+    assert isinstance(right, SimulatedSystem)
+    rec.run_cycle()  # links the pair (its notes differ: an open conflict)
+    rec.clock.advance(60)  # type: ignore[attr-defined]
+    right.edit(next(iter(right.records())), note="x")  # settled by hand
+    rec.run_cycle()  # the agreed value is the base
+    rec.clock.advance(60)  # type: ignore[attr-defined]
+    left.edit(next(iter(left.records())), note="changed")
+    rec.clock.advance(60)  # type: ignore[attr-defined]
+    tasks = register_tasks(app, rec)
+    value = tasks.cycle.apply(args=["s"], kwargs={"shards": 2}).get()
+    assert json.loads(json.dumps(value)) == value
+    assert value["status"] == PLANNED
+    assert value["shards"] == 2
+    assert len(value["shard_tasks"]) == 2
+    # The shards ran (eagerly) and the last one finished the cycle: one more cycle stored,
+    # with the change written, and no plan left open.
+    cycles = rec.storage.list_cycles(sync="s")
+    assert len(cycles) == 3
+    assert cycles[0].id == value["cycle_id"]
+    assert cycles[0].report["writes"] == {"left": 0, "right": 1}
+    assert dict(next(iter(right.records().values())).fields)["note"] == "changed"
+    assert rec.storage.open_shard_plans("s") == []  # type: ignore[attr-defined]
+    # A shard run again is done already: a result without a report.
+    again = tasks.shard.apply(args=["s", value["cycle_id"], 0]).get()
+    assert (again["status"], again["report"]) == (DONE, None)
+    with pytest.raises(ConfigurationError, match="dry run"):
+        tasks.cycle.apply(args=["s"], kwargs={"shards": 2, "dry_run": True}).get()
 
 
 def test_a_held_lease_is_a_skip_logged_at_info_not_a_retry(
@@ -548,6 +584,31 @@ def test_a_real_worker_runs_cycles_and_drains(
         assert billing["full_name"] == "Ada King"  # the worker wrote the other system
         second = outcome(tasks.cycle.delay("customers"), worker)
         assert sum(second["report"]["writes"].values()) == 0  # converged
+
+
+def test_a_real_worker_runs_a_sharded_cycle_sent_as_shard_tasks(
+    test_app: ModuleType, celery_env: dict[str, str], tmp_path: Path
+) -> None:
+    from celery.result import AsyncResult
+
+    tasks = test_app.tasks
+    with celery_process(tmp_path, celery_env, "worker", *worker_args("w")) as worker:
+        assert outcome(tasks.cycle.delay("customers"), worker)["report"]["new_links"] == 2
+        outcome(test_app.edit.delay("crm", "crm-1", {"name": "Ada King"}), worker)
+        planned = outcome(tasks.cycle.delay("customers", shards=2), worker)
+        assert planned["status"] == PLANNED
+        assert planned["shards"] == 2
+        shards = [
+            outcome(AsyncResult(task_id, app=test_app.app), worker)
+            for task_id in planned["shard_tasks"]
+        ]
+        assert sorted(r["shard"] for r in shards) == [0, 1]
+        assert {r["status"] for r in shards} == {DONE}
+        [report] = [r["report"] for r in shards if r["report"] is not None]  # the finisher's
+        assert report["cycle_id"] == planned["cycle_id"]
+        assert report["writes"] == {"left": 0, "right": 1}
+        billing = outcome(test_app.record.delay("billing", "bil-1"), worker)
+        assert billing["full_name"] == "Ada King"
 
 
 def test_a_real_worker_skips_a_cycle_whose_lease_is_held(

@@ -71,6 +71,7 @@ from ..worker import Worker
 __all__ = [
     "DEFAULT_NAMESPACE",
     "DONE",
+    "PLANNED",
     "SKIPPED",
     "SyncTasks",
     "cycle_schedule",
@@ -91,20 +92,24 @@ DONE: Final = "done"
 SKIPPED: Final = "skipped"
 """A task result's ``status`` when another worker holds the lease."""
 
+PLANNED: Final = "planned"
+"""A sharded cycle task's ``status``: the cycle is planned and its shard tasks are sent."""
+
 Target = str | Callable[[], Any] | Worker | Reconciler | WebhookHandler | Iterable[Any]
 """What :func:`register_tasks` loads its objects from (see there)."""
 
 _KNOWN = (Worker, Reconciler, WebhookHandler)
+_KINDS = ("cycle", "shard", "drain", "prune")
 
 
 def task_name(kind: str, namespace: str = DEFAULT_NAMESPACE) -> str:
     """The name of a syncrecon task: ``task_name("cycle") == "syncrecon.cycle"``.
 
-    ``kind`` is ``"cycle"``, ``"drain"`` or ``"prune"``. A process that only sends tasks
-    (a web app) uses it with ``app.send_task``, without importing the objects.
+    ``kind`` is ``"cycle"``, ``"shard"``, ``"drain"`` or ``"prune"``. A process that only
+    sends tasks (a web app) uses it with ``app.send_task``, without importing the objects.
     """
-    if kind not in ("cycle", "drain", "prune"):
-        raise ValueError(f"no syncrecon task of kind {kind!r} (cycle, drain or prune)")
+    if kind not in _KINDS:
+        raise ValueError(f"no syncrecon task of kind {kind!r} ({', '.join(_KINDS)})")
     return f"{namespace}.{kind}"
 
 
@@ -275,6 +280,27 @@ def _reconciler(objects: _Objects, sync: str | None) -> Reconciler:
         ) from None
 
 
+def _retry(task: Any, retry_delay: timedelta, what: str, exc: StorageError) -> BaseException:
+    """Celery's retry of ``task`` for a storage error (to raise); a schema error is raised."""
+    if isinstance(exc, SchemaVersionError):
+        raise exc
+    retries: int = task.request.retries
+    limit: int | None = task.max_retries  # None: no limit
+    countdown = retry_delay.total_seconds() * 2**retries
+    if limit is None or retries < limit:
+        log.warning(
+            "%s: storage error, retry %d of %s in %.0f s: %s",
+            what,
+            retries + 1,
+            "unlimited" if limit is None else limit,
+            countdown,
+            exc,
+        )
+    # Past max_retries, Celery's retry raises ``exc`` itself: the task fails.
+    result: BaseException = task.retry(exc=exc, countdown=countdown)
+    return result
+
+
 def _run_cycle(
     loader: _Loader,
     task: Any,
@@ -282,31 +308,71 @@ def _run_cycle(
     sync: str | None,
     dry_run: bool,
     full: bool | None,
+    shards: int | None,
+    send_shard: Callable[[str, str, int], object],
 ) -> dict[str, Any]:
     reconciler = _reconciler(loader.get(), sync)
     name = reconciler.sync.name
     try:
+        if shards is not None:
+            return _plan_shards(reconciler, shards, dry_run, full, send_shard)
         report: CycleReport = reconciler.run_cycle(dry_run=dry_run, full=full)
     except LeaseHeldError as exc:
         return {"sync": name, **_skipped(f"cycle of {reconciler!r}", exc)}
     except StorageError as exc:
-        if isinstance(exc, SchemaVersionError):
-            raise
-        retries: int = task.request.retries
-        limit: int | None = task.max_retries  # None: no limit
-        countdown = retry_delay.total_seconds() * 2**retries
-        if limit is None or retries < limit:
-            log.warning(
-                "cycle of %r: storage error, retry %d of %s in %.0f s: %s",
-                reconciler,
-                retries + 1,
-                "unlimited" if limit is None else limit,
-                countdown,
-                exc,
-            )
-        # Past max_retries, Celery's retry raises ``exc`` itself: the task fails.
-        raise task.retry(exc=exc, countdown=countdown) from exc
+        raise _retry(task, retry_delay, f"cycle of {reconciler!r}", exc) from exc
     return {"status": DONE, "sync": name, "report": _plain(report.to_dict())}
+
+
+def _plan_shards(
+    reconciler: Reconciler,
+    shards: int,
+    dry_run: bool,
+    full: bool | None,
+    send_shard: Callable[[str, str, int], object],
+) -> dict[str, Any]:
+    """Plan a sharded cycle (or take up this sync's unfinished one) and send a shard task
+    for each of its shards; the worker that completes the last one finishes the cycle."""
+    if dry_run:
+        raise ConfigurationError("a dry run is not sharded: send it without shards")
+    cycle_id = reconciler.plan_sharded_cycle(shards, full=full)
+    plan = getattr(reconciler.storage, "get_shard_plan", None)
+    count = shards if plan is None else plan(cycle_id).shards
+    name = reconciler.sync.name
+    sent = [send_shard(name, cycle_id, shard) for shard in range(count)]
+    return {
+        "status": PLANNED,
+        "sync": name,
+        "cycle_id": cycle_id,
+        "shards": count,
+        "shard_tasks": [getattr(result, "id", None) for result in sent],
+    }
+
+
+def _run_shard(
+    loader: _Loader,
+    task: Any,
+    retry_delay: timedelta,
+    sync: str,
+    cycle_id: str,
+    shard: int,
+) -> dict[str, Any]:
+    reconciler = _reconciler(loader.get(), sync)
+    what = f"shard {shard} of cycle {cycle_id} of {reconciler!r}"
+    try:
+        report = reconciler.run_shard(cycle_id, shard)
+    except LeaseHeldError as exc:
+        return {"sync": sync, "cycle_id": cycle_id, "shard": shard, **_skipped(what, exc)}
+    except StorageError as exc:
+        raise _retry(task, retry_delay, what, exc) from exc
+    return {
+        "status": DONE,
+        "sync": sync,
+        "cycle_id": cycle_id,
+        "shard": shard,
+        # The report of the whole cycle, from the worker that finished it; None from the others.
+        "report": None if report is None else _plain(report.to_dict()),
+    }
 
 
 def _run_drain(loader: _Loader) -> dict[str, Any]:
@@ -356,6 +422,7 @@ class SyncTasks:
     """
 
     cycle: Task
+    shard: Task
     drain: Task
     prune: Task
     namespace: str = DEFAULT_NAMESPACE
@@ -386,7 +453,7 @@ def register_tasks(
     for ``--pool=solo`` or ``--pool=threads`` workers (a forked pool child that uses them
     logs a warning).
 
-    The tasks are named ``f"{namespace}.cycle"``, ``".drain"`` and ``".prune"``
+    The tasks are named ``f"{namespace}.cycle"``, ``".shard"``, ``".drain"`` and ``".prune"``
     (:func:`task_name`); give another ``namespace`` to register a second set on the same app.
 
     - ``cycle(sync=None, *, dry_run=False, full=None)`` runs one cycle of the reconciler of the
@@ -396,6 +463,16 @@ def register_tasks(
       "until": ...}`` when another cycle of that sync holds the lease. A
       :class:`~syncrecon.StorageError` other than :class:`~syncrecon.SchemaVersionError` is
       retried ``storage_retries`` times, ``retry_delay`` later, doubling each time.
+    - ``cycle(sync, shards=n)`` plans a sharded cycle instead
+      (:meth:`~syncrecon.Reconciler.plan_sharded_cycle`, or takes up the sync's unfinished
+      one), sends one ``shard`` task per shard and returns ``{"status": "planned", "sync": ...,
+      "cycle_id": ..., "shards": ..., "shard_tasks": [task ids]}`` at once; the shards run on whichever workers take them,
+      each under its own lease, and the worker that completes the last one finishes the cycle.
+    - ``shard(sync, cycle_id, shard)`` runs one shard
+      (:meth:`~syncrecon.Reconciler.run_shard`) and returns ``{"status": "done", "sync": ...,
+      "cycle_id": ..., "shard": ..., "report": ...}``: the report of the whole cycle from the
+      worker that finished it, ``None`` from the others; ``"skipped"`` when another worker
+      holds the shard. Storage errors are retried as for ``cycle``; ``cycle_options`` apply.
     - ``drain()`` runs :meth:`~syncrecon.webhooks.WebhookHandler.process_pending` of every
       handler and returns ``{"status": "done", "report": {"outcomes": ..., "processed": ...,
       "writes": ..., "outbox_retried": ..., "outbox_exhausted": ...}}``. Errors are not retried:
@@ -423,10 +500,24 @@ def register_tasks(
     }
 
     def cycle(
-        task: Any, sync: str | None = None, *, dry_run: bool = False, full: bool | None = None
+        task: Any,
+        sync: str | None = None,
+        *,
+        dry_run: bool = False,
+        full: bool | None = None,
+        shards: int | None = None,
     ) -> dict[str, Any]:
-        """Run one reconciliation cycle of ``sync`` (see ``register_tasks``)."""
-        return _run_cycle(loader, task, retry_delay, sync, dry_run, full)
+        """Run one reconciliation cycle of ``sync``, or plan it in ``shards`` shard tasks
+        (see ``register_tasks``)."""
+
+        def send_shard(name: str, cycle_id: str, shard: int) -> object:
+            return tasks.shard.apply_async(args=[name, cycle_id, shard])
+
+        return _run_cycle(loader, task, retry_delay, sync, dry_run, full, shards, send_shard)
+
+    def shard(task: Any, sync: str, cycle_id: str, shard: int) -> dict[str, Any]:
+        """Run one shard of a sharded cycle (see ``register_tasks``)."""
+        return _run_shard(loader, task, retry_delay, sync, cycle_id, shard)
 
     def drain() -> dict[str, Any]:
         """Drain the webhook inbox and the due outbox entries once (see ``register_tasks``)."""
@@ -442,12 +533,14 @@ def register_tasks(
         options = {**defaults, **more, "name": task_name(kind, namespace), **(own or {})}
         return app.task(**options)(func)
 
-    return SyncTasks(
+    tasks = SyncTasks(
         cycle=add(cycle, "cycle", cycle_options, bind=True, max_retries=storage_retries),
+        shard=add(shard, "shard", cycle_options, bind=True, max_retries=storage_retries),
         drain=add(drain, "drain", drain_options),
         prune=add(prune, "prune", prune_options),
         namespace=namespace,
     )
+    return tasks
 
 
 # -- beat ---------------------------------------------------------------------------------------
@@ -481,10 +574,13 @@ def _entry(
     args: list[Any],
     expires: timedelta | None,
     label: str,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     entry: dict[str, Any] = {"task": task_name(kind, namespace), "schedule": schedule}
     if args:
         entry["args"] = args
+    if kwargs:
+        entry["kwargs"] = dict(kwargs)
     if expires is not None:
         _positive("expires", expires)
         entry["options"] = {"expires": expires.total_seconds()}
@@ -497,9 +593,13 @@ def cycle_schedule(
     every: timedelta | None = None,
     cron: str | None = None,
     expires: timedelta | None = None,
+    shards: int | None = None,
     namespace: str = DEFAULT_NAMESPACE,
 ) -> dict[str, dict[str, Any]]:
     """A ``beat_schedule`` entry that runs a cycle of ``sync``, as a one-entry dict to merge.
+
+    With ``shards``, the cycle is sharded: the ``cycle`` task plans it and sends a ``shard``
+    task per shard (see :func:`register_tasks`).
 
     Give ``every`` (an interval) or ``cron`` (a crontab line such as ``"17 */4 * * *"``, in
     the app's ``timezone``), not both; with neither, a cycle runs every four hours. The entry
@@ -521,7 +621,10 @@ def cycle_schedule(
         schedule = every if every is not None else timedelta(hours=4)
         _positive("the interval", schedule)
         expires = expires if expires is not None else schedule
-    return _entry("cycle", namespace, schedule, [sync], expires, f"cycle:{sync}")
+    if shards is not None and shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    kwargs = None if shards is None else {"shards": shards}
+    return _entry("cycle", namespace, schedule, [sync], expires, f"cycle:{sync}", kwargs)
 
 
 def drain_schedule(
