@@ -9,10 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from storage_helpers import AT, HOSTILE, LATER, SYNC, commit, echo, link
+from storage_helpers import AT, HOSTILE, LATER, SYNC, commit, echo, item, link
 
-from syncrecon import Retention, Side, StorageError
-from syncrecon.storage import Counter, InboxEntry, OutboxEntry, OutboxUpdate, Step, Storage
+from syncrecon import Retention, Side, Status, StorageError
+from syncrecon.storage import (
+    BatchReadStore,
+    Counter,
+    InboxEntry,
+    OutboxEntry,
+    OutboxUpdate,
+    Step,
+    Storage,
+)
 
 CLAIM_AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
 CLAIM_LEASE = timedelta(seconds=45)
@@ -200,6 +208,100 @@ def test_a_failed_step_spends_no_echo(storage: Storage) -> None:
     with pytest.raises(StorageError):
         commit(storage, drop_echoes=[found], links=[link("L2", "R1")])  # R1 is linked to L1
     assert storage.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT) == found
+
+
+# -- reads of a whole batch (the optional BatchReadStore role) ------------------------------------
+
+
+def _batch_reads(storage: Storage) -> BatchReadStore:
+    assert isinstance(storage, BatchReadStore)  # every bundled backend has the role
+    return storage
+
+
+def test_find_echoes_answers_find_echo_for_a_batch_of_records(storage: Storage) -> None:
+    commit(
+        storage,
+        echoes=[
+            echo("R1", "notes", "a"),
+            echo("R1", "notes", "a", source_time=AT),  # the same value again: the oldest wins
+            echo("R1", "notes", "b"),
+            echo("R1", "stage", "a"),
+            echo("R2", "notes", "c", source_time=AT),  # spent below
+            echo("R2", "notes", "d", expires_at=AT),  # expired at AT
+            echo("R3", "notes", "e"),  # not asked for
+            echo("R1", "notes", "f", side=Side.LEFT),
+            echo("R1", "notes", "g", sync="other"),
+        ],
+    )
+    spent = storage.find_echo(SYNC, Side.RIGHT, "R2", "notes", "c", AT)
+    assert spent is not None
+    commit(storage, drop_echoes=[spent])
+    found = _batch_reads(storage).find_echoes(SYNC, Side.RIGHT, ["R1", "R2", "R9"], AT)
+    assert set(found) == {("R1", "notes", "a"), ("R1", "notes", "b"), ("R1", "stage", "a")}
+    for (key, field, fp), echo_id in found.items():
+        assert storage.find_echo(SYNC, Side.RIGHT, key, field, fp, AT) == echo_id
+    # Spending the oldest entry of a value leaves the next one, as find_echo does.
+    commit(storage, drop_echoes=[found[("R1", "notes", "a")]])
+    again = _batch_reads(storage).find_echoes(SYNC, Side.RIGHT, ["R1"], AT)
+    assert again[("R1", "notes", "a")] not in (None, found[("R1", "notes", "a")])
+    assert again[("R1", "notes", "a")] == storage.find_echo(
+        SYNC, Side.RIGHT, "R1", "notes", "a", AT
+    )
+    assert _batch_reads(storage).find_echoes(SYNC, Side.LEFT, ["R1"], AT) == {
+        ("R1", "notes", "f"): storage.find_echo(SYNC, Side.LEFT, "R1", "notes", "f", AT)
+    }
+    assert _batch_reads(storage).find_echoes(SYNC, Side.RIGHT, [], AT) == {}
+    assert _batch_reads(storage).find_echoes(SYNC, Side.RIGHT, ["R1"], LATER) == {}  # expired
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_find_echoes_keys_fields_and_fingerprints_are_data(storage: Storage, text: str) -> None:
+    commit(storage, echoes=[echo(text, text, text)])
+    found = _batch_reads(storage).find_echoes(SYNC, Side.RIGHT, [text], AT)
+    assert found == {(text, text, text): storage.find_echo(SYNC, Side.RIGHT, text, text, text, AT)}
+
+
+def test_find_echoes_of_many_records_in_one_call(storage: Storage) -> None:
+    keys = [f"R{i}" for i in range(1_200)]
+    commit(storage, echoes=[echo(k) for k in keys])
+    found = _batch_reads(storage).find_echoes(SYNC, Side.RIGHT, keys, AT)
+    assert set(found) == {(k, "notes", "f1") for k in keys}
+    assert len(set(found.values())) == len(keys)
+
+
+def test_active_items_of_some_records(storage: Storage) -> None:
+    commit(
+        storage,
+        new_items=[
+            item("stage", "L1", "R1"),
+            item("amount", "L1", "R1", status=Status.ESCALATED, category="deal_value"),
+            item("stage", "L2", "R2", status=Status.ESCALATED),
+            item("notes", "L2", "R2", status=Status.RESOLVED),  # closed
+            item("stage", "L3", "R3"),  # not asked for
+            item("*", None, "R4"),  # no left key
+            item("stage", "L1", "R1", sync="other"),
+        ],
+    )
+    every = storage.active_items(SYNC)
+    found = _batch_reads(storage).active_items_of(SYNC, ["L1", "L2", "L9"])
+    assert found == {k: i for k, i in every.items() if k[1] in ("L1", "L2")}
+    assert sorted(found) == [
+        (SYNC, "L1", "R1", "amount"),
+        (SYNC, "L1", "R1", "stage"),
+        (SYNC, "L2", "R2", "stage"),
+    ]
+    assert _batch_reads(storage).active_items_of(SYNC, []) == {}
+    many = [f"L{i}" for i in range(1_200)]
+    assert set(_batch_reads(storage).active_items_of(SYNC, many)) == set(found) | {
+        (SYNC, "L3", "R3", "stage")
+    }
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_active_items_of_keys_are_data(storage: Storage, text: str) -> None:
+    commit(storage, new_items=[item(text or "f", text, "R1")])
+    found = _batch_reads(storage).active_items_of(SYNC, [text])
+    assert [(i.left_key or "", i.field) for i in found.values()] == [(text, text or "f")]
 
 
 # -- record claims shared by cycles and fast-loop workers -----------------------------------------

@@ -5,8 +5,9 @@ invariants of its role: :class:`LeaseStore` (leases), :class:`LinkStore` (links,
 watermarks), :class:`QueueStore` (the reconciliation queue), :class:`FastLoopStore` (inbox,
 claims, field times, echoes, outbox), :class:`SchemaStore` (field schemas, create intents) and
 :class:`MetricsStore` (counters, cycle reports, retention); :meth:`Storage.commit` is the one
-write path of all of them. :class:`ShardStore` (sharded cycles' plans and shard results) is an
-optional role every bundled backend has.
+write path of all of them. :class:`ShardStore` (sharded cycles' plans and shard results) and
+:class:`BatchReadStore` (the fast loop's reads of a whole batch at once) are optional roles
+every bundled backend has.
 
 The backends, ``SQLiteStorage`` (the embedded default), ``PostgresStorage`` (many processes;
 the ``postgres`` extra) and ``MemoryStorage``, load when first asked for
@@ -19,6 +20,7 @@ from typing import Any as _Any
 
 from ._base import (
     BaseUpdate,
+    BatchReadStore,
     Counter,
     CreateIntent,
     CycleRecord,
@@ -77,6 +79,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BaseUpdate",
+    "BatchReadStore",
     "Counter",
     "CreateIntent",
     "CycleRecord",

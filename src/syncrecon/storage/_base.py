@@ -8,7 +8,8 @@ whole :class:`Step` or nothing. Record keys, field names and values are always b
 :class:`Storage` is the union of one protocol per role (:class:`LeaseStore`,
 :class:`LinkStore`, :class:`QueueStore`, :class:`FastLoopStore`, :class:`SchemaStore`,
 :class:`MetricsStore`), each documenting the invariants of its concern; the decisions every
-backend makes alike are pure functions in ``_rules``.
+backend makes alike are pure functions in ``_rules``. Optional roles (:class:`ShardStore`,
+:class:`BatchReadStore`) add what a storage may lack; syncrecon checks for them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .._retention import Retention
 
 __all__ = [
     "BaseUpdate",
+    "BatchReadStore",
     "Counter",
     "CreateIntent",
     "CycleRecord",
@@ -956,6 +958,35 @@ class ShardStore(Protocol):
 
     def shard_results(self, cycle_id: str) -> dict[int, ShardResult]:
         """The results of the finished shards of ``cycle_id``, by shard index."""
+        ...
+
+
+@runtime_checkable
+class BatchReadStore(Protocol):
+    """Reads that answer a whole batch of records at once: an optional role (every bundled
+    backend has it). The fast loop asks once per claimed batch instead of once per event; a
+    storage without it is asked per event with :meth:`FastLoopStore.find_echo` and
+    :meth:`QueueStore.active_items`, with the same outcomes.
+
+    Invariants (each method agrees with the per-record read it replaces):
+
+    - ``find_echoes(sync, side, keys, now)[(key, field, fingerprint)]`` is what
+      ``find_echo(sync, side, key, field, fingerprint, now)`` returns, for every key of
+      ``keys`` and every value with an unexpired, unspent entry; values without one are absent;
+    - ``active_items_of(sync, left_keys)`` is the part of ``active_items(sync)`` whose items'
+      left keys are among ``left_keys``.
+    """
+
+    def find_echoes(
+        self, sync: str, side: Side, keys: Sequence[str], now: datetime
+    ) -> dict[tuple[str, str, str], int]:
+        """The oldest unexpired, unspent echo entry of each value written to the records
+        ``keys`` on ``side``, by ``(key, field, fingerprint)`` (one query per chunk of keys)."""
+        ...
+
+    def active_items_of(self, sync: str, left_keys: Sequence[str]) -> dict[ItemKey, Discrepancy]:
+        """The open or escalated items of ``sync`` whose left key is one of ``left_keys``, by
+        item key."""
         ...
 
 

@@ -271,6 +271,15 @@ class MemoryStorage:
         with self._lock:
             return {k: _out_item(self._items[i]) for k, i in self._active.items() if k[0] == sync}
 
+    def active_items_of(self, sync: str, left_keys: Sequence[str]) -> dict[ItemKey, Discrepancy]:
+        wanted = set(left_keys)
+        with self._lock:
+            return {
+                k: _out_item(self._items[i])
+                for k, i in self._active.items()
+                if k[0] == sync and k[1] in wanted
+            }
+
     def get_item(self, item_id: int) -> Discrepancy:
         with self._lock:
             return _out_item(self._items[item_id])
@@ -704,6 +713,25 @@ class MemoryStorage:
                 ):
                     return echo_id
             return None
+
+    def find_echoes(
+        self, sync: str, side: Side, keys: Sequence[str], now: datetime
+    ) -> dict[tuple[str, str, str], int]:
+        now = utc(now)
+        side, wanted = Side(side), set(keys)
+        found: dict[tuple[str, str, str], int] = {}
+        with self._lock:
+            for echo_id in sorted(self._echoes, reverse=True):  # the oldest entry wins
+                e = self._echoes[echo_id]
+                if (
+                    e.sync == sync
+                    and e.side == side
+                    and e.key in wanted
+                    and e.expires_at > now
+                    and echo_id not in self._spent
+                ):
+                    found[(e.key, e.field, e.fingerprint)] = echo_id
+        return found
 
     def echo_times(
         self, sync: str, records: Sequence[tuple[Side, str]], now: datetime

@@ -502,6 +502,19 @@ class PostgresStorage:
         items = (_item(r) for r in rows)
         return {i.item_key: i for i in items}
 
+    def active_items_of(self, sync: str, left_keys: Sequence[str]) -> dict[ItemKey, Discrepancy]:
+        wanted = sorted(set(left_keys))
+        if not wanted:
+            return {}
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE sync = %s"  # noqa: S608
+                " AND left_key = ANY(%s) AND status IN ('open', 'escalated')",
+                (sync, wanted),
+            ).fetchall()
+        items = (_item(r) for r in rows)
+        return {i.item_key: i for i in items}
+
     def get_item(self, item_id: int) -> Discrepancy:
         with self._read() as db:
             row = db.execute(
@@ -1118,6 +1131,21 @@ class PostgresStorage:
                 (sync, Side(side).value, key, field, fingerprint, ts(now)),
             ).fetchone()
         return None if row is None else int(row["id"])
+
+    def find_echoes(
+        self, sync: str, side: Side, keys: Sequence[str], now: datetime
+    ) -> dict[tuple[str, str, str], int]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key, field, fingerprint, min(id) AS id FROM echoes"
+                " WHERE sync = %s AND side = %s AND key = ANY(%s)"
+                " AND expires_at > %s AND spent = 0 GROUP BY key, field, fingerprint",
+                (sync, Side(side).value, wanted, ts(now)),
+            ).fetchall()
+        return {(r["key"], r["field"], r["fingerprint"]): int(r["id"]) for r in rows}
 
     def echo_times(
         self, sync: str, records: Sequence[tuple[Side, str]], now: datetime

@@ -454,6 +454,20 @@ class SQLiteStorage:
         items = (_item(r) for r in rows)
         return {i.item_key: i for i in items}
 
+    def active_items_of(self, sync: str, left_keys: Sequence[str]) -> dict[ItemKey, Discrepancy]:
+        # One query per chunk of keys, over the active items' (sync, left_key, ...) index.
+        rows = []
+        with self._read() as db:
+            for chunk in _chunks(sorted(set(left_keys))):
+                marks = ",".join("?" * len(chunk))
+                rows += db.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE sync = ?"  # noqa: S608
+                    f" AND left_key IN ({marks}) AND status IN ('open', 'escalated')",
+                    (sync, *chunk),
+                ).fetchall()
+        items = (_item(r) for r in rows)
+        return {i.item_key: i for i in items}
+
     def get_item(self, item_id: int) -> Discrepancy:
         with self._read() as db:
             row = db.execute(
@@ -1023,6 +1037,23 @@ class SQLiteStorage:
                 (sync, Side(side).value, key, field, fingerprint, ts(now)),
             ).fetchone()
         return None if row is None else int(row[0])
+
+    def find_echoes(
+        self, sync: str, side: Side, keys: Sequence[str], now: datetime
+    ) -> dict[tuple[str, str, str], int]:
+        # One query per chunk of keys, over the (sync, side, key, ...) index.
+        found: dict[tuple[str, str, str], int] = {}
+        with self._read() as db:
+            for chunk in _chunks(sorted(set(keys))):
+                marks = ",".join("?" * len(chunk))
+                for key, field, fp, echo_id in db.execute(
+                    "SELECT key, field, fingerprint, min(id) FROM echoes"  # noqa: S608
+                    f" WHERE sync = ? AND side = ? AND key IN ({marks})"
+                    " AND expires_at > ? AND spent = 0 GROUP BY key, field, fingerprint",
+                    (sync, Side(side).value, *chunk, ts(now)),
+                ):
+                    found[(key, field, fp)] = int(echo_id)
+        return found
 
     def echo_times(
         self, sync: str, records: Sequence[tuple[Side, str]], now: datetime

@@ -1,18 +1,27 @@
 """The inbox processor: claim events per record, triage each, write, commit the outcomes.
 
-Events are claimed in batches (a record's events all go to one worker, for ``lease``). In a
-batch, oldest first, each event is triaged (:mod:`._triage` decides; this module reads what
-each decision needs, just before it, and records the verdict); the writes it planned are
-coalesced and made (:mod:`._apply`); then every outcome, base, order time, queue item and
-counter of the batch is committed in one transaction, only while this worker still holds the
-events' claim.
+Events are claimed in batches (a record's events all go to one worker, for ``lease``). What
+the checks of the batch's events need is read first, once for the whole batch: per sync and
+side, the links of their records and the echo entries of their values (one query each); per
+sync, the order times of their fields and what is known about the sync's fields. Then, oldest
+first, each event is triaged (:mod:`._triage` decides; this module hands it what was read and
+records the verdict); the writes it planned are coalesced and made (:mod:`._apply`); then every
+outcome, base, order time, queue item and counter of the batch is committed in one
+transaction, only while this worker still holds the events' claim.
+
+What was read stays true while the batch triages: the claim keeps other workers (and a
+cycle's write batches) off these records, and the batch itself commits nothing until every
+event is triaged. What an earlier event of the batch decides reaches the later ones through
+the batch: a spent echo entry (``drop_echoes``), a newer change of a field (superseding), a
+quarantined field (the field facts); events are triaged oldest first, so a later event of a
+field is never older than an earlier one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -21,7 +30,16 @@ from .._connector import Caller
 from .._drift import SCHEMA_DRIFT_CATEGORY
 from .._models import Side
 from .._sync import SyncDefinition
-from ..storage._base import InboxEntry, Link, Status, Step
+from ..storage._base import (
+    BatchReadStore,
+    Discrepancy,
+    InboxEntry,
+    ItemKey,
+    Link,
+    Status,
+    Step,
+    Storage,
+)
 from ._apply import write_planned
 from ._events import ChangeEvent, EventOutcome
 from ._inbox import outcome_counter, stored_event
@@ -34,12 +52,15 @@ from ._triage import (
     check_field,
     check_order,
     decide,
+    mapped_field,
     match,
     screen,
 )
 
 if TYPE_CHECKING:
     from ._handler import WebhookHandler, WebhookSource
+
+    Event = tuple[InboxEntry, WebhookSource, ChangeEvent]
 
 
 def drain_inbox(handler: WebhookHandler, caller: Caller) -> tuple[dict[str, int], int]:
@@ -59,6 +80,20 @@ def drain_inbox(handler: WebhookHandler, caller: Caller) -> tuple[dict[str, int]
             outcomes[outcome] = outcomes.get(outcome, 0) + n
 
 
+def batch_reads(storage: Storage) -> BatchReadStore | None:
+    """``storage`` as a :class:`BatchReadStore`, or ``None`` when it lacks the optional role
+    (its events are then read per event, with the same outcomes).
+
+    Looked up with ``getattr``, not ``isinstance``: a wrapper that forwards its attributes
+    (``__getattr__``) has the role too, on every Python (from 3.12 a protocol's ``isinstance``
+    does not call ``__getattr__``).
+    """
+    names = ("find_echoes", "active_items_of")
+    if all(callable(getattr(storage, name, None)) for name in names):
+        return cast(BatchReadStore, storage)
+    return None
+
+
 class Batch:
     """One claimed batch of inbox entries, processed together so writes coalesce."""
 
@@ -73,10 +108,16 @@ class Batch:
         self.writes = 0
         self.planned: list[Planned] = []
         self._fields: dict[str, FieldFacts] = {}
+        self._bulk = batch_reads(handler.storage)
+        # Read ahead for the whole batch (:meth:`_read_ahead`); a sync and side missing here
+        # (none of its events got that far) is read per event.
+        self._links: dict[tuple[str, Side], dict[str, Link]] = {}
+        self._times: dict[str, dict[tuple[str, str], datetime]] = {}
+        self._echoes: dict[tuple[str, Side], dict[tuple[str, str, str], int]] = {}
 
     def run(self, claimed: Sequence[InboxEntry]) -> None:
         """Triage every event, oldest first; make the planned writes; commit it all."""
-        events = []
+        events: list[Event] = []
         for entry in claimed:
             src = self.h.sources.get(entry.source)
             if src is None:
@@ -85,6 +126,7 @@ class Batch:
             events.append((entry, src, stored_event(entry.event)))
         # Oldest first, so a later change to the same field supersedes an earlier one.
         events.sort(key=lambda t: (t[2].occurred_at, t[0].id or 0))
+        self._read_ahead(events)
         for entry, src, event in events:
             self._triage(entry, src, event)
         write_planned(self)
@@ -100,7 +142,34 @@ class Batch:
         if src is not None:
             self.step.counters.append(outcome_counter(src, outcome))
 
-    # One event: each read just before the check that needs it ------------------------------
+    def _read_ahead(self, events: Sequence[Event]) -> None:
+        """Read what the checks of ``events`` need, a few queries for the whole batch: per sync
+        and side, the links of the records that pass :func:`screen`, then the echo entries of
+        the linked ones (with :class:`BatchReadStore`); per sync, the order times of the
+        mapped fields they change. The field facts follow when first needed."""
+        keys: dict[tuple[str, Side], set[str]] = {}
+        for _, src, event in events:
+            if screen(src, event) is None:
+                keys.setdefault((src.sync.name, src.side), set()).add(event.key)
+        for (sync, side), wanted in keys.items():
+            self._links[(sync, side)] = self.storage.get_links(sync, side, sorted(wanted))
+        fields: dict[str, set[tuple[str, str]]] = {}
+        linked: dict[tuple[str, Side], set[str]] = {}
+        for _, src, event in events:
+            link = self._links.get((src.sync.name, src.side), {}).get(event.key)
+            fm = None if link is None else mapped_field(src.sync, src.side, event.field)
+            if link is not None and fm is not None:
+                fields.setdefault(src.sync.name, set()).add((link.left_key, fm.left))
+                linked.setdefault((src.sync.name, src.side), set()).add(event.key)
+        for sync, wanted_fields in fields.items():
+            self._times[sync] = self.storage.get_field_times(sync, sorted(wanted_fields))
+        if self._bulk is not None:
+            for (sync, side), wanted in linked.items():
+                self._echoes[(sync, side)] = self._bulk.find_echoes(
+                    sync, side, sorted(wanted), self.now
+                )
+
+    # One event: what each check needs, read ahead or just before it ------------------------
 
     def _triage(self, entry: InboxEntry, src: WebhookSource, event: ChangeEvent) -> None:
         """Take one event through the checks of :mod:`._triage`, in order, until one settles
@@ -149,7 +218,10 @@ class Batch:
     # What the checks read -------------------------------------------------------------------
 
     def _link(self, src: WebhookSource, event: ChangeEvent) -> Link | None:
-        return self.storage.get_links(src.sync.name, src.side, [event.key]).get(event.key)
+        links = self._links.get((src.sync.name, src.side))
+        if links is None:
+            links = self.storage.get_links(src.sync.name, src.side, [event.key])
+        return links.get(event.key)
 
     def _field_facts(self, sync: SyncDefinition) -> FieldFacts:
         """Quarantined fields, fields waiting for an operator, known types: once per batch."""
@@ -161,7 +233,7 @@ class Batch:
                 category=SCHEMA_DRIFT_CATEGORY,
                 limit=10_000,
             )
-            waiting = self.storage.active_items(sync.name).values()
+            waiting = self._active_items(sync.name).values()
             schemas: Mapping[tuple[Side, str], Mapping[str, Any]] = {
                 (f.side, f.field): f.info for f in self.storage.get_schemas(sync.name)
             }
@@ -179,15 +251,34 @@ class Batch:
             self._fields[sync.name] = found
         return found
 
+    def _active_items(self, sync: str) -> dict[ItemKey, Discrepancy]:
+        """The active items of the batch's linked records (every active item of ``sync`` from
+        a storage without :class:`BatchReadStore`: the same answer for these records)."""
+        if self._bulk is None:
+            return self.storage.active_items(sync)
+        left_keys = {
+            link.left_key
+            for (name, _), links in self._links.items()
+            if name == sync
+            for link in links.values()
+        }
+        return self._bulk.active_items_of(sync, sorted(left_keys)) if left_keys else {}
+
     def _last_applied(self, c: Candidate) -> datetime | None:
         """The source time of the change last applied to the candidate's field."""
         key = (c.link.left_key, c.fm.left)
-        return self.storage.get_field_times(c.source.sync.name, [key]).get(key)
+        times = self._times.get(c.source.sync.name)
+        if times is None:
+            times = self.storage.get_field_times(c.source.sync.name, [key])
+        return times.get(key)
 
     def _unspent_echo(self, c: Candidate) -> int | None:
         """An echo entry of the candidate's value that this batch has not used yet."""
         src, event = c.source, c.event
-        echo = self.storage.find_echo(
-            src.sync.name, src.side, event.key, str(event.field), fingerprint(event.value), self.now
-        )
+        field, fp = str(event.field), fingerprint(event.value)
+        found = self._echoes.get((src.sync.name, src.side))
+        if found is None:
+            echo = self.storage.find_echo(src.sync.name, src.side, event.key, field, fp, self.now)
+        else:
+            echo = found.get((event.key, field, fp))
         return None if echo is None or echo in self.step.drop_echoes else echo
