@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 from storage_helpers import AT, HOSTILE, LATER, SYNC, commit, echo, item, link
 
@@ -49,6 +50,21 @@ def test_a_redelivered_event_is_stored_once(storage: Storage) -> None:
     claimed = storage.claim_events("w", limit=10, now=CLAIM_AT, lease=CLAIM_LEASE)
     assert [(e.id, e.event) for e in claimed] == [(ids[0], {"n": 1}), (ids[2], {"n": 2})]
     assert storage.counter_totals("m") == [({}, 1)]
+
+
+def test_one_call_stores_many_events_in_list_order_and_the_first_of_a_key(
+    storage: Storage,
+) -> None:
+    # A group commit hands the storage many requests' events in one list.
+    entries = [_record_event(f"d:left:h{i % 7}", i) for i in range(40)]
+    again = attrs.evolve(entries[3], event={"n": "a second copy"})  # same key, other body
+    ids = storage.enqueue_events([*entries, again], [], CLAIM_AT)
+    assert ids[-1] is None
+    stored = ids[:-1]
+    assert None not in stored
+    assert stored == sorted(stored)  # the list's order is the inbox's
+    claimed = storage.claim_events("w", limit=10, now=CLAIM_AT, lease=CLAIM_LEASE)
+    assert {e.id: e.event for e in claimed}[stored[3]] == {"n": 3}
 
 
 def test_done_events_are_claimed_no_more(storage: Storage) -> None:

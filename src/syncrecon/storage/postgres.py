@@ -207,8 +207,8 @@ class PostgresStorage:
     storage's own pool before it fails with :class:`~syncrecon.StorageError`.
 
     Every table lives in ``schema`` (created by :meth:`setup`), so several deployments may
-    share one database. Every transaction sets its own ``search_path``: the connections need
-    no configuration.
+    share one database. On a host's pool every transaction sets its own ``search_path``, so
+    the connections need no configuration; the storage's own pool sets it once per connection.
     """
 
     def __init__(
@@ -235,6 +235,7 @@ class PostgresStorage:
         self._lock = threading.Lock()
         self._ready = False
         self._set_path = sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema))
+        self._session_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
 
     def __repr__(self) -> str:
         return f"PostgresStorage(schema={self.schema!r})"
@@ -258,9 +259,16 @@ class PostgresStorage:
                         min_size=self._min_size,
                         max_size=self._max_size,
                         timeout=self._timeout,
+                        configure=self._configure,
                         open=True,
                     )
             return self._pool
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """A new connection of the storage's own pool: its ``search_path`` set once, for the
+        connection's life (a host's pool is shared: there it is set per transaction)."""
+        conn.execute(self._session_path)
+        conn.commit()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Conn]:
@@ -269,7 +277,8 @@ class PostgresStorage:
             self.setup()
         with _map_errors(), self._get_pool().connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
-            cur.execute(self._set_path)
+            if not self._own_pool:
+                cur.execute(self._set_path)
             yield cur
 
     _read = _tx
@@ -983,22 +992,30 @@ class PostgresStorage:
     def enqueue_events(
         self, entries: Sequence[InboxEntry], counters: Sequence[Counter], at: datetime
     ) -> list[int | None]:
+        # One statement for the whole list (a group commit's many requests): the rows in list
+        # order, a key already stored or met earlier in the list skipped; the ids come back
+        # by key, and a key's first entry in the list is the one stored.
         ids: list[int | None] = []
         with self._tx() as db:
-            for e in entries:
-                row = db.execute(
+            if entries:
+                rows = db.execute(
                     "INSERT INTO inbox (source, dedupe_key, event, received_at, record)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, dedupe_key) DO NOTHING"
-                    " RETURNING id",
+                    " SELECT source, dedupe_key, event, received_at, record FROM unnest("
+                    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                    " WITH ORDINALITY AS d(source, dedupe_key, event, received_at, record, n)"
+                    " ORDER BY n ON CONFLICT (source, dedupe_key) DO NOTHING"
+                    " RETURNING id, source, dedupe_key",
                     (
-                        e.source,
-                        e.dedupe_key,
-                        _codec.dumps(dict(e.event)),
-                        ts(e.received_at),
-                        e.record or None,
+                        [e.source for e in entries],
+                        [e.dedupe_key for e in entries],
+                        [_codec.dumps(dict(e.event)) for e in entries],
+                        [ts(e.received_at) for e in entries],
+                        [e.record or None for e in entries],
                     ),
-                ).fetchone()
-                ids.append(None if row is None else int(row["id"]))
+                ).fetchall()
+                stored = {(r["source"], r["dedupe_key"]): int(r["id"]) for r in rows}
+                for e in entries:
+                    ids.append(stored.pop((e.source, e.dedupe_key), None))
             self._count(db, counters, at)
         return ids
 
