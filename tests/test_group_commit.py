@@ -324,6 +324,38 @@ def test_a_bad_signature_among_good_requests_fails_alone(storage: Storage) -> No
     assert outcomes(storage) == {"rejected": 1}
 
 
+def test_the_async_door_tells_listeners_of_new_events_only_after_processing(
+    storage: Storage,
+) -> None:
+    handler, gate = gated(storage, inline=True)
+    gate.open.set()
+    order: list[str] = []
+    handler.add_listener(lambda count: order.append(f"told {count}"))
+    process = handler._process
+
+    def processed(*, in_worker_thread: bool) -> Any:
+        order.append("processed")
+        return process(in_worker_thread=in_worker_thread)
+
+    handler._process = processed  # type: ignore[method-assign]
+    forged = signed(handler, 2, secret="whsec_" + "QUJD" * 8)
+
+    async def scenario() -> list[WebhookResponse]:
+        return [
+            await handler.ahandle(signed(handler, 1)),
+            await handler.ahandle(signed(handler, 1)),  # a redelivery: nothing new
+            await handler.ahandle(forged),  # refused at the door, its rejection counted
+        ]
+
+    first, again, refused = asyncio.run(scenario())
+    assert answer(first) == ACCEPTED
+    assert answer(again) == DUPLICATE
+    assert refused.status == 401
+    assert order == ["processed", "told 1"]
+    assert gate.groups == [["e1"], ["e1"]]
+    assert outcomes(storage)["rejected"] == 1
+
+
 def test_a_bad_request_among_good_ones_fails_alone_async(storage: Storage) -> None:
     handler, gate = gated(storage)
     malformed = WebhookRequest(

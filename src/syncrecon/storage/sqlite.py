@@ -177,6 +177,12 @@ def _link(row: sqlite3.Row) -> Link:
     )
 
 
+_MULTI_ROW_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+"""SQLite 3.35 added ``RETURNING``: a list of inbox events then goes in one statement."""
+_INBOX_CHUNK = 500
+"""Rows per inbox statement: 5 parameters each, far below SQLite's variable limit."""
+
+
 class SQLiteStorage:
     """Storage in one SQLite file (``":memory:"`` works too, for one process).
 
@@ -891,12 +897,13 @@ class SQLiteStorage:
     def enqueue_events(
         self, entries: Sequence[InboxEntry], counters: Sequence[Counter], at: datetime
     ) -> list[int | None]:
+        stamps: dict[datetime, str] = {}  # a request's events share their received time
         rows = [
             (
                 e.source,
                 e.dedupe_key,
-                _codec.dumps(dict(e.event)),
-                ts(e.received_at),
+                _codec.dumps(e.event if type(e.event) is dict else dict(e.event)),
+                stamps.get(e.received_at) or stamps.setdefault(e.received_at, ts(e.received_at)),
                 e.record or None,
             )
             for e in entries
@@ -913,9 +920,25 @@ class SQLiteStorage:
                 return [int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None]
         ids: list[int | None] = []
         with self._tx() as db:
-            for row in rows:
-                cur = db.execute(sql, row)
-                ids.append(int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None)
+            if _MULTI_ROW_RETURNING:
+                # A group commit's many requests: one statement per chunk, rows in list order
+                # (so ids rise with it); the ids come back by key, and a key's first entry in
+                # the list is the one stored (a later one, or one stored before, gets None).
+                for start in range(0, len(rows), _INBOX_CHUNK):
+                    chunk = rows[start : start + _INBOX_CHUNK]
+                    marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))  # placeholders only
+                    returned = db.execute(
+                        "INSERT INTO inbox (source, dedupe_key, event, received_at, record)"  # noqa: S608
+                        f" VALUES {marks} ON CONFLICT (source, dedupe_key) DO NOTHING"
+                        " RETURNING id, source, dedupe_key",
+                        [value for row in chunk for value in row],
+                    ).fetchall()
+                    stored = {(source, key): int(row_id) for row_id, source, key in returned}
+                    ids.extend(stored.pop((row[0], row[1]), None) for row in chunk)
+            else:
+                for row in rows:
+                    cur = db.execute(sql, row)
+                    ids.append(int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None)
             self._count(db, counters, at)
         return ids
 

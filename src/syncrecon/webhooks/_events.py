@@ -10,7 +10,7 @@ import enum
 import json
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -28,7 +28,16 @@ __all__ = [
 ]
 
 
+class LowerHeaders(dict[str, str]):
+    """Headers an adapter already normalized (text names in lower case, text values), so
+    :class:`WebhookRequest` keeps them without copying them again. Private to syncrecon."""
+
+    __slots__ = ()
+
+
 def _headers(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
+    if type(value) is LowerHeaders:
+        return value
     items = value.items() if isinstance(value, Mapping) else value
     return {str(k).lower(): str(v) for k, v in items}
 
@@ -103,7 +112,16 @@ class EventOutcome(enum.StrEnum):
 
 
 def _keys(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
+    return value if type(value) is tuple else tuple(value)
+
+
+def _kind(value: str) -> EventKind:
+    return value if type(value) is EventKind else EventKind(value)
+
+
+def _utc_time(value: datetime) -> datetime:
+    # A parser's events are UTC already: only the others need converting.
+    return value if value.tzinfo is UTC else utc(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -121,8 +139,8 @@ class ChangeEvent:
     system: str
     object_type: str
     key: str
-    kind: EventKind = attrs.field(converter=EventKind)
-    occurred_at: datetime = attrs.field(converter=utc)
+    kind: EventKind = attrs.field(converter=_kind)
+    occurred_at: datetime = attrs.field(converter=_utc_time)
     event_id: str
     field: str | None = None
     value: Any = None

@@ -92,14 +92,18 @@ async def aanswer(
     else:
         admitted = admit(handler, request, name)
     ticket = admitted.ticket if isinstance(admitted, Refusal) else admitted
-    await acommit(handler, ticket)
+    if ticket.entries and handler.group_commit:  # the usual request, one coroutine less
+        await handler._committer.acommit(ticket)
+    else:
+        await acommit(handler, ticket)
     if isinstance(admitted, Refusal):
         return refused(admitted)
     response, stored = outcome(handler, ticket)
-    if handler.inline and stored:
-        await anyio.to_thread.run_sync(lambda: _process_inline(handler, in_worker_thread=True))
     if stored:
-        handler._tell_listeners(stored)
+        if handler.inline:
+            await anyio.to_thread.run_sync(lambda: _process_inline(handler, in_worker_thread=True))
+        if handler._listeners:
+            handler._tell_listeners(stored)
     return response
 
 
@@ -167,7 +171,8 @@ def _verified_events(
         method=request.method, url=request.url, headers=request.headers, body=request.body
     )
     try:
-        return list(src.parser.parse(request.body, request.headers))
+        events = src.parser.parse(request.body, request.headers)
+        return events if type(events) is list else list(events)
     except WebhookError:
         raise
     except Exception as exc:

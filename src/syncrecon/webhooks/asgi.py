@@ -33,12 +33,12 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from ._asgi_base import Receive, Scope, Send, serve_scope
-from ._events import RequestHandler, WebhookRequest, WebhookResponse
+from ._events import LowerHeaders, RequestHandler, WebhookRequest, WebhookResponse
 from ._wire import (
     MalformedLengthError,
     bad_length,
@@ -85,7 +85,10 @@ class WebhookApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
-        await serve_scope(self._http, scope, receive, send)
+        if scope["type"] == "http":  # every request: one coroutine less than serve_scope
+            await self._http(scope, receive, send)
+        else:
+            await serve_scope(self._http, scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = str(scope["method"])
@@ -143,9 +146,10 @@ def _asgi_url(scope: Scope, headers: Mapping[str, str], prefix: str) -> str:
 
 def _asgi_headers(scope: Scope) -> dict[str, str]:
     """The request's headers, as :func:`~._wire.join_headers` gives them (one pass: this
-    runs on the event loop for every request)."""
+    runs on the event loop for every request), already in the form
+    :class:`~syncrecon.webhooks.WebhookRequest` keeps, so it does not copy them again."""
     raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
-    headers: dict[str, str] = {}
+    headers = LowerHeaders()
     for name, value in raw:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -162,9 +166,15 @@ class _Unread(enum.Enum):
 
 async def _read_body(receive: Receive, cap: int) -> bytes | _Unread:
     """The request body, or why not: over ``cap`` (found as soon as it is) or the client left."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        # The usual webhook: the whole body in one message, taken as it is.
+        chunk = message.get("body") or b""
+        if len(chunk) > cap:
+            return _Unread.TOO_LARGE
+        return chunk if type(chunk) is bytes else bytes(chunk)
     body = bytearray()
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             return _Unread.DISCONNECTED
         chunk = message.get("body") or b""
@@ -173,14 +183,23 @@ async def _read_body(receive: Receive, cap: int) -> bytes | _Unread:
         body += chunk
         if not message.get("more_body", False):
             return bytes(body)
+        message = await receive()
+
+
+_JSON_TYPE: Final = {"content-type": "application/json"}
+_JSON_TYPE_WIRE: Final = (b"content-type", b"application/json")
 
 
 def _asgi_messages(
     response: WebhookResponse,
 ) -> tuple[MutableMapping[str, Any], MutableMapping[str, Any]]:
-    headers = [
-        (name.encode("latin-1"), value.encode("latin-1")) for name, value in wire_headers(response)
-    ]
+    if response.headers == _JSON_TYPE:  # the handler's own answers: nothing to check
+        headers = [_JSON_TYPE_WIRE, (b"content-length", b"%d" % len(response.body))]
+    else:
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in wire_headers(response)
+        ]
     return (
         {"type": "http.response.start", "status": response.status, "headers": headers},
         {"type": "http.response.body", "body": bytes(response.body)},
