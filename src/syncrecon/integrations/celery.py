@@ -466,8 +466,9 @@ def register_tasks(
     - ``cycle(sync, shards=n)`` plans a sharded cycle instead
       (:meth:`~syncrecon.Reconciler.plan_sharded_cycle`, or takes up the sync's unfinished
       one), sends one ``shard`` task per shard and returns ``{"status": "planned", "sync": ...,
-      "cycle_id": ..., "shards": ..., "shard_tasks": [task ids]}`` at once; the shards run on whichever workers take them,
-      each under its own lease, and the worker that completes the last one finishes the cycle.
+      "cycle_id": ..., "shards": ..., "shard_tasks": [task ids]}`` at once; the shards run on
+      whichever workers take them, each under its own lease, and the worker that completes the
+      last one finishes the cycle.
     - ``shard(sync, cycle_id, shard)`` runs one shard
       (:meth:`~syncrecon.Reconciler.run_shard`) and returns ``{"status": "done", "sync": ...,
       "cycle_id": ..., "shard": ..., "report": ...}``: the report of the whole cycle from the
