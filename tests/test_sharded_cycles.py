@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from syncrecon import (
+    CycleReport,
     FieldMap,
     LeaseHeldError,
     NaturalKey,
@@ -252,6 +253,36 @@ def test_two_workers_never_take_one_shard(storage: Storage) -> None:
     assert report.cycle_id == cycle_id
     assert "sa-2" not in world.right.records()
     assert world.rec.run_shard(cycle_id, 0) is None  # finished: nothing to do
+
+
+def test_a_shard_done_while_another_worker_finishes_is_finished_too(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Worker a holds the finish lease and has read the results (shard 1 missing) when worker
+    # b stores shard 1 and finds the lease held, leaving the finish to a: a must finish it.
+    world = World(storage, 10)
+    world.rec.run_cycle()
+    world.left.edit("hu-1", stage="won")
+    cycle_id = world.rec.plan_sharded_cycle(2)
+    assert world.rec.run_shard(cycle_id, 0) is None
+    real = storage.shard_results  # type: ignore[attr-defined]
+    raced: list[CycleReport | None] = []
+
+    def racing(cycle: str) -> Any:
+        results = real(cycle)
+        if not raced:
+            raced.append(None)
+            raced[0] = world.rec.run_shard(cycle_id, 1)  # worker b, while a holds the lease
+        return results
+
+    monkeypatch.setattr(storage, "shard_results", racing)
+    report = world.rec.finish_sharded_cycle(cycle_id)  # worker a
+    assert raced == [None]  # b left the finish to a
+    assert report is not None
+    assert report.cycle_id == cycle_id
+    assert world.right.get("sa-1").fields["Stage"] == "won"
+    assert storage.get_shard_plan(cycle_id) is None  # type: ignore[attr-defined]
+    assert world.rec.run_cycle().writes == {"left": 0, "right": 0}  # not skipped: not stuck
 
 
 def test_a_shard_is_done_once(storage: Storage) -> None:

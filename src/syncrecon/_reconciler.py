@@ -415,9 +415,9 @@ class Reconciler:
         sync's unfinished sharded cycle: one runs at a time).
 
         Then any worker sharing the storage runs each shard, ``run_shard(cycle_id, i)`` for
-        ``i`` in ``range(shards)`` (fewer when a connector offers fewer partitions: see the
-        ``shards`` of ``storage.get_shard_plan(cycle_id)``); the last one to finish finishes the
-        cycle. Shard ``i`` lists partition ``i`` of each system
+        ``i`` in ``range(shards)`` (every one of them, even when a connector offers fewer
+        partitions than shards: a shard beyond its partitions lists nothing of that system);
+        the last one to finish finishes the cycle. Shard ``i`` lists partition ``i`` of each system
         (:class:`~syncrecon.PartitionedConnector`; without partitions, each shard lists
         everything and keeps the records whose key hashes to it) and writes the field updates
         of the linked pairs whose left record is in its partition. Matching, creates and

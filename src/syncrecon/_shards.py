@@ -516,12 +516,30 @@ def run_shard(rec: Reconciler, cycle_id: str, shard: int, *, finish: bool) -> Cy
 
 
 def finish_cycle(rec: Reconciler, cycle_id: str) -> CycleReport | None:
-    """Finish a sharded cycle whose shards are all done; None while some are not."""
-    plan = _plan_of(rec, cycle_id)
-    if plan is None:
-        return None
-    with Caller(rec.retry) as caller:
-        return _Finish(rec, caller, plan).finish()
+    """Finish a sharded cycle whose shards are all done; None while some are not.
+
+    A shard's worker that finds the finish lease held leaves the finish to its holder
+    (:func:`run_shard`), so a holder that saw a shard missing reads the results again after
+    releasing the lease: a result stored while it held the lease is never left unfinished.
+    """
+    first = True
+    while True:
+        plan = _plan_of(rec, cycle_id)
+        if plan is None:
+            return None
+        try:
+            with Caller(rec.retry) as caller:
+                report = _Finish(rec, caller, plan).finish()
+        except LeaseHeldError:
+            if first:
+                raise
+            return None  # taken after we released it: that holder reads every result
+        if report is not None:
+            return report
+        done = _shard_store(rec).shard_results(cycle_id)
+        if any(i not in done for i in range(plan.shards)):
+            return None  # a shard is still running: its worker finishes the cycle
+        first = False
 
 
 def stored_report(rec: Reconciler, cycle_id: str) -> CycleReport | None:
