@@ -11,7 +11,9 @@ same values; the rules both backends apply live in ``syncrecon.storage._rules``.
 Coordination between processes: the inbox is claimed per record (a per-record transaction
 lock taken without waiting, then the record's pending events locked with
 ``FOR UPDATE SKIP LOCKED``), the outbox per entry (``FOR UPDATE SKIP LOCKED``), leases and
-fences lock their lease row, and the migrations run under ``pg_advisory_xact_lock``.
+fences lock their lease row, and the migrations run under ``pg_advisory_xact_lock``. Writes
+that take many keys' row locks (an enqueue of many events, a step's items) first lock the keys
+in one sorted pass of transaction-level advisory locks, so they never wait in a circle.
 """
 
 from __future__ import annotations
@@ -183,6 +185,12 @@ def _link(row: Mapping[str, Any]) -> Link:
         base=_codec.loads(row["base"]),
         created_at=parse_ts(row["created_at"]),
     )
+
+
+def _inbox_lock_key(source: str, dedupe_key: str) -> str:
+    """The advisory-lock key of an inbox key: the source's length first, so no two
+    ``(source, dedupe_key)`` pairs share one (``("a", "b:c")`` and ``("a:b", "c")`` differ)."""
+    return f"{len(source)}:{source}:{dedupe_key}"
 
 
 def _inbox_entry(r: Mapping[str, Any]) -> InboxEntry:
@@ -995,8 +1003,19 @@ class PostgresStorage:
         # One statement for the whole list (a group commit's many requests): the rows in list
         # order, a key already stored or met earlier in the list skipped; the ids come back
         # by key, and a key's first entry in the list is the one stored.
+        #
+        # The INSERT takes the unique index's locks in list order, so two calls sharing keys
+        # in different orders (two processes' group commits) could wait on each other in a
+        # circle. A call of two keys or more first locks its keys in one sorted pass (one
+        # statement, see ``_lock_keys``): two such calls wait in the same order, and by the
+        # time one inserts, no other multi-key call can hold an uncommitted row of its keys.
+        # A call of one key skips it: it waits for at most one other transaction, holding
+        # nothing that one could need, so it is never part of a circle.
         ids: list[int | None] = []
         with self._tx() as db:
+            keys = {_inbox_lock_key(e.source, e.dedupe_key) for e in entries}
+            if len(keys) > 1:
+                self._lock_keys(db, "inbox", sorted(keys), wait=True)
             if entries:
                 rows = db.execute(
                     "INSERT INTO inbox (source, dedupe_key, event, received_at, record)"
