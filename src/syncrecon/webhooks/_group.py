@@ -8,6 +8,9 @@ waits. One commit runs at a time; the tickets that arrive meanwhile form the nex
 ``max_events`` events), written in one transaction when the commit in flight returns. Every
 ticket of a group is woken with its own part of the result (an id per event, ``None`` for a
 duplicate) or with the error that failed the whole group: nothing of a failed group is stored.
+Only a storage failure fails a whole group; a group failed by anything else (something tied to
+one request's content that its checks let through) is committed again ticket by ticket, so
+that the other requests of the group are not failed with it.
 
 Nobody waits for a timer. A request that finds no commit in flight starts one at once, so a
 lone request costs what it did before grouping.
@@ -37,6 +40,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._exceptions import StorageError
 from ..storage._base import Counter, InboxEntry
 
 log = logging.getLogger("syncrecon.webhooks")
@@ -120,9 +124,12 @@ def share_out(group: Sequence[Ticket], ids: Sequence[int | None]) -> None:
 class GroupCommitter:
     """Commits tickets in groups, one group at a time (see the module's docstring).
 
-    ``commit`` writes a group: it sets every ticket's ``ids``, or raises and every ticket of
-    the group gets the exception as its ``error``. It runs in the committing thread, never
-    on an event loop.
+    ``commit`` writes a group in one transaction: it sets every ticket's ``ids``, or raises
+    having stored nothing. A :class:`~syncrecon.StorageError` (the storage failed, whatever
+    it was given) is every ticket's ``error``; any other exception of a group of several
+    tickets is taken as tied to one ticket's content, and the tickets are committed again
+    one by one, each with its own result. It runs in the committing thread, never on an
+    event loop.
     """
 
     def __init__(
@@ -214,22 +221,54 @@ class GroupCommitter:
 
     def _run(self, group: list[Ticket], *, leader: bool = False) -> None:
         """Commit one group and wake its tickets. Raises only what is not an ``Exception``
-        (``KeyboardInterrupt``) in a request's own thread, once every ticket has its error."""
+        (``KeyboardInterrupt``) in a request's own thread, once every ticket has its error.
+
+        A group of several tickets failed by anything but a storage failure (a failure tied
+        to one request's content, which would fail any group holding it) is committed again
+        ticket by ticket: only the tickets whose own commit fails get an error."""
+        stop: BaseException | None = None
         try:
             self._commit(group)
         except BaseException as exc:
-            for ticket in group:
-                ticket.ids = None
-                ticket.error = exc
-            _wake(group)
-            if leader and not isinstance(exc, Exception):
-                raise
-            return
-        else:
-            for ticket in group:
-                if ticket.ids is None and ticket.error is None:
-                    ticket.error = RuntimeError("the group commit gave this request no result")
+            if len(group) > 1 and isinstance(exc, Exception) and not isinstance(exc, StorageError):
+                log.warning(
+                    "a group commit of %d requests failed (%s); committing them one by one",
+                    len(group),
+                    type(exc).__name__,
+                )
+                stop = self._commit_each(group)
+            else:
+                _fail(group, exc)
+                stop = exc
+        for ticket in group:
+            if ticket.ids is None and ticket.error is None:
+                ticket.error = RuntimeError("the group commit gave this request no result")
         _wake(group)
+        if leader and stop is not None and not isinstance(stop, Exception):
+            raise stop
+
+    def _commit_each(self, group: Sequence[Ticket]) -> BaseException | None:
+        """Commit each ticket of a failed group alone, in order; a ticket whose commit fails
+        gets its error (nothing of it is stored: each commit is a transaction of its own).
+        Returns what is not an ``Exception``, if one stopped it (the rest get it as error)."""
+        for at, ticket in enumerate(group):
+            ticket.ids = None
+            ticket.error = None
+            try:
+                self._commit([ticket])
+            except Exception as exc:
+                _fail([ticket], exc)
+            except BaseException as exc:
+                _fail(group[at:], exc)
+                return exc
+        return None
+
+
+def _fail(tickets: Sequence[Ticket], error: BaseException) -> None:
+    """Give each ticket ``error`` and no ids (whatever a failed commit had set)."""
+    for ticket in tickets:
+        ticket.ids = None
+        ticket.error = error
 
 
 def _wake(group: Sequence[Ticket]) -> None:

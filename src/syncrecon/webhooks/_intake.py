@@ -1,17 +1,21 @@
 """The front door: one webhook request in, its answer out, its events in the inbox.
 
 request -> source (404) -> method (405) -> size (413) -> signature and timestamp (401) ->
-parse (400) -> durable inbox, duplicates dropped (200 ``{"accepted", "duplicates"}``; 503
-when the inbox cannot be written, so the provider retries) -> with ``inline=True``, the
-processing of what was stored -> the handler's listeners told how many events are new.
+parse, and every string storable (400) -> durable inbox, duplicates dropped (200
+``{"accepted", "duplicates"}``; 503 when the inbox cannot be written, so the provider
+retries) -> with ``inline=True``, the processing of what was stored -> the handler's
+listeners told how many events are new.
 
 Each request is checked on its own (:func:`admit`): a bad one is refused with its 4xx before
-it meets any other. What a request stores becomes a :class:`~._group.Ticket`; with
-``group_commit`` (the default) the tickets of concurrent requests share one durable commit
-(:mod:`._group`, :func:`commit_group`), otherwise each is committed alone. Either way a
-request is answered 2xx only after the commit that holds its events returned, and a failed
-commit answers every request in it 503 with nothing of it stored. The sync door
-(:func:`answer`) and the async door (:func:`aanswer`) differ only in how they wait.
+it meets any other, and so is one holding a string the inbox could not store
+(:func:`unstorable`: a lone surrogate, or a NUL in a name). What a request stores becomes a
+:class:`~._group.Ticket`; with ``group_commit`` (the default) the tickets of concurrent
+requests share one durable commit (:mod:`._group`, :func:`commit_group`), otherwise each is
+committed alone. Either way a request is answered 2xx only after the commit that holds its
+events returned. A storage failure answers every request of the commit 503 with nothing of it
+stored; a group failed by anything else is committed again ticket by ticket, so that only the
+request it is tied to fails. The sync door (:func:`answer`) and the async door
+(:func:`aanswer`) differ only in how they wait.
 
 Nothing the sender controls makes it raise or answer 5xx; every rejection is counted.
 """
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
+from .. import _codec
 from .._exceptions import (
     MalformedPayloadError,
     MethodNotAllowedError,
@@ -153,10 +158,9 @@ def admit(handler: WebhookHandler, request: WebhookRequest, name: str | None) ->
     try:
         if src is None:
             raise UnknownSourceError(f"no webhook source named {name!r}")
-        events = _verified_events(handler, src, request)
+        return ticket_for(handler, src, _verified_events(handler, src, request))
     except WebhookError as exc:
         return refusal(src, exc)
-    return ticket_for(handler, src, events)
 
 
 def _verified_events(
@@ -222,10 +226,15 @@ def ticket_for(
     handler: WebhookHandler, src: WebhookSource, events: Sequence[ChangeEvent]
 ) -> Ticket:
     """The inbox entries of ``events``; two identical deliveries inside one request count as
-    one (the other is a duplicate)."""
+    one (the other is a duplicate). Raises :class:`~syncrecon.MalformedPayloadError` (400)
+    when an event holds a string the inbox cannot store (:func:`unstorable`), so that such a
+    request fails alone, before it joins a group, and stores nothing."""
     now = handler.clock.now()
     unique: dict[str, InboxEntry] = {}
     for e in events:
+        flaw = unstorable(e)
+        if flaw is not None:
+            raise MalformedPayloadError(f"the payload cannot be stored: {flaw}")
         if e.dedupe_key not in unique:
             unique[e.dedupe_key] = InboxEntry(
                 source=src.name,
@@ -237,10 +246,61 @@ def ticket_for(
     return Ticket(list(unique.values()), source=src, repeats=len(events) - len(unique))
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def unstorable(event: ChangeEvent) -> str | None:
+    """Why the inbox could not store ``event``, or ``None``. The message never repeats the
+    sender's data. An event of ASCII names and a scalar value costs a join and two scans.
+
+    - Every string the inbox keeps must encode as UTF-8: a lone surrogate (a JSON
+      ``"\\ud800"`` that a parser decoded) makes SQLite and PostgreSQL raise.
+    - The names kept in columns of their own, now or by the processing (record key, merged
+      keys, event id, dedupe key, field name, system, object type) must hold no NUL, which
+      PostgreSQL text refuses. The event itself is kept as JSON, where a NUL in a value is the
+      escape ``\\u0000``: a value may hold one.
+    """
+    parts = (
+        event.system,
+        event.object_type,
+        event.key,
+        event.event_id,
+        event.dedupe_key,
+        event.field or "",
+        *event.merged_keys,
+    )
+    try:
+        names = "".join(parts)
+    except TypeError:  # a name that is not a string (a parser's slip): check the others
+        names = "".join(p for p in parts if isinstance(p, str))
+    if "\x00" in names:
+        return "a key, id or field name holds a NUL character"
+    value = event.value
+    if type(value) is str:
+        text = value
+    elif type(value) in _SCALARS:
+        text = ""
+    else:  # a list or an object: what the inbox will store of it
+        try:
+            text = _codec.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            log.error("the %s parser returned a field value that is not JSON", event.system)
+            return "a field value is not JSON"
+    text = f"{names}{text}{event.change_source or ''}"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "it holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+    return None
+
+
 def commit_group(handler: WebhookHandler, group: Sequence[Ticket]) -> None:
     """Store a group's entries and counters in one transaction, give each ticket its ids,
-    then count the group's duplicate deliveries. Raises what the storage raised: the
-    committer hands it to every ticket of the group."""
+    then count the group's duplicate deliveries. Raises what the storage raised, and only
+    before the group is stored (a failure to count the duplicates is logged): the committer
+    hands a storage failure to every ticket of the group, and commits the tickets one by one
+    after any other failure (see :class:`~._group.GroupCommitter`)."""
     entries = [e for t in group for e in t.entries]
     counters = [c for t in group for c in t.counters]
     now = handler.clock.now()
@@ -257,7 +317,7 @@ def commit_group(handler: WebhookHandler, group: Sequence[Ticket]) -> None:
             handler.storage.enqueue_events(
                 [], [outcome_counter(s, EventOutcome.DUPLICATE, n) for s, n in dupes.values()], now
             )
-        except StorageError:  # the events are stored; only their count is lost
+        except Exception:  # the events are stored; only their count is lost
             log.exception("could not count duplicate webhook deliveries")
 
 
