@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import attrs
 import httpx
+from typing_extensions import override
 
 from .._clock import Clock, SystemClock
 from .._exceptions import (
@@ -104,6 +105,7 @@ class BearerToken(httpx.Auth):
     def __init__(self, token: str | Secret) -> None:
         self._token = Secret(token)
 
+    @override
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
         yield request
@@ -262,6 +264,7 @@ class _TokenAuth(httpx.Auth):
         count_request(endpoint_of(request))  # the same request sent again: counted again
         yield request
 
+    @override
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
@@ -289,6 +292,7 @@ class _TokenAuth(httpx.Auth):
             if held:
                 self._lock.release()
 
+    @override
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
@@ -354,6 +358,7 @@ class OAuth2RefreshToken(_TokenAuth):
         self._client_secret = Secret(client_secret)
         self._refresh_token = Secret(refresh_token)
 
+    @override
     def _grant(self) -> dict[str, str]:
         refresh = self.token.refresh_token if self.token is not None else None
         return {
@@ -363,6 +368,7 @@ class OAuth2RefreshToken(_TokenAuth):
             "refresh_token": (refresh or self._refresh_token).reveal(),
         }
 
+    @override
     def _kept_refresh(self) -> Secret | None:
         # A provider that does not rotate sends no new refresh token: the old one stays.
         if self.token is not None and self.token.refresh_token is not None:
@@ -396,6 +402,7 @@ class ClientCredentials(_TokenAuth):
         self._client_secret = Secret(client_secret)
         self.scope = scope
 
+    @override
     def _grant(self) -> dict[str, str]:
         form = {
             "grant_type": "client_credentials",
@@ -465,9 +472,11 @@ class JWTBearer(_TokenAuth):
         }
         return str(jwt.encode(claims, self._key.reveal(), algorithm="RS256"))
 
+    @override
     def _grant(self) -> dict[str, str]:
         return {"grant_type": JWT_BEARER_GRANT, "assertion": self.assertion()}
 
+    @override
     def _accept(self, body: Mapping[str, Any]) -> TokenSet:
         token = super()._accept(body)
         if token.expires_at is None and self.session_lifetime is not None:
