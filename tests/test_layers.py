@@ -76,6 +76,7 @@ def _in(module: str, *prefixes: str) -> bool:
 
 def test_the_graph_was_read() -> None:
     assert "syncrecon._reconciler" in GRAPH
+    assert "syncrecon._cycle._run" in GRAPH  # the cycle's steps: engine modules too
     assert "syncrecon._policy" in GRAPH["syncrecon._sync"]
     assert "syncrecon._codec" in GRAPH["syncrecon._drift"]  # ``from . import _codec``
 
@@ -114,7 +115,14 @@ def test_storage_imports_the_core_and_itself_only(module: str) -> None:
     assert not outside, f"{module} imports {sorted(outside)}"
 
 
-@pytest.mark.parametrize("module", ["syncrecon._reconciler", "syncrecon._stash"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "syncrecon._reconciler",
+        "syncrecon._stash",
+        *sorted(m for m in GRAPH if _in(m, "syncrecon._cycle")),
+    ],
+)
 def test_the_engine_does_not_reach_into_the_edges(module: str) -> None:
     edges = {m for m in GRAPH[module] if _in(m, *EDGES)}
     assert not edges, f"{module} imports {sorted(edges)}"

@@ -45,15 +45,11 @@ from ._connector import (
     list_partitions,
     offers_partitions,
 )
+from ._cycle import CycleReport, _Cycle, _Heartbeat
+from ._cycle._match import MASS_DELETE_CATEGORY
+from ._cycle._state import _SIDE_INDEX
 from ._exceptions import ConfigurationError, CycleHaltedError, LeaseHeldError
 from ._models import Page, Record, Side
-from ._reconciler import (
-    _SIDE_INDEX,
-    MASS_DELETE_CATEGORY,
-    CycleReport,
-    _Cycle,
-    _Heartbeat,
-)
 from ._stash import Stash
 from .storage._base import (
     RECORD_FIELD,
