@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from syncrecon import ConfigurationError
+from syncrecon import (
+    ConfigurationError,
+    FieldMap,
+    NaturalKey,
+    Reconciler,
+    SyncDefinition,
+    escalate,
+    recency,
+)
 from syncrecon.dashboard import (
     TTR_EDGES,
     Dashboard,
@@ -38,6 +46,7 @@ from syncrecon.storage import (
     Storage,
 )
 from syncrecon.storage.sqlite import SQLiteStorage
+from syncrecon.testing import ManualClock, SimulatedSystem
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -617,7 +626,7 @@ def test_the_page_has_the_charts(board: Dashboard) -> None:
     labels = [re.search(r'aria-label="([^"]*)"', s)[1] for s in svgs]  # type: ignore[index]
     assert labels == [
         "Fast-loop events by source, direction and outcome",
-        "Discrepancies found and auto-resolution rate per cycle",
+        "Discrepancies found and the share auto-resolved per cycle",
         "Time to resolution of the escalations closed in the window",
         "Escalations and auto-resolution rate per bucket",
     ]
@@ -867,3 +876,168 @@ def test_api_requests_by_system_and_endpoint(storage: Storage) -> None:
     assert "POST /crm/v3/objects/deals/search" in board.to_text()
     assert "GET /services/data/v61.0/query" in board.to_html()
     assert "zendesk" not in board.to_html()
+
+
+# -- one unit per row: sightings, discrepancies counted once, queue items -------------------------
+
+
+def _reconciled(storage: Storage, clock: ManualClock) -> Dashboard:
+    """Three real cycles: one rule fix, one record created, one escalation that waits.
+
+    The waiting escalation is seen again by every cycle (3 sightings), but it is one item
+    sent to an operator; the create is a fix that opens no queue item.
+    """
+    crm = SimulatedSystem("crm", clock=clock)
+    erp = SimulatedSystem("erp", clock=clock)
+    crm.create({"email": "ada@example.com", "notes": "", "amount": 100})
+    crm.create({"email": "bob@example.com", "notes": "new", "amount": 5})
+    clock.advance(5 * M)
+    erp.create({"email": "ada@example.com", "notes": "pays yearly", "amount": 120})
+    accounts = SyncDefinition(
+        name="accounts",
+        left=crm,
+        right=erp,
+        fields=[
+            FieldMap(left="notes", right="notes", policy=recency()),
+            FieldMap(left="amount", right="amount", policy=escalate("money")),
+        ],
+        natural_key=NaturalKey(left="email", right="email"),
+        create_on=["right"],
+    )
+    reconciler = Reconciler(accounts, storage, clock=clock)
+    for _ in range(3):
+        reconciler.run_cycle()
+        clock.advance(H)
+    return build_dashboard(storage, now=clock.now())
+
+
+def _text_table(text: str, header: str, count: int) -> tuple[list[str], list[list[str]]]:
+    """The text table whose header starts with ``header``: its column names and its ``count``
+    rows, cut at the rule of dashes under the header (names may hold spaces)."""
+    lines = text.splitlines()
+    n = next(i for i, line in enumerate(lines) if line.strip().startswith(header))
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", lines[n + 1])]
+    rows = [[line[s:e].strip() for s, e in spans] for line in lines[n + 2 : n + 2 + count]]
+    return [lines[n][s:e].strip() for s, e in spans], rows
+
+
+def test_the_signals_row_counts_each_discrepancy_once_in_every_rendering(
+    memory_storage: Storage, clock: ManualClock
+) -> None:
+    board = _reconciled(memory_storage, clock)
+    # What the cycles saw: 2 + 1 + 1 discrepancies (the waiting amount every time), each
+    # cycle's own "for an operator" repeats the waiting item.
+    rec = board.reconciliation
+    assert [(p.discrepancies, p.auto_resolved, p.escalated) for p in rec.per_cycle] == [
+        (3, 2, 1),
+        (1, 0, 1),
+        (1, 0, 1),
+    ]
+    # Counted once each: 2 auto-resolved (the notes, the create), 1 sent to an operator.
+    assert board.auto_resolved == {"create_on": 1, "recency": 1}
+    assert board.escalated == {"money": 1}
+    assert rec.new_discrepancies == 2  # queue items: the create opened none
+    assert board.signals.auto_resolution_rate == pytest.approx(2 / 3)
+    newest = board.signals.trend[-1]
+    assert (newest.auto_resolved, newest.escalated) == (2, 1)
+    assert newest.auto_resolution_rate == pytest.approx(2 / 3)
+
+    text = board.to_text()
+    names, rows = _text_table(text, "bucket from (UTC)", 8)
+    # No sighting (found) in a row of discrepancies counted once.
+    assert names == names_of_the_signals_row()
+    assert rows[-1][1:5] == ["3", "2", "1", "66.7%"]
+    lines = text.splitlines()
+    assert (
+        "Signals (each discrepancy counted once;"
+        " auto rate = auto-resolved / (auto-resolved + sent to an operator))" in lines
+    )
+    assert "  auto-resolution rate: 66.7%" in lines
+    # The per-cycle table says its operator column repeats what waits.
+    names, rows = _text_table(text, "finished (UTC)", 3)
+    assert names == [
+        "finished (UTC)",
+        "mode",
+        "found",
+        "auto-resolved",
+        "for an operator",
+        "auto-resolved / found",  # not the signals' auto rate: another unit
+    ]
+    assert [r[2:] for r in rows] == [
+        ["3", "2", "1", "66.7%"],
+        ["1", "0", "1", "0.0%"],
+        ["1", "0", "1", "0.0%"],
+    ]
+    assert "  per cycle: a discrepancy that waits for an operator is counted by every cycle" in (
+        text.splitlines()
+    )
+    assert "  2 new queue items this week: 1 settled automatically, 1 sent to an operator" in (
+        text.splitlines()
+    )
+
+    data = board.to_dict()
+    row = data["signals"]["trend"][-1]
+    assert set(row) == {
+        "start",
+        "end",
+        "cycles",
+        "auto_resolved",
+        "escalated",
+        "escalated_by_category",
+        "auto_resolution_rate",
+    }
+    assert (row["auto_resolved"], row["escalated"]) == (2, 1)
+    assert row["auto_resolved"] == data["auto_resolved"]["total"]
+    assert row["escalated"] == data["escalated"]["total"]
+    assert row["auto_resolution_rate"] == data["signals"]["auto_resolution_rate"]
+
+    html = board.to_html()
+    page = parse(html)
+    words = " ".join(" ".join(page.text).split())
+    assert "3 sent to an operator" not in words
+    assert "3 escalated" not in words
+    assert "1 sent to an operator, 2 auto-resolved, rate 66.7%" in words  # the trend's tooltip
+    # A cycle's tooltip.
+    assert "1 for an operator (new or still waiting), auto-resolved / found 0.0%" in words
+    tables = Rows()
+    tables.feed(html)
+    trend = next(t for t in tables.tables if t[0][:1] == ["bucket from (UTC)"])
+    assert trend[0] == names_of_the_signals_row()
+    assert trend[-1] == [newest.start.strftime("%Y-%m-%d %H:%M"), "3", "2", "1", "66.7%", ""]
+
+
+def names_of_the_signals_row() -> list[str]:
+    return [
+        "bucket from (UTC)",
+        "cycles",
+        "auto-resolved",
+        "sent to an operator",
+        "auto rate",
+        "spike",
+    ]
+
+
+class Rows(HTMLParser):
+    """The page's tables as rows of cell texts (header row first)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.tables:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)

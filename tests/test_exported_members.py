@@ -8,6 +8,7 @@ else, each group sorted case-sensitively.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pickle
 import re
@@ -148,6 +149,10 @@ def test_storage_backends_load_lazily_and_are_one_object_everywhere() -> None:
     assert SQLiteStorage.__module__ == "syncrecon.storage.sqlite"
     assert syncrecon.SQLiteStorage is SQLiteStorage
     assert syncrecon.MemoryStorage is MemoryStorage
+    if importlib.util.find_spec("psycopg") is not None:
+        from syncrecon.storage.postgres import PostgresStorage
+
+        assert syncrecon.PostgresStorage is PostgresStorage
     # ``import syncrecon`` alone loads no backend, no web, queue or worker module, no HTTP.
     probe = (
         "import sys, syncrecon; print(sorted(m for m in sys.modules if m.startswith("
@@ -158,6 +163,56 @@ def test_storage_backends_load_lazily_and_are_one_object_everywhere() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "['syncrecon.storage._base']"
+
+
+# Each way a program asks for PostgresStorage, run where one of the extra's packages is hidden.
+_WITHOUT_THE_EXTRA = """
+import sys
+sys.modules[{hidden!r}] = None  # as if the postgres extra were not installed
+import syncrecon
+from syncrecon import ConfigurationError
+assert "PostgresStorage" in syncrecon.__all__ and "PostgresStorage" in dir(syncrecon)
+{ask}
+"""
+
+_ASKS = [
+    "from syncrecon.storage import PostgresStorage",
+    "import syncrecon.storage.postgres",
+    "syncrecon.PostgresStorage",
+    "from syncrecon import PostgresStorage",
+]
+
+
+@pytest.mark.parametrize("hidden", ["psycopg", "psycopg_pool"])
+@pytest.mark.parametrize("ask", _ASKS)
+def test_postgres_storage_without_the_extra_says_what_to_install(hidden: str, ask: str) -> None:
+    import subprocess
+
+    code = _WITHOUT_THE_EXTRA.format(hidden=hidden, ask=ask)
+    check = code + ("\nraise SystemExit('loaded')")
+    wrapped = (
+        "try:\n"
+        + "".join(f"    {line}\n" for line in check.strip().splitlines())
+        + "except ConfigurationError as exc:\n"
+        + "    assert isinstance(exc, ImportError), type(exc).__mro__\n"  # ``except ImportError``
+        + "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "PostgresStorage needs the 'postgres' extra: pip install 'syncrecon[postgres]'"
+    )
+
+
+def test_the_storage_protocol_names_every_bundled_backend() -> None:
+    # It said "PostgreSQL to follow" long after PostgresStorage shipped.
+    import syncrecon.storage
+
+    doc = inspect.getdoc(syncrecon.storage.Storage) or ""
+    summary = doc.split("\n\n")[0]
+    for backend in syncrecon.storage._BACKENDS:
+        assert backend in summary, backend
+    assert "to follow" not in doc
 
 
 def test_missing_is_a_singleton_that_survives_pickling() -> None:

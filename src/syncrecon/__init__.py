@@ -1,8 +1,9 @@
 """syncrecon: keep records in two SaaS systems in agreement, and prove it.
 
 The public API lives here. The hosting pieces (``WebhookHandler``, ``Worker``, ``OperatorQueue``,
-the schedulers and the storage backends) are exported here too but load when first used, so
-``import syncrecon`` stays light; test helpers come from ``syncrecon.testing``.
+the schedulers and the storage backends, ``PostgresStorage`` with the ``postgres`` extra) are
+exported here too but load when first used, so ``import syncrecon`` stays light; test helpers
+come from ``syncrecon.testing``.
 """
 
 import importlib
@@ -75,6 +76,7 @@ if _TYPE_CHECKING:
     from .queue import OperatorQueue
     from .scheduling import IntervalScheduler, Scheduler
     from .storage.memory import MemoryStorage
+    from .storage.postgres import PostgresStorage
     from .storage.sqlite import SQLiteStorage
     from .webhooks import WebhookHandler, WebhookSource
     from .worker import Worker
@@ -85,6 +87,7 @@ _LAZY = {
     "IntervalScheduler": ".scheduling",
     "MemoryStorage": ".storage.memory",
     "OperatorQueue": ".queue",
+    "PostgresStorage": ".storage.postgres",
     "SQLiteStorage": ".storage.sqlite",
     "Scheduler": ".scheduling",
     "WebhookHandler": ".webhooks",
@@ -147,6 +150,7 @@ __all__ = [
     "PartitionedConnector",
     "PayloadTooLargeError",
     "PermanentError",
+    "PostgresStorage",
     "QueueError",
     "RateLimitedError",
     "Recency",

@@ -19,11 +19,11 @@
    :func:`nearest_rank`) and a histogram over :data:`TTR_EDGES`; with the queue's current depth
    and its oldest open item.
 
-And the signals they exist for (:class:`Signals`): the auto-resolution rate
-``auto_resolved / (auto_resolved + escalated)`` and its trend over equal buckets (weekly by
-default), escalation spikes (a bucket whose escalations are at least ``spike_min`` and more than
-``spike_factor`` times the median of the earlier buckets), and the fast loop's duplicates, stale
-events, echoes and rejections.
+And the signals they exist for (:class:`Signals`), counting each discrepancy once: the
+auto-resolution rate ``auto_resolved / (auto_resolved + escalated)`` (numbers 3 and 4) and its
+trend over equal buckets (weekly by default), escalation spikes (a bucket whose escalations
+are at least ``spike_min`` and more than ``spike_factor`` times the median of the earlier
+buckets), and the fast loop's duplicates, stale events, echoes and rejections.
 
 Counters have hourly resolution, so the window's start (and every bucket edge) is rounded *up*
 to the hour: an hour of counts belongs to the window its first instant falls in, and counts and

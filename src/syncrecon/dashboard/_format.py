@@ -16,6 +16,42 @@ if TYPE_CHECKING:
     from ._model import Signals
 
 
+# The words of the rows, one unit each, shared by the text and the page. A cycle's own counts
+# are sightings (a discrepancy that waits is counted again by every cycle that sees it); the
+# signals count each discrepancy once (auto-resolved by a rule, or sent to an operator).
+
+PER_CYCLE_COLUMNS = (
+    "finished (UTC)",
+    "mode",
+    "found",
+    "auto-resolved",
+    "for an operator",
+    "auto-resolved / found",
+)
+"""The per-cycle table: what one cycle found, fixed and left for an operator (new or waiting)."""
+
+PER_CYCLE_NOTE = "per cycle: a discrepancy that waits for an operator is counted by every cycle"
+
+AUTO_RESOLVED_NOTE = (
+    "one per discrepancy a rule fixed; a record created (create_on) opens no queue item"
+)
+
+SIGNALS_UNIT = (
+    "each discrepancy counted once;"
+    " auto rate = auto-resolved / (auto-resolved + sent to an operator)"
+)
+
+TREND_COLUMNS = (
+    "bucket from (UTC)",
+    "cycles",
+    "auto-resolved",
+    "sent to an operator",
+    "auto rate",
+    "spike",
+)
+"""The trend table: per bucket, discrepancies counted once (numbers 3 and 4 of the bucket)."""
+
+
 def format_duration(value: timedelta) -> str:
     """A short human duration, truncated to two units: ``45s``, ``2h 5m``, ``3d 4h``."""
     seconds = max(0, int(value.total_seconds()))

@@ -22,6 +22,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._format import (
+    AUTO_RESOLVED_NOTE,
+    PER_CYCLE_NOTE,
+    SIGNALS_UNIT,
+    TREND_COLUMNS,
     _dur,
     _listed,
     _n,
@@ -148,7 +152,7 @@ def _render_html(d: Dashboard, queue_url: str | None = None) -> str:
         *_heading(d, queue),
         *_fast_loop_events(d.fast_loop_events),
         *_reconciliation(d, queue),
-        *_shares("3. Auto-resolved by rule", "rule", d.auto_resolved),
+        *_shares("3. Auto-resolved by rule", "rule", d.auto_resolved, note=AUTO_RESOLVED_NOTE),
         *_shares("4. Escalated to an operator by category", "category", d.escalated),
         *_triage_html(d),
         *_time_to_resolution(d.time_to_resolution, queue),
@@ -201,10 +205,14 @@ def _heading(d: Dashboard, queue: _Queue) -> list[str]:
             _card(ev.total, "fast-loop events")
             + _card(rec.cycles, "reconciliation cycles")
             + _card(rec.new_discrepancies, f"new queue items {period}")
-            + _card(sum(d.auto_resolved.values()), "auto-resolved by rules")
-            + _card(sum(d.escalated.values()), f"sent to an operator {period}")
             + _card(ttr.queue_depth, "waiting for an operator now", queue.waiting)
             + _card(_dur(ttr.p50), "median time to resolution")
+            # The rate and the two numbers it divides, each discrepancy counted once.
+            + _card(
+                sum(d.auto_resolved.values()),
+                f"auto-resolved by rules {period} (records created included)",
+            )
+            + _card(sum(d.escalated.values()), f"sent to an operator {period}")
             + _card(_pct(sig.auto_resolution_rate), "auto-resolution rate"),
             class_="cards",
         ),
@@ -243,7 +251,7 @@ def _reconciliation(d: Dashboard, queue: _Queue) -> list[str]:
             )
             + _tag(
                 "span",
-                "A discrepancy that waits for an operator is found again by every cycle.",
+                _e(PER_CYCLE_NOTE[:1].upper() + PER_CYCLE_NOTE[1:] + "."),
                 class_="muted",
             ),
         ),
@@ -265,13 +273,14 @@ def _reconciliation(d: Dashboard, queue: _Queue) -> list[str]:
     ]
 
 
-def _shares(title: str, name: str, counts: Mapping[str, int]) -> list[str]:
+def _shares(title: str, name: str, counts: Mapping[str, int], note: str = "") -> list[str]:
     """Numbers 3 and 4: a count per rule or category, with its share."""
+    if not counts:
+        return [_tag("h2", title), _tag("p", "none", class_="muted")]
     return [
         _tag("h2", title),
-        _html_table([name, "count", "share"], _share_rows(counts))
-        if counts
-        else _tag("p", "none", class_="muted"),
+        *([_tag("p", _e(note[:1].upper() + note[1:] + "."), class_="muted")] if note else []),
+        _html_table([name, "count", "share"], _share_rows(counts)),
     ]
 
 
@@ -318,6 +327,7 @@ def _time_to_resolution(ttr: TimeToResolution, queue: _Queue) -> list[str]:
 
 
 def _signals(sig: Signals) -> list[str]:
+    spiked = {s.start for s in sig.spikes if s.category is None}
     out = [
         _tag("h2", "Signals"),
         _tag(
@@ -325,9 +335,24 @@ def _signals(sig: Signals) -> list[str]:
             "Auto-resolution rate: "
             + _tag("strong", _e(_pct(sig.auto_resolution_rate)))
             + _e(_trend_words(sig))
-            + ".",
+            + ". "
+            + _tag("span", _e(SIGNALS_UNIT[:1].upper() + SIGNALS_UNIT[1:] + "."), class_="muted"),
         ),
         _trend_svg(sig),
+        _html_table(
+            TREND_COLUMNS,
+            [
+                [
+                    _when(b.start),
+                    b.cycles,
+                    b.auto_resolved,
+                    b.escalated,
+                    _pct(b.auto_resolution_rate),
+                    "SPIKE" if b.start in spiked else "",
+                ]
+                for b in sig.trend
+            ],
+        ),
     ]
     if sig.spikes:
         out.append(
@@ -342,7 +367,7 @@ def _signals(sig: Signals) -> list[str]:
         )
         out.append(
             _html_table(
-                ["from (UTC)", "category", "escalations", "median before"],
+                ["from (UTC)", "category", "sent to an operator", "median before"],
                 [
                     [_when(s.start), s.category or "all", s.count, f"{s.baseline:g}"]
                     for s in sig.spikes
@@ -428,7 +453,7 @@ def _events_svg(ev: FastLoopEvents) -> str:
 
 
 def _cycles_svg(d: Dashboard) -> str:
-    label = "Discrepancies found and auto-resolution rate per cycle"
+    label = "Discrepancies found and the share auto-resolved per cycle"
     points = d.reconciliation.per_cycle
     if not points:
         return _empty(640, 200, label, "no reconciliation cycle finished in this window")
@@ -447,7 +472,8 @@ def _cycles_svg(d: Dashboard) -> str:
         y = frame.y(p.discrepancies / top_value)
         tip = _tip(
             f"{_when(p.finished_at)} {p.mode}: {p.discrepancies} found, {p.auto_resolved}"
-            f" auto-resolved, {p.escalated} escalated, rate {_pct(p.auto_resolution_rate)}"
+            f" auto-resolved, {p.escalated} for an operator (new or still waiting),"
+            f" auto-resolved / found {_pct(p.auto_resolution_rate)}"
         )
         parts.append(
             _tag(
@@ -471,7 +497,7 @@ def _cycles_svg(d: Dashboard) -> str:
         x = frame.left + (frame.right - frame.left) * (tick - low).total_seconds() / span
         parts.append(_tag("line", class_="axis", x1=x, y1=frame.bottom, x2=x, y2=frame.bottom + 4))
         parts.append(_tag("text", _e(text), x=x, y=frame.bottom + 16, text_anchor="middle"))
-    parts += _legend(frame.left, 238, "discrepancies found (left axis)", "auto-resolution rate")
+    parts += _legend(frame.left, 238, "discrepancies found (left axis)", "auto-resolved / found")
     return _svg(640, 256, label, parts)
 
 
@@ -583,8 +609,8 @@ def _trend_svg(sig: Signals) -> str:
         y = frame.y(b.escalated / top_value)
         middle = frame.left + (i + 0.5) * slot
         tip = _tip(
-            f"{_when(b.start)} to {_when(b.end)}: {b.escalated} escalated, {b.auto_resolved}"
-            f" auto-resolved, rate {_pct(b.auto_resolution_rate)}"
+            f"{_when(b.start)} to {_when(b.end)}: {b.escalated} sent to an operator,"
+            f" {b.auto_resolved} auto-resolved, rate {_pct(b.auto_resolution_rate)}"
             + (" (spike)" if b.start in spiked else "")
         )
         parts.append(
@@ -606,7 +632,7 @@ def _trend_svg(sig: Signals) -> str:
             parts.append(_tag("circle", tip, class_="dot", cx=middle, cy=ry, r=3.0))
     if len(line) > 1:
         parts.append(_tag("polyline", class_="rate", points=" ".join(line)))
-    parts += _legend(frame.left, 224, "escalations (red: a spike)", "auto-resolution rate")
+    parts += _legend(frame.left, 224, "sent to an operator (red: spike)", "auto-resolution rate")
     return _svg(640, 242, label, parts)
 
 

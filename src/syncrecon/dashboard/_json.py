@@ -80,7 +80,6 @@ def render_dict(d: Dashboard) -> dict[str, Any]:
                     "start": b.start.isoformat(),
                     "end": b.end.isoformat(),
                     "cycles": b.cycles,
-                    "discrepancies_found": b.discrepancies_found,
                     "auto_resolved": b.auto_resolved,
                     "escalated": b.escalated,
                     "escalated_by_category": dict(b.escalated_by_category),

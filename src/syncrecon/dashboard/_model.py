@@ -112,10 +112,12 @@ class FastLoopEvents:
 
 @attrs.frozen(kw_only=True)
 class CyclePoint:
-    """One reconciliation cycle as its stored report tells it.
+    """One reconciliation cycle as its stored report tells it: sightings, this cycle's own.
 
-    ``discrepancies`` counts what the cycle found; a discrepancy still waiting for an operator
-    is found again by every cycle, so it is counted by each of them.
+    ``discrepancies`` counts what the cycle found, ``auto_resolved`` what its rules fixed and
+    ``escalated`` what it left for an operator, new or still waiting: a discrepancy waiting for
+    an operator is found again by every cycle, so it is counted by each of them (summed over
+    cycles, ``escalated`` is not number 4, which counts each escalation once).
     """
 
     cycle_id: str
@@ -130,7 +132,10 @@ class CyclePoint:
 
     @property
     def auto_resolution_rate(self) -> float | None:
-        """Of what this cycle found, the share its rules fixed (``None`` if it found nothing)."""
+        """Of what this cycle found, the share its rules fixed (``None`` if it found nothing).
+
+        ``auto_resolved / discrepancies``: sightings, not the signals' auto-resolution rate.
+        """
         return _ratio(self.auto_resolved, self.discrepancies)
 
 
@@ -140,7 +145,9 @@ class Reconciliation:
 
     ``cycles`` and ``discrepancies_found`` come from the storage counters (the cycles' reports
     summed: a discrepancy that waits is counted by each cycle that sees it);
-    ``new_discrepancies`` counts queue items first detected in the window, each once.
+    ``new_discrepancies`` counts queue items first detected in the window, each once: those
+    sent to an operator (number 4) and those settled automatically (or being settled); a record
+    created opens no queue item, so number 3 may count more fixes than items settled.
     ``per_cycle`` lists the cycles that finished in the window, oldest first.
     """
 
@@ -229,7 +236,15 @@ class TimeToResolution:
 
 @attrs.frozen(kw_only=True)
 class TrendBucket:
-    """One bucket of the trend: ``[start, end)``, what the rules fixed and what was escalated."""
+    """One bucket of the trend ``[start, end)``: its discrepancies, each counted once.
+
+    ``auto_resolved`` counts the fixes of the rules (number 3 of the bucket: one per discrepancy
+    fixed, records created included), ``escalated`` the queue items first detected in the
+    bucket that went to an operator (number 4 of the bucket), ``escalated_by_category`` splits
+    them. ``cycles`` counts the cycles run. ``discrepancies_found`` sums what those cycles
+    found (sightings: a waiting discrepancy is counted by every cycle); it only tells whether
+    the bucket saw activity and is not part of the bucket's row.
+    """
 
     start: datetime = attrs.field(converter=utc)
     end: datetime = attrs.field(converter=utc)
@@ -268,8 +283,9 @@ class Spike:
 class Signals:
     """What the five numbers exist to show.
 
-    ``auto_resolution_rate`` is ``auto_resolved / (auto_resolved + escalated)`` over the window:
-    the share of the discrepancies settled without a person, each counted once. ``trend`` holds
+    ``auto_resolution_rate`` is ``auto_resolved / (auto_resolved + escalated)`` over the window
+    (numbers 3 and 4): the share of the discrepancies settled without a person, each counted
+    once (a fix happens once per discrepancy, an escalation is one queue item). ``trend`` holds
     the equal buckets that end at ``now``, oldest first; ``rate_change`` is the newest bucket's
     rate minus the median rate of the earlier buckets that have one, and ``rate_direction`` is
     ``"up"`` or ``"down"`` when it moved by more than 5 points, ``"flat"`` otherwise (``None``

@@ -7,6 +7,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ._format import (
+    AUTO_RESOLVED_NOTE,
+    PER_CYCLE_COLUMNS,
+    PER_CYCLE_NOTE,
+    SIGNALS_UNIT,
+    TREND_COLUMNS,
     _dur,
     _listed,
     _n,
@@ -40,7 +45,10 @@ def render_text(d: Dashboard) -> str:
         *_reconciliation(d),
         "",
         *_shares(
-            f"3. Auto-resolved by rule: {sum(d.auto_resolved.values())}", "rule", d.auto_resolved
+            f"3. Auto-resolved by rule: {sum(d.auto_resolved.values())}",
+            "rule",
+            d.auto_resolved,
+            note=AUTO_RESOLVED_NOTE,
         ),
         "",
         *_shares(
@@ -99,10 +107,11 @@ def _reconciliation(d: Dashboard) -> list[str]:
     ]
     if rec.per_cycle:
         shown = rec.per_cycle[-_TEXT_CYCLES:]
+        out.append(f"  {PER_CYCLE_NOTE}")
         if len(rec.per_cycle) > len(shown):
             out.append(f"  the last {len(shown)} of {len(rec.per_cycle)} cycles:")
         out += _table(
-            ["finished (UTC)", "mode", "found", "auto", "escalated", "auto rate"],
+            list(PER_CYCLE_COLUMNS),
             [
                 [
                     _when(c.finished_at),
@@ -121,11 +130,15 @@ def _reconciliation(d: Dashboard) -> list[str]:
     return out
 
 
-def _shares(title: str, name: str, counts: Mapping[str, int]) -> list[str]:
+def _shares(title: str, name: str, counts: Mapping[str, int], note: str = "") -> list[str]:
     """Numbers 3 and 4: a count per rule or category, with its share."""
     if not counts:
         return [title, "  (none)"]
-    return [title, *_table([name, "count", "share"], _share_rows(counts))]
+    return [
+        title,
+        *([f"  {note}"] if note else []),
+        *_table([name, "count", "share"], _share_rows(counts)),
+    ]
 
 
 def _time_to_resolution(ttr: TimeToResolution) -> list[str]:
@@ -154,15 +167,14 @@ def _time_to_resolution(ttr: TimeToResolution) -> list[str]:
 def _signals(sig: Signals) -> list[str]:
     spiked = {s.start for s in sig.spikes if s.category is None}
     out = [
-        "Signals",
+        f"Signals ({SIGNALS_UNIT})",
         f"  auto-resolution rate: {_pct(sig.auto_resolution_rate)}{_trend_words(sig)}",
         *_table(
-            ["bucket from (UTC)", "cycles", "found", "auto", "escalated", "auto rate", "spike"],
+            list(TREND_COLUMNS),
             [
                 [
                     _when(b.start),
                     str(b.cycles),
-                    str(b.discrepancies_found),
                     str(b.auto_resolved),
                     str(b.escalated),
                     _pct(b.auto_resolution_rate),

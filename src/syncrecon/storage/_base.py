@@ -994,7 +994,9 @@ class BatchReadStore(Protocol):
 class Storage(
     LeaseStore, LinkStore, QueueStore, FastLoopStore, SchemaStore, MetricsStore, Protocol
 ):
-    """Where syncrecon keeps its state. Backends: memory, SQLite (PostgreSQL to follow).
+    """Where syncrecon keeps its state. Bundled backends: ``SQLiteStorage`` (the embedded
+    default), ``PostgresStorage`` (many processes; the ``postgres`` extra) and
+    ``MemoryStorage`` (tests, one process).
 
     The union of the roles :class:`LeaseStore`, :class:`LinkStore`, :class:`QueueStore`,
     :class:`FastLoopStore`, :class:`SchemaStore` and :class:`MetricsStore` (each with the

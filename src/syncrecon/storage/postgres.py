@@ -25,10 +25,20 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, TypeVar
 
-import psycopg
-from psycopg import sql
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # tested with psycopg or psycopg_pool hidden in sys.modules
+    from .._exceptions import ConfigurationError
+
+    class _MissingExtraError(ConfigurationError, ImportError):
+        """An extra is not installed: a ConfigurationError, and an ImportError to ``except``."""
+
+    raise _MissingExtraError(
+        "PostgresStorage needs the 'postgres' extra: pip install 'syncrecon[postgres]'"
+    ) from exc
 
 from .. import _codec
 from .._clock import parse_ts, ts
