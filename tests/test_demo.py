@@ -11,6 +11,7 @@ import contextlib
 import io
 import itertools
 import json
+import logging
 import os
 import random
 import re
@@ -368,7 +369,10 @@ def _first(out: dict[str, Any], category: str) -> dict[str, Any]:
 
 
 def test_queue_resolve_writes_through_the_demo_app_and_the_next_cycle_sees_it(
-    kept: tuple[Path, dict[str, Any], str], demo_dir: Path, capsys: pytest.CaptureFixture[str]
+    kept: tuple[Path, dict[str, Any], str],
+    demo_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, out, _ = kept
     db = demo_dir / demo_app.DEFAULT_DB
@@ -382,8 +386,12 @@ def test_queue_resolve_writes_through_the_demo_app_and_the_next_cycle_sees_it(
     assert _amounts(db, item) == (hubspot, hubspot)  # saved in the systems file
 
     # The next cycle runs over the saved systems: one discrepancy fewer, nothing to write.
-    assert main(["worker", "syncrecon.demo_app:worker", "--once"]) == 0
+    with caplog.at_level(logging.INFO, logger="syncrecon"):
+        assert main(["worker", "syncrecon.demo_app:worker", "--once"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"processed": 0}
+    # The worker logs the cycle as a person reads it, with the systems' names.
+    assert "writes: hubspot 0, salesforce 0" in caplog.text
+    assert "{'" not in caplog.text
     storage = SQLiteStorage(db)
     try:
         cycles = storage.list_cycles(limit=10)

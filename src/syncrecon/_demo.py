@@ -920,7 +920,17 @@ def render(summary: Mapping[str, Any]) -> str:
         ]
     )
     out += _table(
-        ["cycle", "after", "found", "auto", "escalated", "writes", "failed", "API calls"], rows
+        [
+            "cycle",
+            "after",
+            "found",
+            "auto-resolved",
+            "for an operator",
+            "writes",
+            "failed",
+            "API calls",
+        ],
+        rows,
     )
     out.append(
         "  A cycle counts every discrepancy it sees, also those still waiting for an operator;"

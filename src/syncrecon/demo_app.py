@@ -244,13 +244,15 @@ def reconciler() -> Reconciler:
     return Reconciler(sync, SQLiteStorage(db))
 
 
-def _log_report(report: CycleReport) -> None:
-    log.info("%s", report)
-
-
 def worker() -> Worker:
     """A :class:`~syncrecon.worker.Worker` that runs the demo's next cycle (every four hours
     when left running); ``syncrecon worker syncrecon.demo_app:worker --once`` runs one."""
     from .worker import Worker
 
-    return Worker(reconciler=reconciler(), on_report=_log_report)
+    cycles = reconciler()
+    names = {"left": cycles.sync.left.name, "right": cycles.sync.right.name}
+
+    def log_report(report: CycleReport) -> None:
+        log.info("%s", report.describe(names))
+
+    return Worker(reconciler=cycles, on_report=log_report)

@@ -99,18 +99,33 @@ class CycleReport:
         return out
 
     def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, names: Mapping[str, str] | None = None) -> str:
+        """The report as a person reads it, one line per concern.
+
+        ``names`` maps the sides (``"left"``, ``"right"``) to the systems' names, used for the
+        counts kept per side (records, writes, creates, deletes): ``writes: crm 0, erp 0``.
+        """
+        sides = dict(names or {})
+
+        def listed(counts: Mapping[str, int], *, by_side: bool = False) -> str:
+            shown = [f"{sides.get(k, k) if by_side else k} {n}" for k, n in counts.items()]
+            return ", ".join(shown) or "none"
+
         lines = [
             f"cycle {self.cycle_id} of {self.sync!r}"
             f" ({self.mode}{', dry run' if self.dry_run else ''})",
-            f"  records read: {dict(self.records)}; pairs compared: {self.pairs_compared};"
-            f" new links: {self.new_links}",
+            f"  records read: {listed(self.records, by_side=True)};"
+            f" pairs compared: {self.pairs_compared}; new links: {self.new_links}",
             f"  discrepancies found: {self.discrepancies_found}",
-            f"  auto-resolved by rule: {dict(self.auto_resolved)}",
-            f"  escalated by category: {dict(self.escalated)}",
-            f"  writes: {dict(self.writes)} (created {dict(self.created)},"
-            f" deleted {dict(self.deleted)}); failed: {self.write_failures};"
+            f"  auto-resolved by rule: {listed(self.auto_resolved)}",
+            f"  escalated by category: {listed(self.escalated)}",
+            f"  writes: {listed(self.writes, by_side=True)};"
+            f" created: {listed(self.created, by_side=True)};"
+            f" deleted: {listed(self.deleted, by_side=True)}; failed: {self.write_failures};"
             f" skipped (changed since read): {self.skipped_changed}",
-            f"  API calls: {dict(self.api_calls)}",
+            f"  API calls: {listed(self.api_calls)}",
         ]
         for system, by_endpoint in self.api_requests.items():
             shown = ", ".join(f"{endpoint} {n}" for endpoint, n in by_endpoint.items())
@@ -125,7 +140,7 @@ class CycleReport:
         }
         for what, counts in problems.items():
             if any(counts.values()):
-                lines.append(f"  {what}: {dict(counts)}")
+                lines.append(f"  {what}: {listed(counts, by_side=True)}")
         if self.unknown_fields:
             lines.append(f"  fields not decided (not returned): {self.unknown_fields}")
         if any(self.unchanged.values()):
