@@ -12,6 +12,7 @@ diff and the sync; it runs in a child process so its peak memory is its own.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from datetime import date
@@ -85,6 +86,8 @@ def measure_diffsync(records: int, *, seed: int = 1) -> dict[str, Any]:
     sync = deal_sync(left, right)
     source, target = deals(name="left"), deals(name="right")
     baseline = rss_mb()
+    gc.collect()  # as before syncrecon's timed cycles (see syncrecon._bench._settle_heap)
+    gc.freeze()
     wall, cpu = time.perf_counter(), time.process_time()
     listing = _load(source, left, sync, Side.LEFT) + _load(target, right, sync, Side.RIGHT)
     loaded = time.perf_counter()
