@@ -213,7 +213,7 @@ def test_a_bad_queue_app_is_one_line_and_status_2(
         assert message in _one_line(capsys.readouterr().err)
     # A good path from the current directory loads; the item itself does not exist.
     argv = ["queue", "--db", "q.sqlite", "resolve", "1", "--take", "left"]
-    assert main([*argv, "--app", "cliapp.sync:deals"]) == 1
+    assert main([*argv, "--app", "cliapp.sync:deals"]) == 2
     assert "no queue item" in _one_line(capsys.readouterr().err).lower()
 
 
@@ -243,7 +243,7 @@ def test_the_console_script_imports_from_the_current_directory(tmp_path: Path) -
     db = str(tmp_path / "app.sqlite")
     proc = _script(tmp_path, "queue", "--db", db, "resolve", "1", "--take", "left",
                    "--app", "myapp.sync:deals")  # fmt: skip
-    assert proc.returncode == 1  # loaded; there is no item 1
+    assert proc.returncode == 2  # loaded; there is no item 1
     assert "cannot import" not in proc.stderr
 
     proc = _script(tmp_path, "worker", "nope.mod:app", "--once")

@@ -241,12 +241,22 @@ def test_queue_show(db: Path, summary: dict[str, Any]) -> None:
 
 
 def test_queue_errors(db: Path, tmp_path: Path) -> None:
+    """Every error of the queue command is one line, ``syncrecon queue: ...``, and status 2,
+    as the other commands' errors are."""
     status, out, err = _run("queue", "--db", str(tmp_path / "none.sqlite"), "list")
-    assert (status, out) == (1, "")
-    assert _one_line(err) == f"error: no database at {tmp_path / 'none.sqlite'}"
+    assert (status, out) == (2, "")
+    assert _one_line(err) == f"syncrecon queue: no database at {tmp_path / 'none.sqlite'}"
     status, out, err = _run("queue", "--db", str(db), "show", "99999")
-    assert (status, out) == (1, "")
-    assert _one_line(err) == "error: no queue item has the id 99999"
+    assert (status, out) == (2, "")
+    assert _one_line(err) == "syncrecon queue: no queue item has the id 99999"
+    not_a_db = tmp_path / "passwd"
+    not_a_db.write_text("root:x:0:0:root:/root:/bin/bash\n" * 20)
+    status, out, err = _run("queue", "--db", str(not_a_db), "list")
+    assert (status, out) == (2, "")
+    assert _one_line(err) == "syncrecon queue: SQLite error: file is not a database"
+    status, _, dashboard = _run("dashboard", "--db", str(not_a_db))
+    assert status == 2
+    assert _one_line(dashboard) == "syncrecon dashboard: SQLite error: file is not a database"
     status, _, err = _run("queue", "--db", str(db), "show", "first")
     assert status == 2
     assert "invalid int value" in err
@@ -260,7 +270,8 @@ def test_queue_resolve_without_the_app_says_what_it_needs(
 ) -> None:
     item = _item(summary, "deal_value")
     status, out, err = _run("queue", "--db", str(db), "resolve", str(item), "--take", "left")
-    assert (status, out) == (1, "")
+    assert (status, out) == (2, "")
+    assert _one_line(err).startswith("syncrecon queue: ")
     assert "--app" in _one_line(err)
 
 
@@ -290,7 +301,7 @@ def test_queue_resolve_acknowledges_a_record_level_item(db: Path, summary: dict[
     item = _item(summary, "deletion")
     app = ("--app", "syncrecon.demo_app:syncs")
     status, out, err = _run("queue", "--db", str(db), "resolve", str(item), "--take", "left", *app)
-    assert (status, out) == (1, "")
+    assert (status, out) == (2, "")
     assert "acknowledged without a value" in _one_line(err)
     status, out, err = _run("queue", "--db", str(db), "resolve", str(item), *app)
     assert status == 0, err
@@ -302,8 +313,8 @@ def test_queue_dismiss(db: Path, summary: dict[str, Any]) -> None:
     argv = ("queue", "--db", str(db), "dismiss", str(item), "--reason", "two real deals")
     assert _run(*argv) == (0, f"item {item}: dismissed\n", "")
     status, out, err = _run(*argv)
-    assert (status, out) == (1, "")
-    assert _one_line(err).startswith(f"error: item {item} is dismissed already")
+    assert (status, out) == (2, "")
+    assert _one_line(err).startswith(f"syncrecon queue: item {item} is dismissed already")
     status, _, err = _run("queue", "--db", str(db), "dismiss", str(item))
     assert status == 2
     assert "--reason" in err
@@ -319,8 +330,87 @@ def test_queue_assign(db: Path, summary: dict[str, Any]) -> None:
     out = _run("queue", "--db", str(db), "list", "--status", "auto_resolved", "--json")[1]
     closed = json.loads(out)[0]["id"]
     status, out, err = _run("queue", "--db", str(db), "assign", str(closed), "--to", "ada")
-    assert (status, out) == (1, "")
+    assert (status, out) == (2, "")
     assert "already" in _one_line(err)
+
+
+def test_queue_show_reads_like_a_person(db: Path, summary: dict[str, Any]) -> None:
+    """The explanation shows values as the table does and names the systems (with --app),
+    never Python's reprs; --json keeps the stored text and the tagged values."""
+    item = _item(summary, "contract_dates")
+    status, out, err = _run("queue", "--db", str(db), "show", str(item))
+    assert status == 0, err
+    why = out[out.index("  why:") :]
+    assert "datetime.date(" not in why
+    assert "field 'closedate': left 20" in why
+    assert ", right 20" in why
+    assert "last agreed 20" in why
+    status, out, err = _run(
+        "queue", "--db", str(db), "show", str(item), "--app", "syncrecon.demo_app:syncs"
+    )
+    assert status == 0, err
+    why = out[out.index("  why:") :]
+    assert "datetime.date(" not in why
+    assert "field 'closedate': hubspot 20" in why
+    assert ", salesforce 20" in why
+    assert "left=" not in why
+    assert "right=" not in why
+    assert "last changed: hubspot 20" in why
+    assert " UTC (the " in why
+    status, out, _ = _run("queue", "--db", str(db), "show", str(item), "--json")
+    data = json.loads(out)
+    assert data["explanation"].startswith("field 'closedate': left=datetime.date(")
+    assert set(data["left_value"]) == {"$date"}
+
+
+def test_queue_take_names_a_system(db: Path, summary: dict[str, Any]) -> None:
+    """--take takes the system's name as well as left/right; previews and results name the
+    systems when --app knows them."""
+    item = next(e for e in summary["queue"]["examples"] if e["category"] == "deal_value")
+    app = ("--app", "syncrecon.demo_app:syncs")
+    base = ("queue", "--db", str(db), "resolve", str(item["id"]))
+    status, out, err = _run(*base, "--take", "Salesforce", "--preview", *app)
+    assert status == 0, err
+    assert f"item {item['id']} (amount): set " in out
+    assert "; write " in out
+    assert out.splitlines()[0].endswith(" to hubspot")
+    status, out, err = _run(*base, "--take", "zoho", *app)
+    assert (status, out) == (2, "")
+    assert _one_line(err) == (
+        "syncrecon queue: --take zoho names neither system: take one of left, right, hubspot,"
+        " salesforce"
+    )
+    status, out, err = _run(*base, "--take", "salesforce")
+    assert (status, out) == (2, "")
+    assert "--take left or --take right" in _one_line(err)
+    status, out, err = _run(*base, "--take", "salesforce", *app, "--by", "ada")
+    assert status == 0, err
+    assert out.startswith(f"item {item['id']}: resolved (resolved). took salesforce's value ")
+    assert "; written to hubspot; the base is updated" in out
+    left, right = demo_app.load_systems(demo_app.systems_path(db))
+    assert (
+        left.get(item["left_key"]).fields["amount"] == right.get(item["right_key"]).fields["Amount"]
+    )
+    status, out, _ = _run("queue", "--db", str(db), "show", str(item["id"]), "--json")
+    assert json.loads(out)["note"].startswith("ada: took salesforce's value ")
+
+
+def test_queue_lifting_the_demos_drift_rechecks_the_schema(
+    db: Path, summary: dict[str, Any]
+) -> None:
+    """The demo turns Salesforce's Tags__c multi-select into a text area; its mapping still
+    merges lists, so lifting the quarantine is refused (it said "the mapping is fixed")."""
+    item = _item(summary, "schema_drift")
+    argv = ("queue", "--db", str(db), "resolve", str(item), "--app", "syncrecon.demo_app:syncs")
+    status, out, err = _run(*argv, "--by", "ada", "--confirm")
+    assert (status, out) == (2, "")
+    line = _one_line(err)
+    assert line.startswith("syncrecon queue: the field 'tags' still does not match its mapping:")
+    assert "described type 'textarea'" in line
+    assert "The quarantine stays" in line
+    status, out, _ = _run("queue", "--db", str(db), "show", str(item), "--json")
+    data = json.loads(out)
+    assert (data["status"], data["note"]) == ("escalated", None)
 
 
 # -- worker and bench ---------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def test_take_left_writes_the_right_system_and_closes_the_item(world: World) -> 
     assert item.resolved_at - opened == timedelta(hours=2)
     assert item.assignee == "ada"
     assert item.note is not None
-    assert item.note.startswith("ada: took the left value 150")
+    assert item.note.startswith("ada: took crm's value 150, written to erp")  # systems named
     assert "checked the contract" in item.note
     assert world.base(lk)["amount"] == 150
     assert_converged(world)
@@ -312,7 +312,8 @@ def test_a_value_changed_since_opening_is_not_overwritten(world: World, edited: 
     assert item.status is Status.ESCALATED
     assert item.resolved_at is None
     assert item.note is not None
-    assert item.note.startswith(f"changed since opened: {edited} is now 175 (was ")
+    system = "crm" if edited == "left" else "erp"
+    assert item.note.startswith(f"changed since opened: {system} is now 175 (was ")
     assert world.base(lk)["amount"] == 100
     assert [i.id for i in world.queue.list()] == [item_id]  # still in the queue
 
@@ -336,7 +337,7 @@ def test_a_record_deleted_since_opening_is_not_written(world: World) -> None:
     world.right.delete(rk)
     result = world.queue.resolve(item_id, take="left")
     assert result.outcome is ResolutionOutcome.CHANGED
-    assert f"the right record {rk} is gone" in result.message
+    assert f"the erp record {rk} is gone" in result.message
     assert world.left.write_log == []
 
 
@@ -391,7 +392,7 @@ def test_a_failing_connector_call_is_reported_not_raised(world: World) -> None:
     world.left.fail_next("read_records", PermanentError("down", system="crm"))
     result = world.queue.resolve(item_id, take="left")
     assert result.outcome is ResolutionOutcome.FAILED
-    assert "reading left failed" in result.message
+    assert "reading crm failed" in result.message
     assert world.base(lk)["amount"] == 100
 
 
@@ -437,7 +438,7 @@ def test_a_value_that_does_not_map_is_refused_before_writing(
     (item,) = world.escalated("stage")
     assert item.id is not None
     world.clear_logs()
-    with pytest.raises(QueueError, match="does not map to the right system"):
+    with pytest.raises(QueueError, match="does not map to erp's vocabulary"):
         world.queue.resolve(item.id, value="nonsense")
     assert world.left.write_log == world.right.write_log == []
 
@@ -898,7 +899,8 @@ def test_cli_round_trips(
     assert storage.get_item(item_id).assignee == "gus"
 
     code, _, err = run("resolve", str(item_id), "--take", "left")
-    assert code == 1
+    assert code == 2
+    assert err.startswith("syncrecon queue: ")
     assert "needs that sync definition" in err
     assert world.right.write_log == []
 
@@ -910,7 +912,7 @@ def test_cli_round_trips(
     assert storage.get_item(item_id).status is Status.RESOLVED
 
     code, _, err = run("resolve", str(item_id), "--take", "left", "--app", app)
-    assert code == 1
+    assert code == 2
     assert "resolved already" in err
 
     assert stage.id is not None
@@ -929,9 +931,9 @@ def test_cli_round_trips(
     assert (code, out) == (0, f"item {again.id}: dismissed\n")
     assert storage.get_item(again.id or 0).note == "dismissed: a test deal"
 
-    assert run("show", "424242")[0] == 1
+    assert run("show", "424242")[0] == 2
     code, _, err = run("resolve", "1", "--value", "{not json", "--app", app)
-    assert (code, "--value cannot be read" in err) == (1, True)
+    assert (code, "--value cannot be read" in err) == (2, True)
     storage.close()
 
 
@@ -953,8 +955,8 @@ def test_cli_changed_since_opened_exits_1(
 
 
 def test_cli_needs_an_existing_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli("queue", "--db", str(tmp_path / "nope.sqlite"), "list") == 1
-    assert "no database at" in capsys.readouterr().err
+    assert cli("queue", "--db", str(tmp_path / "nope.sqlite"), "list") == 2
+    assert capsys.readouterr().err.startswith("syncrecon queue: no database at")
     assert not (tmp_path / "nope.sqlite").exists()
 
 

@@ -84,7 +84,7 @@ def test_preview_says_what_would_be_written_and_writes_nothing(world: World) -> 
         (rows[1][2], 1001, {Side.RIGHT: 1001}),
         (stage.id, "won", {Side.RIGHT: "Closed Won"}),  # as the right system stores it
     ]
-    assert str(plans[2]) == f'item {stage.id} (stage): set "won"; write right "Closed Won"'
+    assert str(plans[2]) == f'item {stage.id} (stage): set "won"; write "Closed Won" to erp'
     assert plans[0].to_dict()["writes"] == {"right": 1000}
     both = world.queue.preview([rows[0][2]], value=5)
     assert dict(both[0].writes) == {Side.LEFT: 5, Side.RIGHT: 5}
@@ -176,7 +176,7 @@ def test_resolve_many_keeps_each_items_safety(world: World) -> None:
         (r4, {"Amount": 1004}),
     ]
     assert world.right.get(r1).fields["Amount"] == 555
-    assert world.storage.get_item(i0).note == "ada: took the left value 1000, written to right"
+    assert world.storage.get_item(i0).note == "ada: took crm's value 1000, written to erp"
     assert not any(r.ok for r in results if r.item_id in (i1, i2))
     again = world.queue.resolve_many([i0, i3, i4], take="left")
     assert [r.outcome for r in again] == [ResolutionOutcome.REFUSED] * 3
@@ -376,7 +376,7 @@ def test_cli_bulk_actions(
     )  # fmt: skip
     assert code == 0
     assert "preview of 4 items: 4 can be resolved this way, 0 cannot; nothing was written" in out
-    assert f"item {rows[3][2]} (amount): set 1003; write right 1003" in out
+    assert f"item {rows[3][2]} (amount): set 1003; write 1003 to erp" in out
     assert world.right.write_log == []
     code, out, _ = run(
         "resolve", "--field", "amount", "--take", "left", "--preview", "--json", "--app", app
@@ -420,12 +420,12 @@ def test_cli_bulk_actions(
     assert "refused" in out
     assert world.storage.get_item(fresh.id or 0).assignee == "ivy"
     code, _, err = run("dismiss", "--reason", "x")
-    assert code == 1
-    assert "needs the ids of the items, or a filter" in err
+    assert code == 2
+    assert err.startswith("syncrecon queue: dismiss needs the ids of the items, or a filter")
     code, _, err = run("dismiss", str(rows[0][2]), "--field", "amount", "--reason", "x")
-    assert (code, "not both" in err) == (1, True)
+    assert (code, "not both" in err) == (2, True)
     code, _, err = run("resolve", str(rows[0][2]), str(rows[2][2]), "--confirm", "--app", app)
-    assert (code, "one item id" in err) == (1, True)
+    assert (code, "one item id" in err) == (2, True)
     storage.close()
 
 

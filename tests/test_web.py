@@ -192,7 +192,7 @@ def test_a_changed_record_sends_the_item_back_to_review(world: World, client: ht
     assert response.headers["location"] == f"/items/{item_id}?done=changed"
     assert world.right.get(rk).fields["Amount"] == 999
     page = client.get(response.headers["location"]).text
-    assert "changed since opened: right is now 999" in page
+    assert "changed since opened: erp is now 999" in page
 
 
 def test_dismiss_and_assign_by_form(world: World, client: httpx.Client) -> None:
@@ -291,7 +291,7 @@ def test_trusted_origins_and_the_operator_hook(world: World) -> None:
     item = world.storage.get_item(item_id)
     assert item.assignee == "sso:dora"
     assert item.note is not None
-    assert item.note.startswith("sso:dora: took the left value")
+    assert item.note.startswith("sso:dora: took crm's value")
 
 
 def test_only_url_encoded_forms_of_bounded_size(world: World) -> None:
@@ -613,3 +613,73 @@ def test_the_item_page_marks_the_side_that_moved_from_the_last_agreed_value(
     shown = str(world.queue.show(item_id))
     assert "150  (changed since last agreed)" in shown
     assert "100  (as last agreed)" in shown
+
+
+def test_the_why_reads_like_a_person(world: World, client: httpx.Client) -> None:
+    """The explanation shows values as the page's tables do and names the systems."""
+    from datetime import UTC, date, datetime
+
+    from syncrecon import FieldState, decide, escalate
+
+    at = datetime(2026, 11, 29, 19, 0, 41, 90000, tzinfo=UTC)
+    state = FieldState(
+        field="closedate",
+        left=date(2026, 10, 29),
+        right=date(2026, 10, 15),
+        base=date(2026, 10, 15),
+        left_modified_at=at + timedelta(hours=4),
+        right_modified_at=at,
+        left_per_field=True,
+    )
+    dates = Discrepancy(
+        sync="deals", field="closedate", status=Status.ESCALATED, detected_at=at,
+        left_key="cr-1", right_key="er-1", left_value=state.left, right_value=state.right,
+        base_value=state.base, has_base=True, rule="escalate", category="contract_dates",
+        explanation=decide(escalate("contract_dates"), state).explain(),
+    )  # fmt: skip
+    (item_id,) = world.storage.commit(Step(at=world.clock.now(), new_items=[dates]))
+    page = client.get(f"/items/{item_id}").text
+    why = page[page.index("<h2>Why</h2>") :]
+    assert "datetime" not in why
+    assert "left=" not in why
+    assert "field &#x27;closedate&#x27;: crm 2026-10-29, erp 2026-10-15, last agreed" in why
+    assert "last changed: crm 2026-11-29 23:00:41.09 UTC" in why
+
+
+def test_lifting_a_quarantine_by_form_checks_the_schema_again(
+    world: World, client: httpx.Client
+) -> None:
+    """The web form lifts through the same check: a field whose new type the mapping does not
+    fit keeps its quarantine, and the page says why."""
+    from syncrecon import FieldInfo
+
+    world.pair(1)
+    world.cycle()
+    world.left.set_fields([FieldInfo(name="amount", type="number")])
+    world.right.set_fields([FieldInfo(name="Amount", type="boolean")])  # was a number
+    now = world.clock.now()
+    (drift_id,) = world.storage.commit(
+        Step(
+            at=now,
+            new_items=[
+                Discrepancy(
+                    sync="deals",
+                    field="amount",
+                    status=Status.ESCALATED,
+                    detected_at=now,
+                    rule="schema",
+                    category="schema_drift",
+                    explanation="right field 'Amount' changed type from 'number' to 'boolean'",
+                )
+            ],
+        )
+    )
+    refused = post(client, f"/items/{drift_id}/resolve", by="ada", confirm="yes")
+    assert refused.status_code == 400
+    assert "<h1>Item #" in refused.text
+    assert "still does not match its mapping" in refused.text
+    assert "described type &#x27;boolean&#x27;" in refused.text
+    item = world.storage.get_item(drift_id)
+    assert (item.status, item.note) == (Status.ESCALATED, None)
+    assert world.storage.get_schemas("deals") == []  # nothing stored
+    assert "erp field &#x27;Amount&#x27; changed type" in refused.text  # the why, named

@@ -258,7 +258,12 @@ class Decision:
         )
 
     def explain(self) -> str:
-        """A few lines that say what was compared, which rule decided and why."""
+        """A few lines that say what was compared, which rule decided and why.
+
+        Queue items keep this text as it is (``--json`` prints it); the queue's screens show
+        it as a person reads it (``syncrecon.queue._views.explanation_text`` reads these
+        lines back: keep their shape).
+        """
         s = self.state
         base = "never synced" if not s.has_base else repr(s.base)
         lines = [

@@ -107,7 +107,7 @@ from .queue._items import StatusFilter, group_key
 from .queue._pages import ItemPage, QueueFilter
 from .queue._resolve import PlannedResolution
 from .queue._triage import UseValue
-from .queue._views import input_text
+from .queue._views import explanation_text, input_text
 from .storage._base import Discrepancy, Status
 from .webhooks._asgi_base import serve_scope
 
@@ -1638,7 +1638,9 @@ class QueueApp:
                 "</tbody></table>"
             )
         if view.explanation:
-            out += f"<h2>Why</h2><pre>{_e(view.explanation)}</pre>"
+            # As a person reads it: values shown like the table's, the systems by name.
+            why = explanation_text(item, {Side.LEFT: names.left, Side.RIGHT: names.right})
+            out += f"<h2>Why</h2><pre>{_e(why)}</pre>"
         return out
 
     async def _forms(

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .._app import APP_PATH_FORM
-from .._exceptions import AppLoadError, QueueError, SyncReconError
+from .._exceptions import QueueError, SyncReconError
+from .._models import Side
 from .._sync import SyncDefinition
 from ..storage._base import Discrepancy
 from ._api import OperatorQueue
@@ -80,7 +81,12 @@ def register_cli(
     )
     _targets(res, "resolve")
     choice = res.add_mutually_exclusive_group()
-    choice.add_argument("--take", choices=["left", "right"], help="take that side's value")
+    choice.add_argument(
+        "--take",
+        metavar="SYSTEM",
+        help="take that system's value: left, right, or the system's name (its connector's"
+        " name, known with --app: --take hubspot)",
+    )
     choice.add_argument(
         "--value",
         help="the value to write, in the left vocabulary, as you read it (2026-01-31,"
@@ -169,31 +175,39 @@ def _targets(parser: argparse.ArgumentParser, action: str) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Run the ``queue`` command parsed by a parser made with :func:`register_cli`.
 
-    Returns the exit status: 0 when the action was done, 1 when it was not (an error, or a
-    resolution that left an item open: changed since opened, a failed write, an item of a
-    bulk action refused), 2 when ``--app`` names no usable object (one line on stderr says
-    why).
+    Returns the exit status: 0 when the action was done; 1 when an action ran but left an
+    item as it was (a resolution that found the item changed since it was opened, a failed
+    write, an item of a bulk action refused: the output says which and why); 2 for an error
+    (no database, an item that does not exist or cannot be acted on so, an ``--app`` that
+    names no usable object...), said in one line on stderr that starts ``syncrecon queue:``,
+    like every command's errors.
     """
+    try:
+        return _run(args)
+    except (SyncReconError, OSError) as exc:
+        print(f"syncrecon queue: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message in one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..storage.sqlite import SQLiteStorage
 
     db = Path(args.db)
     if not db.is_file():
-        print(f"error: no database at {args.db}", file=sys.stderr)
-        return 1
+        raise QueueError(f"no database at {args.db}")
     storage = SQLiteStorage(db)
     try:
         syncs: list[SyncDefinition] = []
         if getattr(args, "app", None):
-            try:
-                syncs = load_syncs(args.app)
-            except AppLoadError as exc:
-                print(f"syncrecon queue: {exc}", file=sys.stderr)
-                return 2
+            syncs = load_syncs(args.app)
         queue = OperatorQueue(storage, syncs)
         return _run_action(queue, args)
-    except SyncReconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     finally:
         storage.close()
 
@@ -256,7 +270,7 @@ def _run_action(queue: OperatorQueue, args: argparse.Namespace) -> int:
     if action == "resolve":
         kwargs: dict[str, Any] = {}
         if args.take is not None:
-            kwargs["take"] = args.take
+            kwargs["take"] = _side(queue, args.take, ids, where)
         if args.value is not None:
             like = None
             if len(ids) == 1:  # read as a value of that item's field; several: JSON or text
@@ -306,6 +320,42 @@ def _run_action(queue: OperatorQueue, args: argparse.Namespace) -> int:
         results = queue.assign_many(ids or None, who=args.to, filter=where)
         return _print_results(results, args.json)
     raise AssertionError(f"unknown action {action!r}")  # pragma: no cover
+
+
+def _side(queue: OperatorQueue, take: str, ids: Sequence[int], where: QueueFilter | None) -> str:
+    """The side ``--take`` names: ``left``, ``right``, or a system's name (any case) in the
+    syncs of the items (of every sync ``--app`` gave, for a filter of no one sync)."""
+    word = take.strip().casefold()
+    if word in ("left", "right"):
+        return word
+    if ids:
+        names = {queue.storage.get_item(i).sync for i in ids}
+    elif where is not None and where.sync is not None:
+        names = {where.sync}
+    else:
+        names = set(queue.syncs)
+    sides: set[Side] = set()
+    known: list[str] = []
+    for name in sorted(names):
+        if name not in queue.syncs:
+            continue
+        for side, system in queue.systems(name).items():
+            known.append(system)
+            if system.casefold() == word:
+                sides.add(side)
+    if len(sides) == 1:
+        return str(sides.pop())
+    if sides:
+        raise QueueError(
+            f"--take {take} names the systems of both sides here; say --take left or --take right"
+        )
+    if not known:
+        raise QueueError(
+            f"--take {take}: a system is named only with --app (the sync definition);"
+            " without it, say --take left or --take right"
+        )
+    choices = ", ".join(dict.fromkeys(["left", "right", *known]))
+    raise QueueError(f"--take {take} names neither system: take one of {choices}")
 
 
 def _list(queue: OperatorQueue, args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 from .._connector import Caller, describe, read_batch, write_batch
-from .._drift import SCHEMA_DRIFT_CATEGORY, merges_as_list
+from .._drift import SCHEMA_DRIFT_CATEGORY, classify, merges_as_list, misfit
 from .._drift import describe as describe_field
 from .._exceptions import ConfigurationError, LeaseHeldError, QueueError
 from .._models import Change, ChangeOp, Record, Side
@@ -166,12 +166,13 @@ def resolve(
         # Read again under the lease: a resolution that finished meanwhile wins, and a
         # cycle may have recorded newer values on the item.
         item = active_item(queue.storage, item_id)
+        systems = queue.systems(item.sync)
         if take is None:
             chosen, action = value, f"set the value {shown(value, 80)}"
         else:
             side = Side(take)
             chosen = item.left_value if side is Side.LEFT else item.right_value
-            action = f"took the {side} value {shown(chosen, 80)}"
+            action = f"took {took(systems, side)} {shown(chosen, 80)}"
         # Both records are claimed as a fast-loop worker or a cycle claims them, so no other
         # writer writes them between the re-read and this write.
         records = [
@@ -188,11 +189,27 @@ def resolve(
                     " now; try again in a moment",
                     name=lease,
                 )
-            return _Resolve(queue, caller, sync, fm, item, chosen, counters).run(action, by, note)
+            return _Resolve(queue, caller, sync, fm, item, chosen, counters, systems).run(
+                action, by, note
+            )
         finally:
             queue.storage.release_records(owner, sorted(granted))
     finally:
         queue.storage.release_lease(lease, owner)
+
+
+def side_name(systems: Mapping[Side, str], side: Side) -> str:
+    """``side``'s system as a message names it: its name, or ``left``/``right`` when the
+    queue does not know it (two systems of one name are told apart)."""
+    name = systems.get(side) or str(side)
+    other = systems.get(side.other) or str(side.other)
+    return f"{name} ({side})" if name == other else name
+
+
+def took(systems: Mapping[Side, str], side: Side) -> str:
+    """``hubspot's value``, or ``the left value`` when the system's name is not known."""
+    name = side_name(systems, side)
+    return f"the {side} value" if name == str(side) else f"{name}'s value"
 
 
 def check_choice(take: str | None, value: Any) -> None:
@@ -237,13 +254,20 @@ def quarantine(queue: OperatorQueue, item: Discrepancy) -> Discrepancy | None:
     return drift[0] if drift else None
 
 
-def planned_writes(fm: FieldMap, chosen: Any, held: Callable[[Side], bool]) -> dict[Side, Any]:
+def planned_writes(
+    fm: FieldMap,
+    chosen: Any,
+    held: Callable[[Side], bool],
+    systems: Mapping[Side, str] | None = None,
+) -> dict[Side, Any]:
     """What resolving a field of mapping ``fm`` to ``chosen`` (left vocabulary) writes: by
     side, the value as that side stores it, for each side that does not hold it (``held``).
+    ``systems`` names the systems in the messages.
 
     :raises QueueError: when a write would go against the field's direction, or the value
         does not map to the right system.
     """
+    names = systems or {}
     writes: dict[Side, Any] = {}
     for side in Side:
         if held(side):
@@ -251,8 +275,8 @@ def planned_writes(fm: FieldMap, chosen: Any, held: Callable[[Side], bool]) -> d
         if not fm.direction.allows_write(side):
             raise QueueError(
                 f"the field {fm.left!r} flows {fm.direction.value} only: taking"
-                f" {shown(chosen, 80)} would write it to {side}, which it never flows"
-                " to; dismiss the item instead, or choose the value that side holds"
+                f" {shown(chosen, 80)} would write it to {side_name(names, side)}, which it"
+                " never flows to; dismiss the item instead, or choose the value that side holds"
             )
         if side is Side.LEFT:
             writes[side] = chosen
@@ -261,8 +285,8 @@ def planned_writes(fm: FieldMap, chosen: Any, held: Callable[[Side], bool]) -> d
                 writes[side] = fm.transform.to_right(chosen)
             except Exception as exc:
                 raise QueueError(
-                    f"the value {shown(chosen, 80)} does not map to the right system:"
-                    f" {type(exc).__name__}: {exc}"
+                    f"the value {shown(chosen, 80)} does not map to"
+                    f" {side_name(names, side)}'s vocabulary: {type(exc).__name__}: {exc}"
                 ) from None
     return writes
 
@@ -305,11 +329,17 @@ def _acknowledge(
 
 
 # Field types of a multi-select and of a single-select (as connectors describe them; see
-# ``syncrecon._drift``): a multi-select needs a mapping that merges lists, and the reverse.
+# ``syncrecon._drift``): a multi-select needs a mapping that carries lists, and a single
+# select one that does not merge them.
 _MULTI_TYPES: Final = frozenset(
     {"multi_enumeration", "multipicklist", "multi_select", "checkboxes"}
 )
 _SINGLE_TYPES: Final = frozenset({"enumeration", "picklist", "select", "single_select", "radio"})
+
+_SAMPLE_LINKS: Final = 500
+"""How many links' agreed values (the first, by left key) a lift checks the mapping with."""
+_SAMPLE_VALUES: Final = 200
+"""At most this many distinct values are checked."""
 
 
 def _lift_quarantine(
@@ -322,7 +352,15 @@ def _lift_quarantine(
     confirm: bool,
 ) -> Resolution:
     """Resolve a ``schema_drift`` item: check that the field matches its mapping now (the
-    connectors describe it again), then close the item and keep the descriptions checked."""
+    connectors describe it again), then close the item and keep the descriptions checked.
+
+    The field is checked as a cycle checks it: the schema-drift check
+    (:func:`syncrecon._drift.classify`) against the description stored last, with the mapping
+    the queue has now, and the value check (:func:`syncrecon._drift.misfit`) of the values the
+    systems agreed on (and those the field's open items hold), as the mapping gives them to
+    each side, against the field's current description. Anything either would flag keeps the
+    quarantine (``QueueError``); nothing is stored then.
+    """
     field = item.field
     if by is None or not confirm:
         raise QueueError(
@@ -346,6 +384,8 @@ def _lift_quarantine(
             " (nothing to check)"
         )
         return _acknowledge(queue, item, by, note, what=what)
+    stored = {(s.side, s.field): s.info for s in queue.storage.get_schemas(sync.name)}
+    samples: list[Any] | None = None
     checked: list[str] = []
     problems: list[str] = []
     schemas: list[FieldSchema] = []
@@ -371,12 +411,16 @@ def _lift_quarantine(
         schemas.append(
             FieldSchema(sync=sync.name, side=side, field=name, fingerprint=fingerprint, info=data)
         )
+        if samples is None:
+            samples = _synced_values(queue, sync.name, fm.left)
+        found: list[str] = []
         kind = str(data.get("type") or "").lower()
         lists = merges_as_list(fm)
-        if kind in _MULTI_TYPES and not lists:
-            problems.append(f"{label} is a multi-select ({kind!r}), the mapping takes one value")
+        unfit, fitted, as_lists = _misfit(fm, side, name, data, samples, lists)
+        if kind in _MULTI_TYPES and not lists and not (fitted and as_lists):
+            found.append(f"{label} is a multi-select ({kind!r}), the mapping takes one value")
         elif kind in _SINGLE_TYPES and lists:
-            problems.append(f"{label} takes one value ({kind!r}), the mapping merges lists")
+            found.append(f"{label} takes one value ({kind!r}), the mapping merges lists")
         needed = fm.transform.left_values if side is Side.LEFT else fm.transform.right_values
         options = data.get("options")
         missing = (
@@ -385,10 +429,25 @@ def _lift_quarantine(
             else sorted(set(needed) - set(options), key=repr)
         )
         if missing:
-            problems.append(f"{label} lacks options the value map needs: {missing}")
+            found.append(f"{label} lacks options the value map needs: {missing}")
+        if unfit is not None:
+            found.append(f"{label} does not take the values the mapping gives it: {unfit}")
+        # The cycle's own schema-drift check, against the description stored last. Only a
+        # type change can be left to flag (a missing field or option is found above): it
+        # stands unless the values the systems agreed on, as the mapping now gives them to
+        # this side, fit the new type.
+        change = classify(fm, side, stored.get((side, name)), data)
+        if change is not None and change.breaking and not found and not fitted:
+            found.append(
+                change.description.replace(f"{side} field {name!r}", label, 1)
+                + ", and there are no synced values to check the mapping with"
+            )
+        problems += found
         part = f"{label}: present, type {kind or 'unknown'!r}"
         if needed is not None and options is not None:
             part += f", has the {len(needed)} options the value map needs"
+        if fitted:
+            part += f", takes the {_count(fitted, 'synced value')} as mapped"
         checked.append(part)
     if problems:
         raise QueueError(
@@ -399,6 +458,71 @@ def _lift_quarantine(
         checked
     )
     return _acknowledge(queue, item, by, note, what=what, schemas=schemas)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _synced_values(queue: OperatorQueue, sync: str, field: str) -> list[Any]:
+    """Distinct non-blank values of ``field`` (left vocabulary) that a lift checks the mapping
+    with: what the systems last agreed on (the bases of the first links) and what the field's
+    open items hold (the values held back)."""
+    values: dict[str, Any] = {}
+
+    def add(value: Any) -> None:
+        if value is not None and len(values) < _SAMPLE_VALUES:
+            values.setdefault(f"{type(value).__name__}:{shown(value)}", value)
+
+    batches = queue.storage.iter_links(sync, batch=_SAMPLE_LINKS)
+    try:
+        for link in next(batches, []):
+            add(link.base.get(field))
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    for held in queue.storage.list_items(
+        sync=sync, statuses=DEFAULT_STATUSES, field=field, limit=_SAMPLE_VALUES
+    ):
+        if not is_record_level(held):
+            add(held.left_value)
+            add(held.right_value)
+    return list(values.values())
+
+
+def _misfit(
+    fm: FieldMap,
+    side: Side,
+    name: str,
+    info: Mapping[str, Any],
+    values: Sequence[Any],
+    lists: bool,
+) -> tuple[str | None, int, bool]:
+    """(why the first of ``values`` that does not fit ``side``'s field does not, as the
+    mapping gives it to that side and as a cycle checks a value it reads; how many fit;
+    whether the mapping gave that side a list each time).
+
+    Only the field's type is checked: a value map's options are checked on their own, and a
+    value that holds an option the field no longer has is a matter of that one record.
+    """
+    kind = {**info, "options": None}
+    fitted = 0
+    as_lists = True
+    for value in values:
+        try:
+            raw = value if side is Side.LEFT else fm.transform.to_right(value)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            return f"the synced value {shown(value, 40)} does not map to it ({why})", fitted, False
+        problem = misfit(fm, name, raw, kind, expects_list=lists)
+        if problem is not None:
+            same = side is Side.LEFT or values_equal(raw, value)
+            mapped = "" if same else f", mapped to {shown(raw, 40)}"
+            return f"{problem} (the synced value {shown(value, 40)}{mapped})", fitted, False
+        fitted += 1
+        as_lists = as_lists and isinstance(raw, list | tuple)
+    return None, fitted, as_lists
 
 
 @attrs.frozen(kw_only=True)
@@ -419,6 +543,8 @@ class PlannedResolution:
     writes: Mapping[Side, Any] = attrs.field(factory=dict)
     acknowledge: bool = False
     reason: str | None = None
+    systems: Mapping[Side, str] = attrs.field(factory=dict, eq=False, repr=False)
+    """The systems' names, for the text (``left`` and ``right`` when not known)."""
 
     @property
     def ok(self) -> bool:
@@ -444,7 +570,9 @@ class PlannedResolution:
             return head + "acknowledge; nothing is written"
         if not self.writes:
             return head + f"set {shown(self.value, 60)}; both systems hold it, nothing is written"
-        where = ", ".join(f"{side} {shown(v, 60)}" for side, v in self.writes.items())
+        where = " and ".join(
+            f"{shown(v, 60)} to {side_name(self.systems, side)}" for side, v in self.writes.items()
+        )
         return head + f"set {shown(self.value, 60)}; write {where}"
 
 
@@ -484,11 +612,16 @@ def plan(
         return refused(f"the field {item.field!r} is quarantined by schema drift (item {drift.id})")
     chosen = value if take is None else item.left_value if take == "left" else item.right_value
     recorded = {Side.LEFT: item.left_value, Side.RIGHT: item.right_value}
+    systems = queue.systems(item.sync)
     try:
-        writes = planned_writes(fm, chosen, lambda side: values_equal(recorded[side], chosen))
+        writes = planned_writes(
+            fm, chosen, lambda side: values_equal(recorded[side], chosen), systems
+        )
     except QueueError as exc:
         return refused(str(exc))
-    return PlannedResolution(item_id=item.id, field=item.field, value=chosen, writes=writes)
+    return PlannedResolution(
+        item_id=item.id, field=item.field, value=chosen, writes=writes, systems=systems
+    )
 
 
 class _Resolve:
@@ -503,6 +636,7 @@ class _Resolve:
         item: Discrepancy,
         chosen: Any,
         counters: Sequence[Counter] = (),
+        systems: Mapping[Side, str] | None = None,
     ) -> None:
         assert item.id is not None
         assert item.left_key
@@ -516,6 +650,10 @@ class _Resolve:
         self.keys = {Side.LEFT: item.left_key, Side.RIGHT: item.right_key}
         self.chosen = chosen
         self.counters = list(counters)
+        self.systems: Mapping[Side, str] = systems or {}
+
+    def _system(self, side: Side) -> str:
+        return side_name(self.systems, side)
 
     def run(self, action: str, by: str | None, note: str | None) -> Resolution:
         item = self.item
@@ -526,21 +664,29 @@ class _Resolve:
             try:
                 record = self._read(side)
             except Exception as exc:
-                return self._failed(f"reading {side} failed: {type(exc).__name__}: {exc}", ())
+                return self._failed(
+                    f"reading {self._system(side)} failed: {type(exc).__name__}: {exc}", ()
+                )
             if record is None:
-                changes.append(f"the {side} record {self.keys[side]} is gone")
+                changes.append(f"the {self._system(side)} record {self.keys[side]} is gone")
                 continue
             raw = record.fields.get(self._name(side))
             current[side] = raw
             if not self._holds(side, raw, recorded[side]) and not self._holds(
                 side, raw, self.chosen
             ):
-                changes.append(f"{side} is now {shown(raw, 80)} (was {shown(recorded[side], 80)})")
+                changes.append(
+                    f"{self._system(side)} is now {shown(raw, 80)}"
+                    f" (was {shown(recorded[side], 80)})"
+                )
         if changes:
             return self._back_to_review("changed since opened: " + "; ".join(changes))
 
         writes = planned_writes(
-            self.fm, self.chosen, lambda side: self._holds(side, current[side], self.chosen)
+            self.fm,
+            self.chosen,
+            lambda side: self._holds(side, current[side], self.chosen),
+            self.systems,
         )
 
         now = self.q.clock.now()
@@ -566,7 +712,9 @@ class _Resolve:
         for side, raw in writes.items():
             error = self._write(side, raw)
             if error is not None:
-                return self._failed(f"writing {side} failed: {error}", tuple(written), step)
+                return self._failed(
+                    f"writing {self._system(side)} failed: {error}", tuple(written), step
+                )
             written.append(side)
         # The order guard learns the agreed state: a webhook of an older edit is stale.
         step.field_times.append((self.sync.name, self.keys[Side.LEFT], self.fm.left, now))
@@ -578,7 +726,9 @@ class _Resolve:
             )
         )
         where = (
-            " and ".join(str(s) for s in written) if written else "neither system (both held it)"
+            " and ".join(self._system(s) for s in written)
+            if written
+            else "neither system (both held it)"
         )
         step.item_updates.append(
             ItemUpdate(
@@ -656,7 +806,7 @@ class _Resolve:
     def _failed(self, why: str, written: tuple[Side, ...], step: Step | None = None) -> Resolution:
         step = step or Step(at=self.q.clock.now())
         if written:
-            why += f" (already written to {' and '.join(str(s) for s in written)})"
+            why += f" (already written to {' and '.join(self._system(s) for s in written)})"
         step.item_updates.append(
             ItemUpdate(
                 id=self.id,

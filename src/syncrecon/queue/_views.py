@@ -4,6 +4,7 @@ and a value as a person reads it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -88,6 +89,13 @@ class ItemView:
         """The name of ``side``'s system (``"left"``/``"right"`` when not known)."""
         return self.systems.get(side) or str(side)
 
+    @property
+    def explained(self) -> str:
+        """The explanation as a person reads it (:func:`explanation_text`): values as
+        :func:`display_value` shows them, the systems by name. ``explanation`` (and the JSON)
+        keep the stored text."""
+        return explanation_text(self.item, self.systems, text=self.explanation)
+
     def _moved(self, value: Any) -> str:
         """Which side moved away from the base, for the text view."""
         if not self.has_base:
@@ -138,7 +146,7 @@ class ItemView:
             lines.append(f"  note: {item.note}")
         if self.explanation:
             lines.append("  why:")
-            lines += [f"    {line}" for line in self.explanation.splitlines()]
+            lines += [f"    {line}" for line in self.explained.splitlines()]
         if self.suggestion is not None:
             lines.append(f"  suggestion: {self.suggestion.describe()}")
             if self.suggestion.category:
@@ -190,6 +198,92 @@ def item_data(item: Discrepancy) -> dict[str, Any]:
         "updated_at": None if item.updated_at is None else item.updated_at.isoformat(),
         "resolved_at": None if item.resolved_at is None else item.resolved_at.isoformat(),
     }
+
+
+_SIDE_WORD = re.compile(r"(?<![\w'\"-])(left|right)(?![\w'\"-])")
+"""``left`` or ``right`` as a word of an explanation (not inside a quoted name or value)."""
+
+_TIMES = re.compile(
+    r"^(?P<indent>\s*)times: left=(?P<left>unknown|\S+ \((?:field|record)\))"
+    r" right=(?P<right>unknown|\S+ \((?:field|record)\))$"
+)
+_RULE = re.compile(
+    r"^(?P<indent>\s*)rule (?P<rule>.+?): (?P<outcome>take_left|take_right|merge) -> "
+)
+
+
+def explanation_text(
+    item: Discrepancy, systems: Mapping[Side, str] | None = None, *, text: str | None = None
+) -> str:
+    """An item's explanation (``text``, the item's own by default) as a person reads it.
+
+    The explanation is stored as the reconciler wrote it (:meth:`Decision.explain`, with
+    values as Python writes them and the sides called ``left`` and ``right``); the JSON keeps
+    that. Shown to a person, a decision's values come from the item's own fields, as
+    :func:`display_value` shows them (``2026-10-29``, ``(blank)``), its times as UTC times, and
+    every ``left``/``right`` names its system when ``systems`` knows it. Other explanations
+    keep their text, with the systems named.
+    """
+    names = _side_names(systems)
+    text = item.explanation if text is None else text
+
+    def named(line: str) -> str:
+        return _SIDE_WORD.sub(lambda m: names[Side(m.group(1))], line)
+
+    lines = text.splitlines()
+    if not lines:
+        return text
+    head = f"field {item.field!r}: left="
+    if not lines[0].startswith(head):  # not a decision's explanation
+        return "\n".join(named(line) for line in lines)
+    left, right = names[Side.LEFT], names[Side.RIGHT]
+    base = display_value(item.base_value) if item.has_base else "(never synced)"
+    out = [
+        f"field {item.field!r}: {left} {display_value(item.left_value)},"
+        f" {right} {display_value(item.right_value)}, last agreed {base}"
+    ]
+    for line in lines[1:]:
+        times = _TIMES.match(line)
+        rule = _RULE.match(line)
+        if times is not None:
+            out.append(
+                f"{times['indent']}last changed: {left} {_when(times['left'])},"
+                f" {right} {_when(times['right'])}"
+            )
+        elif rule is not None:
+            what = rule["outcome"]
+            if what == "take_left":
+                done = f"take {left}'s value {display_value(item.left_value)}"
+            elif what == "take_right":
+                done = f"take {right}'s value {display_value(item.right_value)}"
+            elif item.resolution is not None:
+                done = f"merge both lists into {display_value(item.resolution)}"
+            else:
+                done = "merge both lists"
+            out.append(f"{rule['indent']}rule {rule['rule']}: {done}")
+        else:
+            out.append(named(line))
+    return "\n".join(out)
+
+
+def _side_names(systems: Mapping[Side, str] | None) -> dict[Side, str]:
+    """Each side's name for an explanation: its system's, told apart when both are alike."""
+    names = {side: ((systems or {}).get(side) or str(side)) for side in Side}
+    if names[Side.LEFT] == names[Side.RIGHT]:
+        names = {side: f"{names[side]} ({side})" for side in Side}
+    return names
+
+
+def _when(text: str) -> str:
+    """``2026-11-29T23:02:22.330000+00:00 (field)`` as ``2026-11-29 23:02:22.33 UTC (the
+    field's own time)``; ``unknown`` as is."""
+    stamp, _, kind = text.partition(" (")
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return text
+    own = "the field's own time" if kind.startswith("field") else "the record's time"
+    return f"{display_value(moment)} ({own})"
 
 
 def display_value(value: Any) -> str:
