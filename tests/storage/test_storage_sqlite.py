@@ -147,3 +147,24 @@ def test_sqlite_migrates_an_echo_ledger_without_source_times(sqlite_path: Path) 
         assert store.find_echo(SYNC, Side.RIGHT, "R1", "notes", "f1", AT) is None
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("side", [Side.LEFT, Side.RIGHT])
+def test_link_marks_read_a_covering_index_never_the_links_rows(
+    sqlite_storage: SQLiteStorage, side: Side
+) -> None:
+    # A cycle reads the marks of every listed record: the lookup must not read the link's row
+    # (it holds the base, every mapped value), only an index holding the marks.
+    commit(sqlite_storage, links=[link(f"L{i}", f"R{i}") for i in range(50)])
+    statements: list[str] = []
+    with sqlite_storage._read() as db:
+        db.set_trace_callback(statements.append)
+        try:
+            keys = [f"L{i}" if side is Side.LEFT else f"R{i}" for i in range(3)]
+            assert len(sqlite_storage.link_marks(SYNC, side, keys)) == 3
+        finally:
+            db.set_trace_callback(None)
+        query = next(s for s in statements if "FROM links" in s)
+        plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+    expected = "links_left_marks" if side is Side.LEFT else "links_right_marks"
+    assert f"USING COVERING INDEX {expected}" in plan, plan

@@ -393,9 +393,10 @@ class SQLiteStorage:
 
     def link_marks(self, sync: str, side: Side, keys: Sequence[str]) -> dict[str, LinkMark]:
         if Side(side) is Side.LEFT:
-            column, table, seen, digest = "left_key", "links", "left_seen", "left_digest"
+            column, table = "left_key", "links INDEXED BY links_left_marks"
+            seen, digest = "left_seen", "left_digest"
         else:
-            column, table = "right_key", "links INDEXED BY links_right"
+            column, table = "right_key", "links INDEXED BY links_right_marks"
             seen, digest = "right_seen", "right_digest"
         found: dict[str, LinkMark] = {}
         at = 0 if column == "left_key" else 1
