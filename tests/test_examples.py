@@ -21,7 +21,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED_OUTPUT = {
     "notebook_connectors.py": [
         "of 'deals' (full)",
-        "escalated by category: {'money': 1}",
+        "escalated by category: money 1",
         "needs a person: deal-1.amount",
         "converged: the second cycle wrote nothing",
     ],
