@@ -36,7 +36,7 @@ from .testing import ManualClock
 PHASES = ("read", "match", "compare", "decide", "write")
 CYCLES = ("first", "steady")
 
-# The cycle steps that call connectors, by phase (the steps ``_Cycle._run`` calls itself).
+# The cycle steps that call connectors, by phase (the steps ``_Cycle._run`` and ``_settle`` call).
 _STEP_PHASES = {
     "_check_schema": "schema",
     "_stage_listing": "read",

@@ -52,7 +52,6 @@ from ._exceptions import ConfigurationError, CycleHaltedError, LeaseHeldError
 from ._models import Page, Record, Side
 from ._stash import Stash
 from .storage._base import (
-    RECORD_FIELD,
     CycleRecord,
     LinkMark,
     ShardPlan,
@@ -409,27 +408,7 @@ class _Finish(_PlannedCycle):
         self._phase("read", began)
         records = {side.value: stash.count(_SIDE_INDEX[side]) - loaded[side] for side in Side}
 
-        began = time.process_time()
-        self._match(stash)
-        self._phase("match", began)
-        halted = self._guard(stash, self.mode)
-        if halted is None and not self.incremental:
-            step = Step(at=self.clock.now())
-            self._close_record_item(
-                step,
-                (self.sync.name, "", "", RECORD_FIELD),
-                MASS_DELETE_CATEGORY,
-                "a later cycle passed the mass-delete guard",
-            )
-            self._commit(step)
-        if halted is None:
-            began = time.process_time()
-            self._compare(stash)
-            self._plan_singles(stash)
-            self._phase("compare", began)
-            began = time.process_time()
-            self._execute(stash)
-            self._phase("write", began)
+        halted = self._settle(stash, self.mode, incremental=self.incremental, write=True)
 
         finished = self.clock.now()
         assert self.started is not None

@@ -71,32 +71,8 @@ class _Cycle(_Report):
         self._stage_counterparts(stash)
         self._phase("read", began)
 
-        # 2. match (_match): link by natural key, then guard the deletions.
-        began = time.process_time()
-        self._match(stash)
-        self._phase("match", began)
-
-        halted = self._guard(stash, mode)
-        if halted is None and not incremental:
-            step = Step(at=self.clock.now())
-            self._close_record_item(
-                step,
-                (self.sync.name, "", "", RECORD_FIELD),
-                MASS_DELETE_CATEGORY,
-                "a later cycle passed the mass-delete guard",
-            )
-            self._commit(step)
-        if halted is None:
-            # 3. decide (_decide) every linked pair; plan the creates (_match).
-            began = time.process_time()
-            self._compare(stash)
-            self._plan_singles(stash)
-            self._phase("compare", began)
-            if not self.dry_run:
-                # 4. write (_write) what was planned.
-                began = time.process_time()
-                self._execute(stash)
-                self._phase("write", began)
+        # 2.-4. match, guard the deletions, decide, write.
+        halted = self._settle(stash, mode, incremental=incremental, write=not self.dry_run)
 
         # 5. report (_report), stored with the watermarks and the counters.
         finished = self.clock.now()
@@ -124,3 +100,34 @@ class _Cycle(_Report):
         if halted is not None and self.rec.raise_on_halt:
             raise CycleHaltedError(halted, reason=MASS_DELETE_CATEGORY)
         return report
+
+    def _settle(self, stash: Stash, mode: str, *, incremental: bool, write: bool) -> str | None:
+        """Steps 2 to 4 over the staged records, for a cycle and for a sharded cycle's finish
+        step alike; returns why the mass-delete guard halted the cycle, or ``None``."""
+        # 2. match (_match): link by natural key, then guard the deletions.
+        began = time.process_time()
+        self._match(stash)
+        self._phase("match", began)
+
+        halted = self._guard(stash, mode)
+        if halted is None and not incremental:
+            step = Step(at=self.clock.now())
+            self._close_record_item(
+                step,
+                (self.sync.name, "", "", RECORD_FIELD),
+                MASS_DELETE_CATEGORY,
+                "a later cycle passed the mass-delete guard",
+            )
+            self._commit(step)
+        if halted is None:
+            # 3. decide (_decide) every linked pair; plan the creates (_match).
+            began = time.process_time()
+            self._compare(stash)
+            self._plan_singles(stash)
+            self._phase("compare", began)
+            if write:
+                # 4. write (_write) what was planned.
+                began = time.process_time()
+                self._execute(stash)
+                self._phase("write", began)
+        return halted
