@@ -1,9 +1,10 @@
 """Step 4, write: carry out the plans, batch by batch, never over a newer value.
 
 Owns the claims of the records written (so a cycle and a fast-loop worker never write one
-record at once), the re-reads of targets and sources before writing (``verify_source``),
-the update, delete and create batches (a create never twice), the echo-ledger entries of
-every write, and the commit of each outcome (bases, links, queue items).
+record at once), the update and delete batches through the one apply path that every writer
+takes (:func:`~syncrecon._write_path.apply_writes`: the re-reads of targets and sources
+(``verify_source``), the checks, the write), the create batches (a create never twice), the
+echo-ledger entries of every write, and the commit of each outcome (bases, links, queue items).
 
 The cycle's steps, in the order it runs them, each a class extending the one before (a later step
 calls an earlier one, never the reverse): ``_state`` -> ``_read`` -> ``_match`` -> ``_decide`` ->
@@ -19,13 +20,7 @@ from typing import Any
 
 from .. import _codec
 from .._clock import parse_ts
-from .._connector import (
-    AnyConnector,
-    find_created,
-    read_batch,
-    write_batch,
-    write_batch_or_failures,
-)
+from .._connector import AnyConnector, find_created, write_batch
 from .._exceptions import (
     ConnectorBugError,
     ConnectorError,
@@ -36,7 +31,7 @@ from .._exceptions import (
 from .._models import Change, ChangeOp, Record, Side, WriteResult
 from .._policy import values_equal as _same
 from .._stash import PlanRow, Stash
-from .._write_path import echo_entries, record_name
+from .._write_path import Applied, PlannedWrite, WriteOutcome, apply_writes, record_name
 from ..storage._base import RECORD_FIELD, BaseUpdate, CreateIntent, ItemUpdate, Link, Status, Step
 from ._decide import _Decide
 from ._state import _SIDE_INDEX
@@ -114,117 +109,97 @@ class _Write(_Decide):
             self._commit(step)
             return
         keyed = {r.key(_SIDE_INDEX[side]): r for r in rows}
-        current = {r.key: r for r in read_batch(self.caller, connector, list(keyed))}
-        sources = self._reread_sources(side, rows)
         plan_src = {r.id: _codec.loads(r.src) for r in rows if r.src}
-        changes: list[Change] = []
-        skipped: list[PlanRow] = list(held)
-        for key, row in keyed.items():
-            op = row.op
-            expect_text, expect_mod = row.expect, row.expect_mod
-            now_rec = current.get(key)
-            if now_rec is None or now_rec.deleted:
-                skipped.append(row)
+        by_id = {r.id: r for r in rows}
+        steps: list[Step] = []
+
+        def checked(outcomes: list[WriteOutcome]) -> None:
+            # Changed (or vanished) since it was read, or its source moved on after it was
+            # read (a user, or the fast loop): never written over a newer value nor from an
+            # old one; the next cycle decides again.
+            step = Step(at=self.clock.now())
+            steps.append(step)
+            skipped = held + [by_id[int(o.planned.ref)] for o in outcomes]
+            self._skip(step, skipped)
+            stash.mark_done([r.id for r in skipped], -1)
+
+        outcomes = apply_writes(
+            self.caller,
+            self.sync,
+            [self._planned(side, key, row, plan_src.get(row.id)) for key, row in keyed.items()],
+            now=self.clock.now,
+            echo_ttl=self.rec.echo_ttl,
+            checked=checked,
+        )
+        for o in outcomes:
+            if o.kind is Applied.READ_FAILED and o.exc is not None:
+                raise o.exc
+        (step,) = steps
+        made = [o for o in outcomes if o.kind in (Applied.WRITTEN, Applied.FAILED)]
+        ok_ids = []
+        for o in made:
+            row = by_id[int(o.planned.ref)]
+            if o.kind is Applied.FAILED:
+                self._failed(step, row, o.error, retryable=o.retryable)
+                stash.mark_done([row.id], -1)
                 continue
-            if (
-                sources is not None
-                and row.id in plan_src
-                and not _source_holds(
-                    sources.get(row.key(_SIDE_INDEX[side.other])),
-                    plan_src[row.id]["holds"],
+            ok_ids.append(row.id)
+            self.t.writes[side.value] += 1
+            if row.op == ChangeOp.DELETE.value:
+                self.t.deleted[side.value] += 1
+                left_key, right_key = row.pair
+                step.unlink.append((self.sync.name, left_key))
+                self._resolve(step, row)
+                self._settle_link(step, left_key, right_key, "the record was deleted")
+            else:
+                # Echo-ledger entries, so the webhooks this write causes are recognized as
+                # ours; each with the time of the edit its value copies, so that a later read
+                # of the target compares that edit's time, not the write's.
+                step.echoes.extend(
+                    o.planned.echoes(self.sync.name, now=self.clock.now(), ttl=self.rec.echo_ttl)
                 )
-            ):
-                # The source moved on after it was read (a user, or the fast loop): the value
-                # decided from it is old. Never write it; the next cycle decides again.
-                skipped.append(row)
-                continue
-            if op == ChangeOp.DELETE.value:
-                mod = now_rec.modified_at
-                if expect_mod and mod is not None and mod > parse_ts(expect_mod):
-                    skipped.append(row)
-                    continue
-                changes.append(Change(op=ChangeOp.DELETE, key=key, ref=str(row.id)))
-                continue
-            expect = _codec.loads(expect_text) if expect_text else {}
-            if any(not _same(now_rec.fields.get(f), v) for f, v in expect.items()):
-                skipped.append(row)  # changed since we read it: never overwrite a newer value
-                continue
-            changes.append(
-                Change(
-                    op=ChangeOp.UPDATE, key=key, fields=_codec.loads(row.fields), ref=str(row.id)
-                )
-            )
-        step = Step(at=self.clock.now())
-        self._skip(step, skipped)
-        stash.mark_done([r.id for r in skipped], -1)
-        if changes:
-            results = self._write(connector, changes)
-            by_id = {int(c.ref): res for c, res in zip(changes, results, strict=True)}
-            changes_by_id = {int(c.ref): c for c in changes}
-            ok_ids = []
-            for row in rows:
-                res = by_id.get(row.id)
-                if res is None:
-                    continue
-                if not res.ok:
-                    self._failed(step, row, res)
-                    stash.mark_done([row.id], -1)
-                    continue
-                ok_ids.append(row.id)
-                self.t.writes[side.value] += 1
-                if row.op == ChangeOp.DELETE.value:
-                    self.t.deleted[side.value] += 1
-                    left_key, right_key = row.pair
-                    step.unlink.append((self.sync.name, left_key))
+                if not row.shared:
                     self._resolve(step, row)
-                    self._settle_link(step, left_key, right_key, "the record was deleted")
-                else:
-                    copied = plan_src.get(row.id, {}).get("times", {})
-                    self._remember_writes(step, side, changes_by_id[row.id], copied)
-                    if not row.shared:
-                        self._resolve(step, row)
+        if made:
             stash.mark_done(ok_ids, 1)
         self._commit(step)
 
-    def _reread_sources(self, side: Side, rows: list[PlanRow]) -> dict[str, Record] | None:
-        """The source records of the updates planned to ``side``, read again in one batch next
-        to the targets (``verify_source``); ``None`` when not asked for or nothing to check."""
-        if not self.rec.verify_source:
-            return None
-        wanted = sorted({r.key(_SIDE_INDEX[side.other]) for r in rows if r.src})
-        if not wanted:
-            return None
-        connector = self.sync.connector(side.other)
-        size = connector.capabilities.max_read_batch
-        found: dict[str, Record] = {}
-        for i in range(0, len(wanted), size):
-            found.update(
-                (r.key, r) for r in read_batch(self.caller, connector, wanted[i : i + size])
-            )
-        return found
+    def _planned(
+        self, side: Side, key: str, row: PlanRow, src: Mapping[str, Any] | None
+    ) -> PlannedWrite:
+        """A planned row as a write of the one apply path: fine while the target holds what
+        it held when read (an update: the fields decided from; a delete: not modified since),
+        and (``verify_source``) while the source holds one of the values decided from."""
+        verify = self.rec.verify_source and src is not None
+        source_key = row.key(_SIDE_INDEX[side.other]) if verify else None
+        holds_now = (lambda record: _source_holds(record, src["holds"])) if src else None
+        source_holds = holds_now if verify else None
+        if row.op == ChangeOp.DELETE.value:
+            expect_mod = parse_ts(row.expect_mod) if row.expect_mod else None
 
-    def _write(self, connector: AnyConnector, changes: list[Change]) -> list[WriteResult]:
-        # A whole batch that failed leaves every item queued (retryable only if transient).
-        return write_batch_or_failures(self.caller, connector, changes)
+            def unchanged(record: Record) -> bool:
+                mod = record.modified_at
+                return expect_mod is None or mod is None or mod <= expect_mod
 
-    def _remember_writes(
-        self, step: Step, side: Side, change: Change, copied: Mapping[str, str]
-    ) -> None:
-        """Echo-ledger entries, so the webhooks this write causes are recognized as ours; each
-        with the time of the edit its value copies (``copied``, by target field), so that a
-        later read of the target compares that edit's time, not the write's."""
-        if change.key is None:
-            return
-        step.echoes.extend(
-            echo_entries(
-                self.sync.name,
-                side,
-                change.key,
-                change.fields,
-                now=self.clock.now(),
-                ttl=self.rec.echo_ttl,
-                source_times={name: parse_ts(at) for name, at in copied.items()},
+            return PlannedWrite(
+                side=side,
+                key=key,
+                op=ChangeOp.DELETE,
+                unchanged=unchanged,
+                source_key=source_key,
+                source_holds=source_holds,
+                ref=str(row.id),
             )
+        copied = src.get("times", {}) if src else {}
+        return PlannedWrite(
+            side=side,
+            key=key,
+            fields=_codec.loads(row.fields),
+            expected=_codec.loads(row.expect) if row.expect else {},
+            source_times={name: parse_ts(at) for name, at in copied.items()},
+            source_key=source_key,
+            source_holds=source_holds,
+            ref=str(row.id),
         )
 
     def _resolve(self, step: Step, row: PlanRow) -> None:
@@ -258,15 +233,14 @@ class _Write(_Decide):
                     )
                 )
 
-    def _failed(self, step: Step, row: PlanRow, res: WriteResult) -> None:
+    def _failed(self, step: Step, row: PlanRow, error: str | None, *, retryable: bool) -> None:
         self.t.write_failures += 1
         for item_id in _codec.loads(row.items) if row.items else []:
             step.item_updates.append(
                 ItemUpdate(
                     id=item_id,
                     status=Status.OPEN,
-                    note=f"write failed ({'retryable' if res.retryable else 'rejected'}):"
-                    f" {res.error}",
+                    note=f"write failed ({'retryable' if retryable else 'rejected'}): {error}",
                 )
             )
 

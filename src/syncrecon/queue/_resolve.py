@@ -13,23 +13,24 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from .._connector import Caller, describe, read_batch, write_batch
+from .._connector import Caller, describe
 from .._drift import SCHEMA_DRIFT_CATEGORY, classify, merges_as_list, misfit
 from .._drift import describe as describe_field
 from .._exceptions import ConfigurationError, LeaseHeldError, QueueError
-from .._models import Change, ChangeOp, Record, Side
+from .._models import Side
 from .._policy import values_equal
 from .._sync import FieldMap, SyncDefinition
-from .._write_path import echo_entries, holds, record_name
+from .._write_path import Applied, PlannedWrite, apply_writes, holds, record_name
 from ..storage._base import (
     BaseUpdate,
     Counter,
     Discrepancy,
+    Echo,
     FieldSchema,
     ItemUpdate,
     Status,
@@ -658,66 +659,69 @@ class _Resolve:
     def run(self, action: str, by: str | None, note: str | None) -> Resolution:
         item = self.item
         recorded = {Side.LEFT: item.left_value, Side.RIGHT: item.right_value}
-        current: dict[Side, Any] = {}
+        at: list[datetime] = []
+
+        def now() -> datetime:  # read once, when first needed (as a resolution always did)
+            if not at:
+                at.append(self.q.clock.now())
+            return at[0]
+
+        def remember(echoes: list[Echo]) -> None:
+            # Remembered before writing: the webhook a write causes may arrive before its
+            # answer. The operator's decision is the edit the written value copies: its time
+            # is now.
+            self.q.storage.commit(Step(at=now(), echoes=echoes))
+
+        # Both records read again: each must still hold what the item recorded, or the chosen
+        # value already (then it is not written). Nothing is written unless both are as
+        # recorded, and a failed write stops the other.
+        outcomes = apply_writes(
+            self.caller,
+            self.sync,
+            [self._planned(side, recorded[side]) for side in Side],
+            now=now,
+            echo_ttl=self.q.echo_ttl,
+            remember=remember,
+            all_or_nothing=True,
+            stop_at_failure=True,
+        )
+        for o in outcomes:
+            if o.kind is Applied.READ_FAILED and o.exc is not None:
+                system = self._system(o.read_side or o.planned.side)
+                return self._failed(f"reading {system} failed: {type(o.exc).__name__}: {o.exc}", ())
         changes: list[str] = []
-        for side in Side:
-            try:
-                record = self._read(side)
-            except Exception as exc:
-                return self._failed(
-                    f"reading {self._system(side)} failed: {type(exc).__name__}: {exc}", ()
-                )
-            if record is None:
+        for o in outcomes:
+            side = o.planned.side
+            if o.kind is not Applied.CHANGED:
+                continue
+            if o.target_gone or o.current is None:
                 changes.append(f"the {self._system(side)} record {self.keys[side]} is gone")
                 continue
-            raw = record.fields.get(self._name(side))
-            current[side] = raw
-            if not self._holds(side, raw, recorded[side]) and not self._holds(
-                side, raw, self.chosen
-            ):
-                changes.append(
-                    f"{self._system(side)} is now {shown(raw, 80)}"
-                    f" (was {shown(recorded[side], 80)})"
-                )
+            raw = o.current.fields.get(self._name(side))
+            changes.append(
+                f"{self._system(side)} is now {shown(raw, 80)} (was {shown(recorded[side], 80)})"
+            )
         if changes:
             return self._back_to_review("changed since opened: " + "; ".join(changes))
+        for o in outcomes:
+            if o.kind is Applied.REFUSED:
+                raise QueueError(o.planned.refused)
 
-        writes = planned_writes(
-            self.fm,
-            self.chosen,
-            lambda side: self._holds(side, current[side], self.chosen),
-            self.systems,
-        )
-
-        now = self.q.clock.now()
-        # Remembered before writing: the webhook a write causes may arrive before its answer.
-        # The operator's decision is the edit the written value copies: its time is now.
-        echoes = [
-            entry
-            for side, raw in writes.items()
-            for entry in echo_entries(
-                self.sync.name,
-                side,
-                self.keys[side],
-                {self._name(side): raw},
-                now=now,
-                ttl=self.q.echo_ttl,
-                source_times={self._name(side): now},
-            )
-        ]
-        if echoes:
-            self.q.storage.commit(Step(at=now, echoes=echoes))
-        step = Step(at=now)
+        step = Step(at=now())
         written: list[Side] = []
-        for side, raw in writes.items():
-            error = self._write(side, raw)
-            if error is not None:
+        for o in outcomes:
+            if o.kind is Applied.FAILED:
+                side = o.planned.side
+                kind = "retryable" if o.retryable else "rejected"
                 return self._failed(
-                    f"writing {self._system(side)} failed: {error}", tuple(written), step
+                    f"writing {self._system(side)} failed: {kind}: {o.error or 'no reason given'}",
+                    tuple(written),
+                    step,
                 )
-            written.append(side)
+            if o.kind is Applied.WRITTEN:
+                written.append(o.planned.side)
         # The order guard learns the agreed state: a webhook of an older edit is stale.
-        step.field_times.append((self.sync.name, self.keys[Side.LEFT], self.fm.left, now))
+        step.field_times.append((self.sync.name, self.keys[Side.LEFT], self.fm.left, now()))
         step.bases.append(
             BaseUpdate(
                 sync=self.sync.name,
@@ -735,7 +739,7 @@ class _Resolve:
                 id=self.id,
                 status=Status.RESOLVED,
                 resolution=self.chosen,
-                resolved_at=now,
+                resolved_at=now(),
                 note=operator_note(f"{action}, written to {where}", by, note),
                 assignee=by,
             )
@@ -751,33 +755,36 @@ class _Resolve:
             message=f"{action}; written to {where}; the base is updated",
         )
 
+    def _planned(self, side: Side, recorded: Any) -> PlannedWrite:
+        """The chosen value to ``side``: fine while the side holds what the item recorded,
+        not written where it holds the chosen value already; refused where the field never
+        flows to ``side`` or the value does not map to it (unless it holds the value)."""
+        name = self._name(side)
+        value: Any = None
+        refused: str | None = None
+        try:
+            value = planned_writes(self.fm, self.chosen, lambda s: s is not side, self.systems)[
+                side
+            ]
+        except QueueError as exc:
+            refused = str(exc)
+        return PlannedWrite(
+            side=side,
+            key=self.keys[side],
+            fields={name: value},
+            held=lambda record: self._holds(side, record.fields.get(name), self.chosen),
+            unchanged=lambda record: self._holds(side, record.fields.get(name), recorded),
+            refused=refused,
+            source_times=None,  # the operator's decision is the edit: its time is the write's
+            ref=f"queue-{self.id}-{side}",
+        )
+
     def _name(self, side: Side) -> str:
         return self.fm.left if side is Side.LEFT else self.fm.right
-
-    def _read(self, side: Side) -> Record | None:
-        key = self.keys[side]
-        found = read_batch(self.caller, self.sync.connector(side), [key])
-        return next((r for r in found if r.key == key and not r.deleted), None)
 
     def _holds(self, side: Side, raw: Any, value: Any) -> bool:
         """Whether ``raw`` (a value as ``side`` stores it) is ``value`` (left vocabulary)."""
         return holds(self.fm, side, raw, value)
-
-    def _write(self, side: Side, raw: Any) -> str | None:
-        change = Change(
-            op=ChangeOp.UPDATE,
-            key=self.keys[side],
-            fields={self._name(side): raw},
-            ref=f"queue-{self.id}-{side}",
-        )
-        try:
-            (result,) = write_batch(self.caller, self.sync.connector(side), [change])
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-        if not result.ok:
-            kind = "retryable" if result.retryable else "rejected"
-            return f"{kind}: {result.error or 'no reason given'}"
-        return None
 
     def _back_to_review(self, why: str) -> Resolution:
         now = self.q.clock.now()

@@ -21,11 +21,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .. import _write_path
-from .._connector import read_batch, write_batch_or_failures
 from .._exceptions import ConnectorBugError, ConnectorError, StorageError, SyncReconError
-from .._models import Change, ChangeOp, Record, Side
+from .._models import Record, Side
 from .._policy import MISSING, values_equal
 from .._sync import FieldMap, SyncDefinition
+from .._write_path import Applied, PlannedWrite, WriteOutcome, apply_writes
 from ..storage._base import BaseUpdate, Discrepancy, Echo, OutboxEntry, Status, Step
 from ._events import EventOutcome
 from ._triage import Planned
@@ -64,14 +64,9 @@ def write_planned(batch: Batch) -> None:
         [
             echo
             for (sync_name, side, key), fields in targets.items()
-            for echo in echo_entries(
-                h,
-                h._sync(sync_name),
-                side,
-                key,
-                {_target_name(side, p.fm): _target_value(side, p) for p in fields.values()},
-                batch.now,
-                {_target_name(side, p.fm): p.event.occurred_at for p in fields.values()},
+            for p in fields.values()
+            for echo in _planned_write(batch, side, key, p).echoes(
+                sync_name, now=batch.now, ttl=h.echo_ttl
             )
         ],
     )
@@ -125,110 +120,116 @@ def record_echoes(handler: WebhookHandler, now: datetime, echoes: list[Echo]) ->
         handler.storage.commit(Step(at=now, echoes=echoes))
 
 
-# One chunk: re-read, write, record ----------------------------------------------------------
+# One chunk: the one apply path, and what became of each write ---------------------------------
 
 
 def _write_chunk(batch: Batch, sync: SyncDefinition, side: Side, records: Records) -> None:
-    connector = sync.connector(side)
-    if batch.h.verify_source:
-        records = _current_at_source(batch, sync, side, records)
-        if not records:
-            return
-    try:
-        found = {r.key: r for r in read_batch(batch.caller, connector, [k for k, _ in records])}
-    except Exception as exc:  # after retries; never fails the batch
-        _read_failed(batch, sync, side, records, exc, connector.name, "re-read")
+    """One chunk through the one apply path (:func:`~syncrecon._write_path.apply_writes`):
+    (with ``verify_source``) the sources re-read first, an event whose source has moved on
+    dropped as stale; the targets re-read, a target that changed since the base a conflict;
+    one write call; each result recorded. The echoes are committed already, for the batch."""
+    todo = [p for _, fields in records for p in fields.values()]
+    outcomes = apply_writes(
+        batch.caller,
+        sync,
+        [_planned_write(batch, side, key, p) for key, fields in records for p in fields.values()],
+        now=lambda: batch.now,
+        echo_ttl=batch.h.echo_ttl,
+        sources_first=True,
+    )
+    done = list(zip(todo, outcomes, strict=True))
+    failed_read = [(p, o) for p, o in done if o.kind is Applied.READ_FAILED]
+    if failed_read and failed_read[0][1].at_source:
+        exc = failed_read[0][1].exc
+        assert exc is not None
+        if not isinstance(exc, ConnectorError | StorageError):
+            raise exc
+        system = sync.connector(side.other).name
+        _read_failed(batch, sync, side, todo, exc, system, "re-reading the source")
         return
-    changes: list[Change] = []
-    sent: dict[str, list[Planned]] = {}
-    for key, fields in records:
-        current = found.get(key)
-        if current is None or current.deleted:
-            for p in fields.values():
-                batch.done(p.entry, p.source, EventOutcome.DEFERRED, "the target record is gone")
-            continue
-        ok = []
-        for p in fields.values():
-            now_value = _value_held(side, p.fm, current)
-            if now_value is _UNMAPPABLE or (
-                p.base is not MISSING and not values_equal(now_value, p.base)
-            ):
-                _conflict(batch, p, None if now_value is _UNMAPPABLE else now_value)
-                continue
-            ok.append(p)
-        if not ok:
-            continue
-        payload = {_target_name(side, p.fm): _target_value(side, p) for p in ok}
-        changes.append(Change(op=ChangeOp.UPDATE, key=key, fields=payload, ref=key))
-        sent[key] = ok
-    if not changes:
+    for p, o in done:
+        if o.kind is Applied.SOURCE_MOVED:
+            _source_moved(batch, sync, p, o)
+    if failed_read:
+        exc = failed_read[0][1].exc
+        assert exc is not None
+        planned = [p for p, _ in failed_read]
+        _read_failed(batch, sync, side, planned, exc, sync.connector(side).name, "re-read")
         return
+    for p, o in done:
+        if o.kind is not Applied.CHANGED:
+            continue
+        if o.target_gone or o.current is None:
+            batch.done(p.entry, p.source, EventOutcome.DEFERRED, "the target record is gone")
+            continue
+        now_value = _value_held(side, p.fm, o.current)
+        _conflict(batch, p, None if now_value is _UNMAPPABLE else now_value)
     # After retries: a transient failure goes to the outbox; a permanent one (a
     # connector's own bug included, logged with its traceback there) is never retried as if
     # it were the network.
-    results = write_batch_or_failures(batch.caller, connector, changes)
-    for change, result in zip(changes, results, strict=True):
-        assert change.key is not None
-        for p in sent[change.key]:
-            if result.ok:
-                _applied(batch, sync, side, change, p)
-            elif result.retryable:
-                _to_outbox(batch, sync, side, p, result.error or "write failed")
-            else:
-                _rejected(batch, sync, side, p, result.error or "rejected")
-        if result.ok:
-            batch.writes += 1
+    written: set[str] = set()
+    for p, o in done:
+        key = o.planned.key
+        if o.kind is Applied.WRITTEN:
+            _applied(batch, sync, side, p)
+            written.add(key)
+        elif o.kind is Applied.FAILED and o.retryable:
+            _to_outbox(batch, sync, side, p, o.error or "write failed")
+        elif o.kind is Applied.FAILED:
+            _rejected(batch, sync, side, p, o.error or "rejected")
+    batch.writes += len(written)
 
 
-def _current_at_source(batch: Batch, sync: SyncDefinition, side: Side, records: Records) -> Records:
-    """Re-read the events' source records (one batch) and keep only the events whose value
-    the source still holds: an event whose source has moved on is older than the state,
-    and writing it would put an old value over a newer one (the newer change's webhook
-    may be late or lost; reconciliation repairs it). Invariant 1."""
-    source = side.other
-    connector = sync.connector(source)
-    keys = sorted(
-        {
-            (p.left_key if source is Side.LEFT else p.right_key)
-            for _, f in records
-            for p in f.values()
-        }
+def _planned_write(batch: Batch, side: Side, key: str, p: Planned) -> PlannedWrite:
+    """A planned write of the fast loop, for the one apply path: fine while the target holds
+    the base (a target that changed too, or holds a value the transform refuses, is a
+    conflict); with ``verify_source``, while the source holds the value its event reported."""
+    name = _target_name(side, p.fm)
+
+    def unchanged(record: Record) -> bool:
+        now_value = _value_held(side, p.fm, record)
+        return now_value is not _UNMAPPABLE and (
+            p.base is MISSING or values_equal(now_value, p.base)
+        )
+
+    def source_holds(record: Record) -> bool:
+        return _same_reported(record.fields.get(str(p.event.field), MISSING), p.event.value)
+
+    verify = batch.h.verify_source
+    return PlannedWrite(
+        side=side,
+        key=key,
+        fields={name: _target_value(side, p)},
+        unchanged=unchanged,
+        source_times={name: p.event.occurred_at},
+        source_key=(p.left_key if side.other is Side.LEFT else p.right_key) if verify else None,
+        source_holds=source_holds if verify else None,
+        ref=key,
     )
-    try:
-        found = {r.key: r for r in read_batch(batch.caller, connector, keys)}
-    except (ConnectorError, StorageError) as exc:
-        _read_failed(batch, sync, side, records, exc, connector.name, "re-reading the source")
-        return []
-    kept: Records = []
-    for key, fields in records:
-        still: dict[str, Planned] = {}
-        for name, p in fields.items():
-            record = found.get(p.left_key if source is Side.LEFT else p.right_key)
-            if record is None or record.deleted:
-                batch.done(p.entry, p.source, EventOutcome.DEFERRED, "the source record is gone")
-            elif not _same_reported(record.fields.get(str(p.event.field), MISSING), p.event.value):
-                # The order guard moves: this change is not the field's newest.
-                batch.step.field_times.append(
-                    (sync.name, p.left_key, p.fm.left, p.event.occurred_at)
-                )
-                batch.done(
-                    p.entry,
-                    p.source,
-                    EventOutcome.STALE,
-                    "the source holds a newer value of the field",
-                )
-            else:
-                still[name] = p
-        if still:
-            kept.append((key, still))
-    return kept
+
+
+def _source_moved(batch: Batch, sync: SyncDefinition, p: Planned, o: WriteOutcome) -> None:
+    """An event whose source has moved on is older than the state, and writing it would put
+    an old value over a newer one (the newer change's webhook may be late or lost;
+    reconciliation repairs it). Invariant 1."""
+    if o.source_gone:
+        batch.done(p.entry, p.source, EventOutcome.DEFERRED, "the source record is gone")
+        return
+    # The order guard moves: this change is not the field's newest.
+    batch.step.field_times.append((sync.name, p.left_key, p.fm.left, p.event.occurred_at))
+    batch.done(
+        p.entry,
+        p.source,
+        EventOutcome.STALE,
+        "the source holds a newer value of the field",
+    )
 
 
 def _read_failed(
     batch: Batch,
     sync: SyncDefinition,
     side: Side,
-    records: Records,
+    planned: list[Planned],
     exc: Exception,
     system: str,
     what: str,
@@ -236,7 +237,6 @@ def _read_failed(
     """A re-read before the writes failed (after retries): the writes wait in the outbox. A
     connector's own bug is not retried: it is logged with its traceback and each write left
     to reconciliation as a queue item."""
-    planned = [p for _, fields in records for p in fields.values()]
     if not isinstance(exc, ConnectorBugError):
         if not isinstance(exc, SyncReconError):  # syncrecon's own bug: say so, loudly
             log.error(
@@ -269,7 +269,7 @@ def _read_failed(
 # What became of each planned write ------------------------------------------------------------
 
 
-def _applied(batch: Batch, sync: SyncDefinition, side: Side, change: Change, p: Planned) -> None:
+def _applied(batch: Batch, sync: SyncDefinition, side: Side, p: Planned) -> None:
     batch.step.bases.append(
         BaseUpdate(sync=sync.name, left_key=p.left_key, values={p.fm.left: p.value})
     )
