@@ -369,6 +369,15 @@ def checked_records(
     """
     out: list[Record] = []
     for item in items:
+        # The usual record, checked inline (this runs for every record listed or read).
+        if (
+            type(item) is Record
+            and type(item.key) is str
+            and item.key
+            and type(item.fields) is dict
+        ):
+            out.append(item)
+            continue
         problem = _problem(item)
         if problem is None:
             out.append(item)
