@@ -28,7 +28,7 @@ def test_a_late_webhook_older_than_a_synced_source_of_truth_value_is_stale(
     world.clock.advance(5)
     assert world.reconciler.run_cycle().writes == {"left": 0, "right": 1}
     synced = world.right.get("s1").fields["StageName"]
-    assert synced != "Prospecting"
+    assert synced == "Closed Lost"  # the newer value, mapped
     world.clock.advance(5)
     assert world.handler.handle(late).status == 200  # signed, inside the tolerance
     report = world.handler.process_pending()

@@ -31,7 +31,7 @@ from syncrecon import StorageError
 from syncrecon.storage import Storage
 from syncrecon.storage._base import InboxEntry
 from syncrecon.webhooks import WebhookHandler, WebhookRequest, WebhookResponse
-from syncrecon.webhooks._group import GroupCommitter, Ticket
+from syncrecon.webhooks._group import GroupCommitter, StoredGroupError, Ticket, share_out
 from test_group_commit import (
     ACCEPTED,
     URL,
@@ -308,3 +308,37 @@ def test_what_is_not_an_exception_stops_the_one_by_one_commits() -> None:
     assert [t.ids for t in tickets] == [[1], [1], None, None, None, [1]]
     assert tickets[1].error is None
     assert all(isinstance(t.error, SystemExit) for t in tickets[2:5])
+
+
+def test_a_stored_group_whose_ids_cannot_be_shared_out_fails_whole() -> None:
+    """A storage that stored the group but returned too few ids: committing the tickets again
+    one by one would answer each as a duplicate, so the whole group fails, committed once."""
+    held = threading.Event()
+    release = threading.Event()
+    calls: list[list[str]] = []
+
+    def commit(group: Sequence[Ticket]) -> None:
+        keys = [e.dedupe_key for t in group for e in t.entries]
+        calls.append(keys)
+        if len(calls) == 1:
+            held.set()
+            assert release.wait(TIMEOUT)
+            share_out(group, [1])
+            return
+        share_out(group, [1])  # one id for a group of several: stored, cannot be shared out
+
+    committer = GroupCommitter(commit, max_events=10)
+    tickets = [_ticket(k) for k in ("first", "a", "b")]
+
+    async def scenario() -> None:
+        first = asyncio.create_task(committer.acommit(tickets[0]))
+        assert await asyncio.to_thread(held.wait, TIMEOUT)
+        rest = [asyncio.create_task(committer.acommit(t)) for t in tickets[1:]]
+        await await_until(lambda: committer.waiting == 2, "the tickets to queue up")
+        release.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(scenario())
+    assert calls == [["first"], ["a", "b"]]  # never committed again one by one
+    assert tickets[0].ids == [1]
+    assert all(isinstance(t.error, StoredGroupError) for t in tickets[1:])

@@ -168,6 +168,7 @@ def test_the_one_apply_path_writes_nothing_when_asked_all_or_nothing(storage: St
     world = World(storage)
     world.right.edit("s1", Notes="edited meanwhile")
     writes_before = world.right.calls.get("write_records", 0)
+    left_writes_before = world.left.calls.get("write_records", 0)
     plans = [
         PlannedWrite(side=side, key=key, fields={name: "x"}, expected={name: "n0"})
         for side, key, name in ((Side.LEFT, "h1", "notes"), (Side.RIGHT, "s1", "Notes"))
@@ -183,4 +184,5 @@ def test_the_one_apply_path_writes_nothing_when_asked_all_or_nothing(storage: St
         )
     assert [o.kind for o in outcomes] == [Applied.NOT_WRITTEN, Applied.CHANGED]
     assert world.left.get("h1").fields["notes"] == "n0"
+    assert world.left.calls.get("write_records", 0) == left_writes_before  # not even tried
     assert world.right.calls.get("write_records", 0) == writes_before

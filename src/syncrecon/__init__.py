@@ -76,7 +76,7 @@ if _TYPE_CHECKING:
     from .queue import OperatorQueue
     from .scheduling import IntervalScheduler, Scheduler
     from .storage.memory import MemoryStorage
-    from .storage.postgres import PostgresStorage
+    from .storage.postgres import PostgresStorage as PostgresStorage  # needs the extra
     from .storage.sqlite import SQLiteStorage
     from .webhooks import WebhookHandler, WebhookSource
     from .worker import Worker
@@ -105,8 +105,13 @@ def __getattr__(name: str) -> _Any:
     return value
 
 
+_OPTIONAL = frozenset({"PostgresStorage"})
+"""Lazy names that need an extra: importable by name, left out of ``__all__`` and ``dir()`` so
+that ``from syncrecon import *``, ``inspect.getmembers`` and pydoc work without the extra."""
+
+
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *(name for name in _LAZY if name not in _OPTIONAL)])
 
 
 __all__ = [
@@ -150,7 +155,6 @@ __all__ = [
     "PartitionedConnector",
     "PayloadTooLargeError",
     "PermanentError",
-    "PostgresStorage",
     "QueueError",
     "RateLimitedError",
     "Recency",

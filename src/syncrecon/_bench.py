@@ -169,10 +169,10 @@ def run_bench(
             retry=RetrySettings(sleep=clock.advance),
             scratch_dir=tmp,
         )
-        _settle_heap()
-        wall = time.perf_counter()
-        first = reconciler.run_cycle()
-        first_s = time.perf_counter() - wall
+        with _settled_heap():
+            wall = time.perf_counter()
+            first = reconciler.run_cycle()
+            first_s = time.perf_counter() - wall
 
         clock.advance(3600)
         drifted = int(records * drift)
@@ -181,19 +181,19 @@ def run_bench(
         sample = _pairs_sample(reconciler, left, right, records, compare_sample, rng)
         left.calls.clear()
         right.calls.clear()
-        _settle_heap()
-        wall = time.perf_counter()
-        steady = reconciler.run_cycle()
-        steady_s = time.perf_counter() - wall
+        with _settled_heap():
+            wall = time.perf_counter()
+            steady = reconciler.run_cycle()
+            steady_s = time.perf_counter() - wall
         steady_calls = {"left": dict(left.calls), "right": dict(right.calls)}
         again = reconciler.run_cycle()
 
         # Nothing changed since the converged re-run: the cycle finds every record unchanged.
         clock.advance(3600)
-        _settle_heap()
-        wall = time.perf_counter()
-        noop = reconciler.run_cycle()
-        noop_s = time.perf_counter() - wall
+        with _settled_heap():
+            wall = time.perf_counter()
+            noop = reconciler.run_cycle()
+            noop_s = time.perf_counter() - wall
         storage.close()
 
     # The best of three runs each, ours and DeepDiff's: one run of a fraction of a second is
@@ -277,16 +277,23 @@ def _diffsync_figures(records: int, seed: int, noop_s: float, noop_cpu: float) -
     }
 
 
-def _settle_heap() -> None:
-    """Collect, then take what lives now out of the collector's sight (``gc.freeze``): mostly
-    the simulated systems' records, which a real connector does not keep in the process.
+@contextlib.contextmanager
+def _settled_heap() -> Iterator[None]:
+    """Collect, then keep what lives now out of the collector's sight (``gc.freeze``) for the
+    timed cycle inside: mostly the simulated systems' records and the compare sample, which a
+    real deployment does not hold in the process. Unfrozen again after it, so the figures
+    measured later in the process (compare, webhooks, connectors, memory) are not affected.
 
-    Otherwise a collection's cost grows with the simulators' stored records, and it is charged
-    to whoever allocated when it ran: to syncrecon or to the connectors, by chance, so the
-    split between the two moved by 50% between two runs of one build.
+    Otherwise a collection's cost grows with the benchmark's own objects, and it is charged to
+    whoever allocated when it ran: to syncrecon or to the connectors, by chance, so the split
+    between the two moved by half between two runs of one build.
     """
     gc.collect()
     gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _own_cpu(report: CycleReport) -> float:

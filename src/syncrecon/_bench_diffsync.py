@@ -86,16 +86,19 @@ def measure_diffsync(records: int, *, seed: int = 1) -> dict[str, Any]:
     sync = deal_sync(left, right)
     source, target = deals(name="left"), deals(name="right")
     baseline = rss_mb()
-    gc.collect()  # as before syncrecon's timed cycles (see syncrecon._bench._settle_heap)
+    gc.collect()  # as before syncrecon's timed cycles (syncrecon._bench._settled_heap)
     gc.freeze()
-    wall, cpu = time.perf_counter(), time.process_time()
-    listing = _load(source, left, sync, Side.LEFT) + _load(target, right, sync, Side.RIGHT)
-    loaded = time.perf_counter()
-    diff = target.diff_from(source)
-    diffed = time.perf_counter()
-    source.sync_to(target, diff=diff)
-    synced = time.perf_counter()
-    cpu = time.process_time() - cpu
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        listing = _load(source, left, sync, Side.LEFT) + _load(target, right, sync, Side.RIGHT)
+        loaded = time.perf_counter()
+        diff = target.diff_from(source)
+        diffed = time.perf_counter()
+        source.sync_to(target, diff=diff)
+        synced = time.perf_counter()
+        cpu = time.process_time() - cpu
+    finally:
+        gc.unfreeze()
     return {
         "diffsync_s": round(synced - wall, 3),
         "diffsync_load_s": round(loaded - wall, 3),

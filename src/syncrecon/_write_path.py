@@ -1,13 +1,16 @@
 """The steps every writer shares: the cycle, the fast loop and the operator queue.
 
 Whoever writes a value to a system does the same things around the write, in this order:
-claim the records (one claim space, :func:`record_name`), remember the write in the echo
-ledger before making it (:func:`echo_entries`, so the webhook it causes is recognized as
-syncrecon's own even if it arrives before the write's answer), skip a side that already holds
-the value (:func:`holds`), write, and commit the outcome with the base in one step. These
-helpers are that shared vocabulary, and :func:`apply_writes` is the one apply path they all
-take for a batch of planned writes (re-read, compare, remember the echoes, write, outcomes);
-each writer keeps its own planning, its own batching and its own commit of the outcomes.
+claim the records (one claim space, :func:`record_name`), make the write known in the echo
+ledger before the webhook it causes can be processed (:func:`echo_entries`; the fast loop and
+the queue commit the echoes before writing, the cycle commits them with the outcome while it
+still holds the records' claims, so no worker takes that webhook before they are known), skip
+a side that already holds the value (:func:`holds`), write, and commit the outcome with the
+base in one step. These helpers are that shared vocabulary, and :func:`apply_writes` is the
+one apply path the cycle, the fast loop and the queue take for a batch of planned writes
+(re-read, compare, remember the echoes when asked, write, outcomes); each writer keeps its own
+planning, its own batching and its own commit of the outcomes. The outbox's retries
+(:mod:`syncrecon.webhooks._outbox`) still re-read and write on their own.
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ def apply_writes(
     stop_at_failure: bool = False,
     checked: Callable[[list[WriteOutcome]], None] | None = None,
 ) -> list[WriteOutcome]:
-    """The one apply path of every writer: the cycle, the fast loop and the operator queue.
+    """The one apply path of the cycle, the fast loop and the operator queue.
 
     For one batch (the caller sizes it to the connectors' limits), in this order:
 
@@ -237,15 +240,15 @@ def apply_writes(
                 )
 
     def read_targets() -> bool:
-        wanted: dict[Side, list[str]] = {}
+        wanted: dict[Side, dict[str, None]] = {}  # keys in first-planned order, once each
         for i, p in enumerate(planned):
-            if i not in outcome and p.key not in wanted.setdefault(p.side, []):
-                wanted[p.side].append(p.key)
+            if i not in outcome:
+                wanted.setdefault(p.side, {})[p.key] = None
         for side, keys in wanted.items():
             if not keys:
                 continue
             try:
-                found = read_batch(caller, sync.connector(side), keys)
+                found = read_batch(caller, sync.connector(side), list(keys))
             except Exception as exc:  # the caller says what it means
                 read_failed(exc, side, at_source=False)
                 return False

@@ -17,7 +17,7 @@ from .._models import Side
 from .._sync import SyncDefinition
 from ..storage._base import Discrepancy
 from ._api import OperatorQueue
-from ._items import DEFAULT_STATUSES, StatusFilter, is_record_level
+from ._items import DEFAULT_STATUSES, StatusFilter, get_item, is_record_level
 from ._loader import load_syncs
 from ._pages import QueueFilter
 from ._resolve import PlannedResolution, Resolution
@@ -329,7 +329,7 @@ def _side(queue: OperatorQueue, take: str, ids: Sequence[int], where: QueueFilte
     if word in ("left", "right"):
         return word
     if ids:
-        names = {queue.storage.get_item(i).sync for i in ids}
+        names = {get_item(queue.storage, i).sync for i in ids}
     elif where is not None and where.sync is not None:
         names = {where.sync}
     else:

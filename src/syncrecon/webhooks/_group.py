@@ -110,11 +110,16 @@ def take_group(waiting: collections.deque[Ticket], max_events: int) -> list[Tick
     return group
 
 
+class StoredGroupError(RuntimeError):
+    """The group's events were stored, but its result cannot be shared out (a storage that
+    returned the wrong number of ids): the whole group fails, it is never committed again."""
+
+
 def share_out(group: Sequence[Ticket], ids: Sequence[int | None]) -> None:
     """Give each ticket its own slice of the group's ids, in the order of its entries."""
     expected = sum(len(t.entries) for t in group)
     if len(ids) != expected:
-        raise RuntimeError(f"the inbox returned {len(ids)} ids for {expected} entries")
+        raise StoredGroupError(f"the inbox returned {len(ids)} ids for {expected} entries")
     at = 0
     for ticket in group:
         ticket.ids = list(ids[at : at + len(ticket.entries)])
@@ -225,12 +230,18 @@ class GroupCommitter:
 
         A group of several tickets failed by anything but a storage failure (a failure tied
         to one request's content, which would fail any group holding it) is committed again
-        ticket by ticket: only the tickets whose own commit fails get an error."""
+        ticket by ticket: only the tickets whose own commit fails get an error. A group that
+        was stored but whose ids cannot be shared out (:class:`StoredGroupError`) fails whole:
+        committing it again would answer every request as a duplicate."""
         stop: BaseException | None = None
         try:
             self._commit(group)
         except BaseException as exc:
-            if len(group) > 1 and isinstance(exc, Exception) and not isinstance(exc, StorageError):
+            if (
+                len(group) > 1
+                and isinstance(exc, Exception)
+                and not isinstance(exc, StorageError | StoredGroupError)
+            ):
                 log.warning(
                     "a group commit of %d requests failed (%s); committing them one by one",
                     len(group),

@@ -297,10 +297,11 @@ def unstorable(event: ChangeEvent) -> str | None:
 
 def commit_group(handler: WebhookHandler, group: Sequence[Ticket]) -> None:
     """Store a group's entries and counters in one transaction, give each ticket its ids,
-    then count the group's duplicate deliveries. Raises what the storage raised, and only
-    before the group is stored (a failure to count the duplicates is logged): the committer
-    hands a storage failure to every ticket of the group, and commits the tickets one by one
-    after any other failure (see :class:`~._group.GroupCommitter`)."""
+    then count the group's duplicate deliveries (a failure to count them is logged). Raises
+    what the storage raised before the group was stored, or
+    :class:`~._group.StoredGroupError` when the storage stored it but returned the wrong
+    number of ids: the committer hands either to every ticket of the group, and commits the
+    tickets one by one after any other failure (see :class:`~._group.GroupCommitter`)."""
     entries = [e for t in group for e in t.entries]
     counters = [c for t in group for c in t.counters]
     now = handler.clock.now()
