@@ -383,6 +383,11 @@ def test_queue_take_names_a_system(db: Path, summary: dict[str, Any]) -> None:
     status, out, err = _run(*base, "--take", "salesforce")
     assert (status, out) == (2, "")
     assert "--take left or --take right" in _one_line(err)
+    status, out, err = _run(
+        "queue", "--db", str(db), "resolve", "999999", "--take", "hubspot", *app
+    )
+    assert (status, out) == (2, "")  # a missing item with a system's name: one line, no traceback
+    assert "999999" in _one_line(err)
     status, out, err = _run(*base, "--take", "salesforce", *app, "--by", "ada")
     assert status == 0, err
     assert out.startswith(f"item {item['id']}: resolved (resolved). took salesforce's value ")
