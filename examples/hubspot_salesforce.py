@@ -1,6 +1,8 @@
 """HubSpot deals <-> Salesforce opportunities, both loops, on emulators or on your own accounts.
 
-Run ``python examples/hubspot_salesforce.py``. Without credentials it needs no network: both
+Run ``python examples/hubspot_salesforce.py`` (it needs the ``jwt`` extra, ``pip install
+'syncrecon[jwt]'``, even on the emulators: the Salesforce emulator checks a JWT bearer
+assertion signed with a test key). Without credentials it needs no network: both
 APIs are syncrecon's in-process emulators, time is a ``ManualClock`` (rate-limit waits move it
 instead of sleeping) and the state is SQLite in a temporary directory. It seeds 31 deals and
 30 opportunities that drifted apart; the worker's first cycle links them, fixes what the rules

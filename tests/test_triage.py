@@ -192,7 +192,7 @@ def test_show_and_suggest_offer_it_and_count_it_shown(world: World) -> None:
     view = world.queue.show(item_id)
     assert view.suggestion is not None
     assert (view.suggestion.category, view.suggestion.resolution) == ("case_or_whitespace", "left")
-    assert "suggestion: take the left value" in str(view)
+    assert "suggestion: take crm's value" in str(view)  # the system by name
     assert "(case_or_whitespace, from rules)" in str(view)
     assert world.queue.suggest(item_id) == view.suggestion
     assert world.queue.show(item_id, suggest=False).suggestion is None
@@ -398,3 +398,13 @@ def test_the_dashboard_counts_suggestions_shown_and_taken(world: World) -> None:
         '<td data-label="source">rules</td><td data-label="shown">2</td>'
         '<td data-label="taken">1</td><td data-label="taken share">50%</td>'
     ) in html
+
+
+def test_a_suggestion_names_the_system_whose_value_it_takes() -> None:
+    from syncrecon import Side
+
+    hint = Suggestion(resolution="right", category="case_or_whitespace")
+    names = {Side.LEFT: "hubspot", Side.RIGHT: "salesforce"}
+    assert hint.describe(names) == "take salesforce's value"
+    assert hint.describe() == "take the right value"  # no names known: the side
+    assert Suggestion(resolution="acknowledge").describe(names).startswith("acknowledge")

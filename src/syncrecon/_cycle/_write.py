@@ -87,7 +87,7 @@ class _Write(_Decide):
             self.owner, wanted, now=self.clock.now(), lease=self.rec.lease_ttl
         )
         try:
-            self._write_claimed(stash, side, connector, rows, pair_records, granted)
+            self._write_claimed(stash, side, rows, pair_records, granted)
         finally:
             self.storage.release_records(self.owner, sorted(granted))
 
@@ -95,7 +95,6 @@ class _Write(_Decide):
         self,
         stash: Stash,
         side: Side,
-        connector: AnyConnector,
         rows: list[PlanRow],
         pair_records: Mapping[int, tuple[str, str]],
         granted: set[str],

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 import attrs
 
 from .._clock import utc
+from .._models import Side
 from .._policy import values_equal
 from ..storage._base import Discrepancy
 from ._items import DUPLICATE_CATEGORY, group_key, is_record_level
@@ -73,14 +74,18 @@ class Suggestion:
     reasons: tuple[str, ...] = attrs.field(default=(), converter=_texts)
     source: str = "rules"
 
-    def describe(self) -> str:
-        """The proposed resolution in words."""
+    def describe(self, systems: Mapping[Side, str] | None = None) -> str:
+        """The proposed resolution in words; ``systems`` names the sides' systems (``take
+        hubspot's value``), else the side is named (``take the left value``)."""
         if self.resolution is None:
             return "no resolution proposed"
         if isinstance(self.resolution, UseValue):
             return f"set the value {shown(self.resolution.value, 80)}"
         if self.resolution == "acknowledge":
             return "acknowledge (close without writing)"
+        name = (systems or {}).get(Side(self.resolution))
+        if name and name != self.resolution:
+            return f"take {name}'s value"
         return f"take the {self.resolution} value"
 
     def to_dict(self) -> dict[str, Any]:

@@ -148,7 +148,7 @@ class ItemView:
             lines.append("  why:")
             lines += [f"    {line}" for line in self.explained.splitlines()]
         if self.suggestion is not None:
-            lines.append(f"  suggestion: {self.suggestion.describe()}")
+            lines.append(f"  suggestion: {self.suggestion.describe(self.systems)}")
             if self.suggestion.category:
                 lines.append(f"    ({self.suggestion.category}, from {self.suggestion.source})")
             else:
