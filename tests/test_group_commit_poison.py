@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -229,13 +229,15 @@ def _ticket(key: str) -> Ticket:
     return Ticket([InboxEntry(source="s", dedupe_key=key, event={}, received_at=at)])
 
 
-def test_the_committer_commits_a_failed_groups_tickets_one_by_one() -> None:
-    """The committer alone: the first group is held until three tickets wait behind it; the
-    commit of those three raises a ``ValueError`` for one of them, which fails alone."""
+def _held_first(
+    store: Callable[[Sequence[Ticket], list[str]], None], tickets: Sequence[Ticket], queued: int
+) -> list[list[str]]:
+    """Commit ``tickets[0]`` alone and hold its commit until ``tickets[1:queued + 1]`` wait
+    behind it, so they form the next group; then ``tickets[queued + 1:]`` one after another.
+    ``store(group, keys)`` is the commit; returns the keys of every commit call, in order."""
     held = threading.Event()
     release = threading.Event()
     calls: list[list[str]] = []
-    durable: list[str] = []
 
     def commit(group: Sequence[Ticket]) -> None:
         keys = [e.dedupe_key for t in group for e in t.entries]
@@ -243,25 +245,39 @@ def test_the_committer_commits_a_failed_groups_tickets_one_by_one() -> None:
         if len(calls) == 1:
             held.set()
             assert release.wait(TIMEOUT)
+        store(group, keys)
+
+    committer = GroupCommitter(commit, max_events=10)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(committer.acommit(tickets[0]))
+        assert await asyncio.to_thread(held.wait, TIMEOUT)
+        rest = [asyncio.create_task(committer.acommit(t)) for t in tickets[1 : queued + 1]]
+        await await_until(lambda: committer.waiting == queued, "the tickets to queue up")
+        assert not any(t.done() for t in rest)
+        release.set()
+        await asyncio.gather(first, *rest)
+        for ticket in tickets[queued + 1 :]:
+            await committer.acommit(ticket)
+
+    asyncio.run(scenario())
+    return calls
+
+
+def test_the_committer_commits_a_failed_groups_tickets_one_by_one() -> None:
+    """The committer alone: the first group is held until three tickets wait behind it; the
+    commit of those three raises a ``ValueError`` for one of them, which fails alone."""
+    durable: list[str] = []
+
+    def store(group: Sequence[Ticket], keys: list[str]) -> None:
         if "bad" in keys:
             raise ValueError("cannot store this one")
         durable.extend(keys)
         for t in group:
             t.ids = [len(durable)] * len(t.entries)
 
-    committer = GroupCommitter(commit, max_events=10)
     tickets = [_ticket(k) for k in ("first", "a", "bad", "b")]
-
-    async def scenario() -> None:
-        first = asyncio.create_task(committer.acommit(tickets[0]))
-        assert await asyncio.to_thread(held.wait, TIMEOUT)
-        rest = [asyncio.create_task(committer.acommit(t)) for t in tickets[1:]]
-        await await_until(lambda: committer.waiting == 3, "the tickets to queue up")
-        assert not any(t.done() for t in rest)
-        release.set()
-        await asyncio.gather(first, *rest)
-
-    asyncio.run(scenario())
+    calls = _held_first(store, tickets, queued=3)
     assert calls == [["first"], ["a", "bad", "b"], ["a"], ["bad"], ["b"]]
     assert durable == ["first", "a", "b"]
     assert [t.error for t in tickets[:2]] == [None, None]
@@ -274,16 +290,8 @@ def test_the_committer_commits_a_failed_groups_tickets_one_by_one() -> None:
 def test_what_is_not_an_exception_stops_the_one_by_one_commits() -> None:
     """A ``SystemExit`` while the tickets are committed one by one is the error of that ticket
     and of every one after it (none is left hanging); the next group runs as usual."""
-    held = threading.Event()
-    release = threading.Event()
-    calls: list[list[str]] = []
 
-    def commit(group: Sequence[Ticket]) -> None:
-        keys = [e.dedupe_key for t in group for e in t.entries]
-        calls.append(keys)
-        if len(calls) == 1:
-            held.set()
-            assert release.wait(TIMEOUT)
+    def store(group: Sequence[Ticket], keys: list[str]) -> None:
         if "bad" in keys:
             raise ValueError("cannot store this one")
         if keys == ["b"]:
@@ -291,19 +299,8 @@ def test_what_is_not_an_exception_stops_the_one_by_one_commits() -> None:
         for t in group:
             t.ids = [1] * len(t.entries)
 
-    committer = GroupCommitter(commit, max_events=10)
     tickets = [_ticket(k) for k in ("first", "a", "b", "bad", "c", "after")]
-
-    async def scenario() -> None:
-        first = asyncio.create_task(committer.acommit(tickets[0]))
-        assert await asyncio.to_thread(held.wait, TIMEOUT)
-        rest = [asyncio.create_task(committer.acommit(t)) for t in tickets[1:5]]
-        await await_until(lambda: committer.waiting == 4, "the tickets to queue up")
-        release.set()
-        await asyncio.gather(first, *rest)
-        await committer.acommit(tickets[5])
-
-    asyncio.run(scenario())
+    calls = _held_first(store, tickets, queued=4)
     assert calls == [["first"], ["a", "b", "bad", "c"], ["a"], ["b"], ["after"]]
     assert [t.ids for t in tickets] == [[1], [1], None, None, None, [1]]
     assert tickets[1].error is None
@@ -313,32 +310,12 @@ def test_what_is_not_an_exception_stops_the_one_by_one_commits() -> None:
 def test_a_stored_group_whose_ids_cannot_be_shared_out_fails_whole() -> None:
     """A storage that stored the group but returned too few ids: committing the tickets again
     one by one would answer each as a duplicate, so the whole group fails, committed once."""
-    held = threading.Event()
-    release = threading.Event()
-    calls: list[list[str]] = []
 
-    def commit(group: Sequence[Ticket]) -> None:
-        keys = [e.dedupe_key for t in group for e in t.entries]
-        calls.append(keys)
-        if len(calls) == 1:
-            held.set()
-            assert release.wait(TIMEOUT)
-            share_out(group, [1])
-            return
-        share_out(group, [1])  # one id for a group of several: stored, cannot be shared out
+    def store(group: Sequence[Ticket], keys: list[str]) -> None:
+        share_out(group, [1])  # one id: right for the first group, too few for the second
 
-    committer = GroupCommitter(commit, max_events=10)
     tickets = [_ticket(k) for k in ("first", "a", "b")]
-
-    async def scenario() -> None:
-        first = asyncio.create_task(committer.acommit(tickets[0]))
-        assert await asyncio.to_thread(held.wait, TIMEOUT)
-        rest = [asyncio.create_task(committer.acommit(t)) for t in tickets[1:]]
-        await await_until(lambda: committer.waiting == 2, "the tickets to queue up")
-        release.set()
-        await asyncio.gather(first, *rest)
-
-    asyncio.run(scenario())
+    calls = _held_first(store, tickets, queued=2)
     assert calls == [["first"], ["a", "b"]]  # never committed again one by one
     assert tickets[0].ids == [1]
     assert all(isinstance(t.error, StoredGroupError) for t in tickets[1:])
